@@ -1,0 +1,244 @@
+"""A traced, retrying httpx client: tracing and retries live in the transport."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from time import monotonic, time_ns
+
+import httpx
+from opentelemetry import baggage as otel_baggage
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from tandem_telemetry.bootstrap import Telemetry, setup
+from tandem_telemetry.middleware import KNOWN_METHODS
+from tandem_telemetry.propagation import format_baggage, format_traceparent
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
+class TotalTimeout(httpx.TimeoutException):
+    """The request, retries included, outlasted its total time budget."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff with full jitter.
+
+    A request whose connection could not be established is always retried:
+    nothing was sent, so even a POST is safe. Idempotent requests are also
+    retried on 503 and on errors after sending.
+    """
+
+    attempts: int = 3
+    backoff: float = 0.05
+    max_backoff: float = 1.0
+
+    def delay(self, retry: int) -> float:
+        """Seconds to wait before retry number `retry` (1-based)."""
+        return random.uniform(0, min(self.max_backoff, self.backoff * 2 ** (retry - 1)))
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Explicit client timeouts in seconds: to connect, between bytes read, and for the whole call."""
+
+    connect: float = 1.0
+    read: float = 5.0
+    total: float = 10.0
+
+
+class TracingTransport(httpx.AsyncBaseTransport):
+    """Wrap a transport: one CLIENT span per attempt, W3C context injected, retries per `RetryPolicy`."""
+
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport,
+        *,
+        retry: RetryPolicy = RetryPolicy(),
+        total_timeout: float | None = None,
+        telemetry: Telemetry | None = None,
+    ) -> None:
+        self._transport = transport
+        self._retry = retry
+        self._total_timeout = total_timeout
+        self._telemetry = telemetry
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        telemetry = self._telemetry or setup()
+        deadline = None if self._total_timeout is None else monotonic() + self._total_timeout
+        idempotent = request.method in IDEMPOTENT_METHODS
+        attempt = 0
+        while True:
+            span, start = self._start_attempt(telemetry, request, attempt)
+            try:
+                response = await self._send_within(request, deadline)
+            except Exception as exc:
+                _end_span(telemetry, span, start, request, None, _error_type(exc))
+                if attempt + 1 < self._retry.attempts and (_nothing_sent(exc) or (idempotent and _is_transport_error(exc))):
+                    attempt += 1
+                    await self._backoff(attempt, deadline, request)
+                    continue
+                raise
+            if response.status_code == 503 and idempotent and attempt + 1 < self._retry.attempts:
+                await response.aclose()
+                _end_span(telemetry, span, start, request, 503, "503")
+                attempt += 1
+                await self._backoff(attempt, deadline, request)
+                continue
+            # The span ends when the body has been read, so it covers the whole exchange.
+            response.stream = _SpanEndingStream(response.stream, telemetry, span, start, request, response.status_code)  # type: ignore[arg-type]
+            return response
+
+    def _start_attempt(self, telemetry: Telemetry, request: httpx.Request, attempt: int) -> tuple[Span | None, int]:
+        start = time_ns()
+        if not telemetry.enabled:
+            return None, start
+        url = request.url
+        method = request.method if request.method in KNOWN_METHODS else "_OTHER"
+        port = url.port or (443 if url.scheme == "https" else 80)
+        attributes: dict[str, str | int] = {
+            "http.request.method": method,
+            "server.address": url.host,
+            "server.port": port,
+            # Never the query or userinfo: they may carry secrets.
+            "url.full": f"{url.scheme}://{url.host}:{port}{url.path}",
+        }
+        if attempt:
+            attributes["http.request.resend_count"] = attempt
+        span = telemetry.tracer.start_span("HTTP" if method == "_OTHER" else method, None, SpanKind.CLIENT, attributes, None, start)
+        headers = request.headers
+        headers["traceparent"] = format_traceparent(span.get_span_context())
+        state = span.get_span_context().trace_state
+        if state:
+            headers["tracestate"] = state.to_header()
+        entries = otel_baggage.get_all()
+        if entries and (value := format_baggage(dict(entries))) is not None:
+            headers["baggage"] = value
+        return span, start
+
+    async def _send_within(self, request: httpx.Request, deadline: float | None) -> httpx.Response:
+        if deadline is None:
+            return await self._transport.handle_async_request(request)
+        try:
+            async with asyncio.timeout(deadline - monotonic()):
+                return await self._transport.handle_async_request(request)
+        except TimeoutError:
+            raise TotalTimeout(f"no response within the total timeout of {self._total_timeout}s", request=request) from None
+
+    async def _backoff(self, retry: int, deadline: float | None, request: httpx.Request) -> None:
+        delay = self._retry.delay(retry)
+        if deadline is not None and monotonic() + delay >= deadline:
+            raise TotalTimeout(f"retries exceeded the total timeout of {self._total_timeout}s", request=request)
+        await asyncio.sleep(delay)
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
+class _SpanEndingStream(httpx.AsyncByteStream):
+    """A response body stream that ends the attempt's span when the body is closed."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, telemetry: Telemetry, span: Span | None, start: int, request: httpx.Request, status: int) -> None:
+        self._stream = stream
+        self._telemetry = telemetry
+        self._span = span
+        self._start = start
+        self._request = request
+        self._status = status
+        self._error: str | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._stream:
+                yield chunk
+        except Exception as exc:
+            self._error = _error_type(exc)
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            if self._span is not None:
+                error = self._error or (str(self._status) if self._status >= 400 else None)
+                _end_span(self._telemetry, self._span, self._start, self._request, self._status, error)
+                self._span = None
+
+
+def _end_span(telemetry: Telemetry, span: Span | None, start: int, request: httpx.Request, status: int | None, error_type: str | None) -> None:
+    if span is None:
+        return
+    end = time_ns()
+    attributes: dict[str, str | int] = {
+        "http.request.method": request.method if request.method in KNOWN_METHODS else "_OTHER",
+        "server.address": request.url.host,
+        "server.port": request.url.port or (443 if request.url.scheme == "https" else 80),
+    }
+    if status is not None:
+        attributes["http.response.status_code"] = status
+    if error_type is not None:
+        attributes["error.type"] = error_type
+        span.set_status(Status(StatusCode.ERROR))
+    span.set_attributes(attributes)
+    span.end(end)
+    telemetry.client_duration.record((end - start) / 1e9, attributes)
+
+
+def _error_type(exc: BaseException) -> str:
+    return type(exc).__name__
+
+
+def _is_transport_error(exc: BaseException) -> bool:
+    return isinstance(exc, httpx.TransportError) and not isinstance(exc, TotalTimeout)
+
+
+def _nothing_sent(exc: BaseException) -> bool:
+    """True when the connection was never established, so the server saw nothing."""
+    if not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+        return False
+    # httpx-aiohttp maps every aiohttp connection error, including a server
+    # that hung up after the request was sent, to ConnectTimeout; only the
+    # cause tells a failed connect from a lost response.
+    cause = exc.__cause__
+    if cause is None:
+        return True
+    try:
+        import aiohttp
+    except ImportError:  # pragma: no cover - aiohttp is a dependency
+        return True
+    if not isinstance(cause, aiohttp.ClientError):
+        return True
+    return isinstance(cause, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
+
+
+def create_client(
+    base_url: str = "",
+    *,
+    timeouts: Timeouts = Timeouts(),
+    retry: RetryPolicy = RetryPolicy(),
+    max_connections: int = 100,
+    telemetry: Telemetry | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """Return an httpx.AsyncClient that traces, propagates context and retries.
+
+    The wire transport is aiohttp's (httpx-aiohttp): several times httpx's
+    default under concurrency, with httpx's API kept. Pass `transport` to
+    use another one.
+    """
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    if transport is None:
+        from httpx_aiohttp import AiohttpTransport
+
+        transport = AiohttpTransport(limits=limits)
+    return httpx.AsyncClient(
+        base_url=base_url,
+        transport=TracingTransport(transport, retry=retry, total_timeout=timeouts.total, telemetry=telemetry),
+        timeout=httpx.Timeout(timeouts.read, connect=timeouts.connect, pool=timeouts.connect),
+        limits=limits,
+    )

@@ -1,0 +1,169 @@
+"""Server spans for HTTP requests: a plain ASGI middleware, one SERVER span per request."""
+
+from __future__ import annotations
+
+from time import time_ns
+
+from opentelemetry import trace
+from opentelemetry.context import Context, attach, detach
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tandem_telemetry.bootstrap import Telemetry, setup
+from tandem_telemetry.propagation import format_traceparent, remote_context
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+
+# Slots for the header values read in the single pass over the ASGI header list.
+_TRACEPARENT, _TRACESTATE, _BAGGAGE, _HOST, _USER_AGENT = range(5)
+_WANTED_HEADERS = {b"traceparent": _TRACEPARENT, b"tracestate": _TRACESTATE, b"baggage": _BAGGAGE, b"host": _HOST, b"user-agent": _USER_AGENT}
+
+
+class TracingMiddleware:
+    """Trace each HTTP request from its arrival to the last byte of its response body.
+
+    Continues the caller's W3C trace (or, with untrusted context, starts a
+    new one linked to it), names the span "{METHOD} {route template}",
+    records http.server.request.duration, and returns a `traceresponse`
+    header. The pipeline is set up on first use, which is in the serving
+    process: Starlette builds its middleware stack on the first ASGI call.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        service_name: str | None = None,
+        service_version: str | None = None,
+        telemetry: Telemetry | None = None,
+    ) -> None:
+        self.app = app
+        self.telemetry = telemetry or setup(service_name, service_version=service_version)
+        settings = self.telemetry.settings
+        # None when the SDK is disabled: the per-request cost is then this one check.
+        self._tracer = self.telemetry.tracer if self.telemetry.enabled else None
+        self._duration = self.telemetry.server_duration
+        self._untraced = settings.untraced_paths
+        self._trust = not settings.untrusted_context
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tracer = self._tracer
+        if tracer is None or scope["type"] != "http" or scope["path"] in self._untraced:
+            await self.app(scope, receive, send)
+            return
+
+        start = time_ns()
+        found: list[bytes | None] = [None, None, None, None, None]
+        for name, value in scope["headers"]:
+            slot = _WANTED_HEADERS.get(name)
+            if slot is not None:
+                # Repeated headers combine as a list, as HTTP says; a repeated
+                # traceparent thereby becomes invalid, which is what W3C wants.
+                previous = found[slot]
+                found[slot] = value if previous is None else previous + b"," + value
+
+        parent: Context | None = None
+        links: list[Link] | None = None
+        if found[_TRACEPARENT] is not None or found[_BAGGAGE] is not None:
+            parent, caller = remote_context(found[_TRACEPARENT], found[_TRACESTATE], found[_BAGGAGE], trust=self._trust)
+            if not self._trust and caller is not None:
+                links = [Link(caller)]
+        if parent is None:
+            # Explicit: a server span never inherits whatever context the server runs in.
+            parent = Context()
+
+        method = scope["method"]
+        if method not in KNOWN_METHODS:
+            method = "_OTHER"
+        attributes = _request_attributes(scope, method, found[_HOST], found[_USER_AGENT])
+        span = tracer.start_span("HTTP" if method == "_OTHER" else method, parent, SpanKind.SERVER, attributes, links, start)
+        token = attach(trace.set_span_in_context(span, parent))
+        status_code = 0
+        ended = False
+
+        def finish(error_type: str | None) -> None:
+            nonlocal ended
+            ended = True
+            end = time_ns()
+            route = scope.get("route")
+            template: str | None = getattr(route, "path", None) if route is not None else None
+            code = status_code or 500
+            metric_attributes = {
+                "http.request.method": method,
+                "url.scheme": scope["scheme"],
+                "http.response.status_code": code,
+                "network.protocol.version": scope["http_version"],
+            }
+            if template:
+                metric_attributes["http.route"] = template
+                span.update_name(f"{method} {template}" if method != "_OTHER" else f"HTTP {template}")
+            if error_type is None and code >= 500:
+                error_type = str(code)
+            if error_type is not None:
+                metric_attributes["error.type"] = error_type
+                span.set_status(Status(StatusCode.ERROR))
+            span.set_attributes(metric_attributes)
+            span.end(end)
+            self._duration.record((end - start) / 1e9, metric_attributes)
+
+        async def send_traced(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+                traceresponse = format_traceparent(span.get_span_context()).encode()
+                message["headers"] = [*message.get("headers", ()), (b"traceresponse", traceresponse)]
+                await send(message)
+                return
+            await send(message)
+            if not ended and message["type"] == "http.response.body" and not message.get("more_body", False):
+                finish(None)
+
+        try:
+            await self.app(scope, receive, send_traced)
+        except Exception as exc:
+            if not ended:
+                span.record_exception(exc)
+                finish(_qualified_name(type(exc)))
+            raise
+        finally:
+            detach(token)
+            if not ended:
+                # Cancelled (client gone) or the app returned without a full response.
+                finish(None if status_code else "incomplete_response")
+
+
+def _request_attributes(scope: Scope, method: str, host: bytes | None, user_agent: bytes | None) -> dict[str, str | int]:
+    attributes: dict[str, str | int] = {
+        "http.request.method": method,
+        "url.path": scope["path"],
+        "url.scheme": scope["scheme"],
+        "network.protocol.version": scope["http_version"],
+    }
+    if method == "_OTHER":
+        attributes["http.request.method_original"] = scope["method"]
+    if host is not None:
+        address, port = _split_host(host.decode("latin-1"))
+        attributes["server.address"] = address
+        attributes["server.port"] = port or _DEFAULT_PORTS.get(scope["scheme"], 0)
+    elif scope.get("server"):
+        attributes["server.address"], attributes["server.port"] = scope["server"][0], scope["server"][1]
+    client = scope.get("client")
+    if client:
+        attributes["client.address"] = client[0]
+    if user_agent is not None:
+        attributes["user_agent.original"] = user_agent.decode("latin-1")
+    return attributes
+
+
+def _split_host(host: str) -> tuple[str, int | None]:
+    """Split a Host header into address and port; IPv6 literals lose their brackets."""
+    name, sep, port = host.rpartition(":")
+    if not sep or not port.isdigit() or (name.startswith("[") and not name.endswith("]")):
+        name, port = host, ""
+    return name.strip("[]"), int(port) if port else None
+
+
+def _qualified_name(cls: type) -> str:
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"

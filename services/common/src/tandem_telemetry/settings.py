@@ -1,0 +1,90 @@
+"""Settings read from the environment: the standard OTEL_* variables and Tandem's own few."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# Every variable the package reads, with what it does. The README's table and
+# the chart consistency test are built from this mapping, so it is the one
+# place where a variable's name is spelled.
+ENV_VARS: Mapping[str, str] = {
+    # Read by the OpenTelemetry SDK and exporters themselves.
+    "OTEL_SDK_DISABLED": "`true` turns all telemetry off; the middleware then costs one check per request.",
+    "OTEL_SERVICE_NAME": "service.name; overrides the name the service passes in code.",
+    "OTEL_RESOURCE_ATTRIBUTES": "Extra resource attributes, `k=v,k=v` (the chart passes k8s.* and service.version here).",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "OTLP/gRPC endpoint of the collector. Default `http://localhost:4317`.",
+    "OTEL_EXPORTER_OTLP_INSECURE": "`true` for plaintext gRPC to an `https`-less endpoint. Default: plaintext for `http://`.",
+    "OTEL_EXPORTER_OTLP_CERTIFICATE": "CA bundle (PEM) to verify the collector's TLS certificate.",
+    "OTEL_EXPORTER_OTLP_HEADERS": "Headers sent with every export, `k=v,k=v` (e.g. an auth token).",
+    "OTEL_EXPORTER_OTLP_COMPRESSION": "`gzip` or `none`.",
+    "OTEL_EXPORTER_OTLP_TIMEOUT": "Export timeout in seconds. Default 10.",
+    "OTEL_TRACES_SAMPLER": "Sampler, e.g. `parentbased_traceidratio`. Default `parentbased_always_on`.",
+    "OTEL_TRACES_SAMPLER_ARG": "The sampler's argument, e.g. `0.1`.",
+    "OTEL_BSP_SCHEDULE_DELAY": "Batch span processor: ms between exports. Default 5000.",
+    "OTEL_BSP_MAX_QUEUE_SIZE": "Batch span processor: spans buffered before dropping. Default 2048.",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "Batch span processor: spans per export. Default 512.",
+    "OTEL_BSP_EXPORT_TIMEOUT": "Batch span processor: export timeout in ms. Default 30000.",
+    "OTEL_METRIC_EXPORT_INTERVAL": "Metric export interval in ms. Default 60000.",
+    # Tandem's own.
+    "TANDEM_UNTRUSTED_CONTEXT": "`true`: treat incoming trace context as untrusted: start a new trace linked to the caller's, drop incoming baggage. Default `false`.",
+    "TANDEM_UNTRACED_PATHS": "Comma-separated paths that get no span. Default `/healthz,/readyz`.",
+    "TANDEM_SHUTDOWN_TIMEOUT": "Seconds that flushing telemetry may hold shutdown. Default 3.",
+    "LOG_LEVEL": "Level of the JSON logs on stderr. Default `INFO`.",
+}
+
+DEFAULT_UNTRACED_PATHS = ("/healthz", "/readyz")
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    """Read a boolean variable; anything but true/false (any case) is an error, not a silent default."""
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("true", "1", "yes", "on"):
+        return True
+    if raw in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"{name}={raw!r} is not a boolean; use true or false")
+
+
+def env_float(name: str, default: float) -> float:
+    """Read a positive number; a malformed value is an error that names the variable."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise ValueError(f"{name}={raw!r} must be greater than 0")
+    return value
+
+
+@dataclass(frozen=True)
+class TelemetrySettings:
+    """Tandem's own knobs. The SDK reads the OTEL_* variables itself."""
+
+    disabled: bool = False
+    untrusted_context: bool = False
+    untraced_paths: frozenset[str] = field(default_factory=lambda: frozenset(DEFAULT_UNTRACED_PATHS))
+    shutdown_timeout: float = 3.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls) -> TelemetrySettings:
+        """Build settings from the environment; raise ValueError naming any malformed variable."""
+        paths = os.environ.get("TANDEM_UNTRACED_PATHS")
+        return cls(
+            disabled=env_flag("OTEL_SDK_DISABLED"),
+            untrusted_context=env_flag("TANDEM_UNTRUSTED_CONTEXT"),
+            untraced_paths=(
+                frozenset(DEFAULT_UNTRACED_PATHS)
+                if paths is None
+                else frozenset(p.strip() for p in paths.split(",") if p.strip())
+            ),
+            shutdown_timeout=env_float("TANDEM_SHUTDOWN_TIMEOUT", 3.0),
+            log_level=os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO",
+        )

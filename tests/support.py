@@ -1,0 +1,80 @@
+"""Test helpers: an in-memory telemetry pipeline and real loopback HTTP servers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import tandem_telemetry
+from tandem_telemetry import Telemetry, TelemetrySettings
+
+
+@dataclass
+class Pipeline:
+    telemetry: Telemetry
+    spans: InMemorySpanExporter
+    metrics: InMemoryMetricReader
+
+    def finished(self) -> list[ReadableSpan]:
+        return list(self.spans.get_finished_spans())
+
+    def named(self, name: str) -> list[ReadableSpan]:
+        return [span for span in self.finished() if span.name == name]
+
+
+def make_pipeline(service_name: str = "test-service", **settings: object) -> Pipeline:
+    """Set up the process pipeline with in-memory exporters, replacing any earlier one."""
+    tandem_telemetry.shutdown()
+    spans = InMemorySpanExporter()
+    reader = InMemoryMetricReader()
+    telemetry = tandem_telemetry.setup(
+        service_name,
+        settings=TelemetrySettings(**settings),  # type: ignore[arg-type]
+        span_processor=SimpleSpanProcessor(spans),
+        metric_reader=reader,
+    )
+    return Pipeline(telemetry, spans, reader)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@asynccontextmanager
+async def served(app, port: int | None = None) -> AsyncIterator[str]:
+    """Serve an ASGI app with hypercorn on a loopback port, in this event loop; yield its base URL."""
+    port = port or free_port()
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+    config.graceful_timeout = 1
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            break
+        except OSError:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+    try:
+        yield base
+    finally:
+        stop.set()
+        await task

@@ -1,0 +1,215 @@
+"""The server middleware, over real HTTP: names, attributes, status rules, propagation, metrics."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from opentelemetry.trace import SpanKind, StatusCode
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+
+from tandem_telemetry import TracingMiddleware
+
+from tests.support import Pipeline, make_pipeline, served
+
+pytestmark = pytest.mark.anyio
+
+CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_SPAN = "00f067aa0ba902b7"
+TRACEPARENT = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
+
+
+async def item(request: Request) -> JSONResponse:
+    return JSONResponse({"id": request.path_params["item_id"]})
+
+
+async def status(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("", status_code=int(request.path_params["code"]))
+
+
+async def boom(request: Request) -> None:
+    raise RuntimeError("kaboom")
+
+
+async def health(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+def make_app(pipeline: Pipeline) -> Starlette:
+    routes = [
+        Route("/items/{item_id}", item),
+        Route("/status/{code:int}", status),
+        Route("/boom", boom),
+        Route("/healthz", health),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(TracingMiddleware, telemetry=pipeline.telemetry)])
+
+
+async def test_span_name_and_stable_semconv_attributes(pipeline: Pipeline) -> None:
+    async with served(make_app(pipeline)) as base, httpx.AsyncClient() as client:
+        response = await client.get(f"{base}/items/42?token=secret", headers={"user-agent": "probe/1.0"})
+    assert response.status_code == 200
+    (span,) = pipeline.finished()
+    assert span.name == "GET /items/{item_id}"
+    assert span.kind is SpanKind.SERVER
+    port = int(base.rsplit(":", 1)[1])
+    assert dict(span.attributes) == {
+        "http.request.method": "GET",
+        "url.path": "/items/42",
+        "url.scheme": "http",
+        "http.route": "/items/{item_id}",
+        "http.response.status_code": 200,
+        "server.address": "127.0.0.1",
+        "server.port": port,
+        "client.address": "127.0.0.1",
+        "network.protocol.version": "1.1",
+        "user_agent.original": "probe/1.0",
+    }
+    assert all("secret" not in str(value) for value in span.attributes.values())
+    assert span.status.status_code is StatusCode.UNSET
+    assert span.parent is None
+
+
+async def test_traceresponse_names_the_server_span(pipeline: Pipeline) -> None:
+    async with served(make_app(pipeline)) as base, httpx.AsyncClient() as client:
+        response = await client.get(f"{base}/items/1")
+    (span,) = pipeline.finished()
+    context = span.get_span_context()
+    assert response.headers["traceresponse"] == f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+
+
+async def test_unmatched_route_is_named_by_method_alone(pipeline: Pipeline) -> None:
+    async with served(make_app(pipeline)) as base, httpx.AsyncClient() as client:
+        response = await client.get(f"{base}/nowhere")
+    assert response.status_code == 404
+    (span,) = pipeline.finished()
+    assert span.name == "GET"
+    assert "http.route" not in span.attributes
+    assert span.status.status_code is StatusCode.UNSET
+
+
+@pytest.mark.parametrize(("code", "error"), [(400, False), (404, False), (499, False), (500, True), (503, True)])
+async def test_only_5xx_marks_a_server_span_as_error(pipeline: Pipeline, code: int, error: bool) -> None:
+    async with served(make_app(pipeline)) as base, httpx.AsyncClient() as client:
+        response = await client.get(f"{base}/status/{code}")
+    assert response.status_code == code
+    (span,) = pipeline.finished()
+    assert span.attributes["http.response.status_code"] == code
+    assert (span.status.status_code is StatusCode.ERROR) is error
+    assert span.attributes.get("error.type") == (str(code) if error else None)
+
+
+async def test_unhandled_exception_is_recorded(pipeline: Pipeline) -> None:
+    async with served(make_app(pipeline)) as base, httpx.AsyncClient() as client:
+        response = await client.get(f"{base}/boom")
+    assert response.status_code == 500
+    (span,) = pipeline.finished()
+    assert span.name == "GET /boom"
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["http.response.status_code"] == 500
+    assert span.attributes["error.type"] == "RuntimeError"
+    (event,) = span.events
+    assert event.name == "exception"
+    assert event.attributes["exception.type"] == "RuntimeError"
+    assert event.attributes["exception.message"] == "kaboom"
+
+
+async def test_continues_the_callers_trace(pipeline: Pipeline) -> None:
+    headers = {"traceparent": TRACEPARENT, "tracestate": "vendor=abc,other=1"}
+    async with served(make_app(pipeline)) as base, httpx.AsyncClient() as client:
+        response = await client.get(f"{base}/items/1", headers=headers)
+    (span,) = pipeline.finished()
+    assert f"{span.context.trace_id:032x}" == CALLER_TRACE
+    assert f"{span.parent.span_id:016x}" == CALLER_SPAN
+    assert span.parent.is_remote
+    assert span.context.trace_state.to_header() == "vendor=abc,other=1"
+    assert response.headers["traceresponse"].split("-")[1] == CALLER_TRACE
+
+
+async def test_health_paths_are_not_traced(pipeline: Pipeline) -> None:
+    async with served(make_app(pipeline)) as base, httpx.AsyncClient() as client:
+        assert (await client.get(f"{base}/healthz")).status_code == 200
+        assert "traceresponse" not in (await client.get(f"{base}/healthz")).headers
+    assert pipeline.finished() == []
+
+
+async def test_untraced_paths_are_configurable() -> None:
+    pipeline = make_pipeline(untraced_paths=frozenset({"/items/1"}))
+    async with served(make_app(pipeline)) as base, httpx.AsyncClient() as client:
+        await client.get(f"{base}/items/1")
+        await client.get(f"{base}/healthz")
+    assert [span.name for span in pipeline.finished()] == ["GET /healthz"]
+
+
+async def test_untrusted_context_links_instead_of_parenting() -> None:
+    pipeline = make_pipeline(untrusted_context=True)
+    headers = {"traceparent": TRACEPARENT, "baggage": "tenant=acme"}
+    seen_baggage: dict[str, object] = {}
+
+    async def peek(request: Request) -> PlainTextResponse:
+        from opentelemetry import baggage
+
+        seen_baggage.update(baggage.get_all())
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/peek", peek)], middleware=[Middleware(TracingMiddleware, telemetry=pipeline.telemetry)])
+    async with served(app) as base, httpx.AsyncClient() as client:
+        await client.get(f"{base}/peek", headers=headers)
+    (span,) = pipeline.finished()
+    assert span.parent is None
+    assert f"{span.context.trace_id:032x}" != CALLER_TRACE
+    (link,) = span.links
+    assert f"{link.context.trace_id:032x}" == CALLER_TRACE
+    assert f"{link.context.span_id:016x}" == CALLER_SPAN
+    assert seen_baggage == {}
+
+
+async def test_request_duration_metric(pipeline: Pipeline) -> None:
+    async with served(make_app(pipeline)) as base, httpx.AsyncClient() as client:
+        for _ in range(3):
+            await client.get(f"{base}/items/1")
+    data = pipeline.metrics.get_metrics_data()
+    metrics = {m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    duration = metrics["http.server.request.duration"]
+    assert duration.unit == "s"
+    (point,) = duration.data.data_points
+    assert point.count == 3
+    assert point.explicit_bounds[:3] == (0.005, 0.01, 0.025)
+    assert point.explicit_bounds[-1] == 10.0
+    assert dict(point.attributes) == {
+        "http.request.method": "GET",
+        "url.scheme": "http",
+        "http.route": "/items/{item_id}",
+        "http.response.status_code": 200,
+        "network.protocol.version": "1.1",
+    }
+
+
+async def test_span_ends_at_the_last_body_byte_not_after_background_work(pipeline: Pipeline) -> None:
+    import asyncio
+    from time import time_ns
+
+    from starlette.background import BackgroundTask
+
+    background_started: list[int] = []
+
+    async def background() -> None:
+        background_started.append(time_ns())
+        await asyncio.sleep(0.05)
+
+    async def respond(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok", background=BackgroundTask(background))
+
+    app = Starlette(routes=[Route("/bg", respond)], middleware=[Middleware(TracingMiddleware, telemetry=pipeline.telemetry)])
+    async with served(app) as base, httpx.AsyncClient() as client:
+        await client.get(f"{base}/bg")
+        for _ in range(100):
+            if background_started:
+                break
+            await asyncio.sleep(0.01)
+    (span,) = pipeline.finished()
+    # Ordering, not timing: the span closed with the body, before the background task began.
+    assert span.end_time <= background_started[0]
