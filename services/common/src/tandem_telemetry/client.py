@@ -122,13 +122,15 @@ class TracingTransport(httpx.AsyncBaseTransport):
         return span, start
 
     async def _send_within(self, request: httpx.Request, deadline: float | None) -> httpx.Response:
-        if deadline is None:
-            return await self._transport.handle_async_request(request)
         try:
+            if deadline is None:
+                return await self._transport.handle_async_request(request)
             async with asyncio.timeout(deadline - monotonic()):
                 return await self._transport.handle_async_request(request)
         except TimeoutError:
             raise TotalTimeout(f"no response within the total timeout of {self._total_timeout}s", request=request) from None
+        except httpx.TransportError as exc:
+            raise _precise(exc, request) from exc.__cause__
 
     async def _backoff(self, retry: int, deadline: float | None, request: httpx.Request) -> None:
         delay = self._retry.delay(retry)
@@ -199,21 +201,32 @@ def _is_transport_error(exc: BaseException) -> bool:
 
 def _nothing_sent(exc: BaseException) -> bool:
     """True when the connection was never established, so the server saw nothing."""
-    if not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
-        return False
-    # httpx-aiohttp maps every aiohttp connection error, including a server
-    # that hung up after the request was sent, to ConnectTimeout; only the
-    # cause tells a failed connect from a lost response.
+    return isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+
+
+def _precise(exc: httpx.TransportError, request: httpx.Request) -> httpx.TransportError:
+    """Re-map httpx-aiohttp's errors by their aiohttp cause.
+
+    httpx-aiohttp maps every aiohttp connection error to ConnectTimeout: a
+    refused connection and a server that hung up after the request was sent
+    alike. Retry safety and the gateway's 503-versus-504 choice need the
+    difference, which only the cause still carries.
+    """
     cause = exc.__cause__
-    if cause is None:
-        return True
-    try:
-        import aiohttp
-    except ImportError:  # pragma: no cover - aiohttp is a dependency
-        return True
-    if not isinstance(cause, aiohttp.ClientError):
-        return True
-    return isinstance(cause, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
+    if cause is None or type(cause).__module__.split(".")[0] != "aiohttp":
+        return exc
+    import aiohttp
+
+    message = str(exc)
+    if isinstance(cause, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout(message, request=request)
+    if isinstance(cause, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(message, request=request)
+    if isinstance(cause, aiohttp.SocketTimeoutError):
+        return httpx.ReadTimeout(message, request=request)
+    if isinstance(cause, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)):
+        return httpx.ReadError(message, request=request)
+    return exc
 
 
 def create_client(

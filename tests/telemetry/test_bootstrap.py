@@ -1,0 +1,138 @@
+"""Setup once per process, the Resource, the disabled SDK, lifespan flush, bounded shutdown, JSON logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+
+import httpx
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+import tandem_telemetry
+from tandem_telemetry import JsonFormatter, TelemetrySettings, TracingMiddleware, instrument
+from tandem_telemetry.bootstrap import build_resource
+from tests.support import Pipeline, free_port, served
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pipeline():
+    tandem_telemetry.shutdown()
+    yield
+    tandem_telemetry.shutdown()
+
+
+def test_setup_twice_returns_the_same_pipeline(pipeline: Pipeline) -> None:
+    assert tandem_telemetry.setup("another-name") is pipeline.telemetry
+    assert tandem_telemetry.current() is pipeline.telemetry
+
+
+def test_resource_defaults_and_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.setenv(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "k8s.pod.name=gateway-7d9f,k8s.namespace.name=shop,k8s.node.name=node-1,deployment.environment.name=prod",
+    )
+    attributes = build_resource("gateway", "1.2.3").attributes
+    assert attributes["service.name"] == "gateway"
+    assert attributes["service.namespace"] == "tandem"
+    assert attributes["service.version"] == "1.2.3"
+    assert len(attributes["service.instance.id"]) == 36
+    assert attributes["deployment.environment.name"] == "prod"
+    assert (attributes["k8s.pod.name"], attributes["k8s.namespace.name"], attributes["k8s.node.name"]) == ("gateway-7d9f", "shop", "node-1")
+    assert attributes["telemetry.sdk.language"] == "python"
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "renamed")
+    assert build_resource("gateway", None).attributes["service.name"] == "renamed"
+    assert build_resource("a", None).attributes["service.instance.id"] != build_resource("a", None).attributes["service.instance.id"]
+
+
+def test_malformed_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TANDEM_UNTRUSTED_CONTEXT", "maybe")
+    with pytest.raises(ValueError, match="TANDEM_UNTRUSTED_CONTEXT"):
+        TelemetrySettings.from_env()
+    monkeypatch.setenv("TANDEM_UNTRUSTED_CONTEXT", "true")
+    monkeypatch.setenv("TANDEM_SHUTDOWN_TIMEOUT", "-1")
+    with pytest.raises(ValueError, match="TANDEM_SHUTDOWN_TIMEOUT"):
+        TelemetrySettings.from_env()
+
+
+@pytest.mark.anyio
+async def test_disabled_sdk_makes_no_spans_and_no_traceresponse(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    exporter = InMemorySpanExporter()
+    telemetry = tandem_telemetry.setup("svc", span_exporter=exporter)
+    assert not telemetry.enabled
+
+    async def ok(request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/", ok)])
+    app.add_middleware(TracingMiddleware, telemetry=telemetry)
+    async with served(app) as base, httpx.AsyncClient() as client:
+        response = await client.get(f"{base}/", headers={"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+    assert response.status_code == 200
+    assert "traceresponse" not in response.headers
+    assert exporter.get_finished_spans() == ()
+
+
+@pytest.mark.anyio
+async def test_lifespan_shutdown_flushes_batched_spans() -> None:
+    exporter = InMemorySpanExporter()
+    # The real BatchSpanProcessor, with a delay far longer than the test: only the shutdown flush can deliver.
+    tandem_telemetry.setup("svc", span_exporter=exporter, settings=TelemetrySettings())
+    telemetry = tandem_telemetry.current()
+    telemetry.tracer_provider._active_span_processor._span_processors[0]._batch_processor._schedule_delay = 60
+
+    async def ok(request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app = instrument(Starlette(routes=[Route("/work", ok)]), "svc")
+    async with served(app) as base, httpx.AsyncClient() as client:
+        assert (await client.get(f"{base}/work")).status_code == 200
+        assert exporter.get_finished_spans() == ()
+    assert [span.name for span in exporter.get_finished_spans()] == ["GET /work"]
+    assert tandem_telemetry.current() is None
+
+
+def test_shutdown_with_unreachable_collector_returns_within_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "30")
+    telemetry = tandem_telemetry.setup("svc", settings=TelemetrySettings(shutdown_timeout=1.0))
+    for _ in range(10):
+        telemetry.tracer.start_span("lost").end()
+    result: list[bool] = []
+    worker = threading.Thread(target=lambda: result.append(tandem_telemetry.shutdown()), daemon=True)
+    worker.start()
+    # The exporter alone would retry for 30 s; the bound is 1 s, and the join gives it generous slack.
+    worker.join(10)
+    assert not worker.is_alive(), "shutdown held the process past its bound"
+    assert result == [False]
+
+
+def test_json_logs_carry_the_current_trace_ids(pipeline: Pipeline) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("svc"))
+    log = logging.getLogger("tandem-test-logs")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        with pipeline.telemetry.tracer.start_as_current_span("work") as span:
+            log.info("inside %s", "span", extra={"task": 7})
+        log.info("outside")
+    finally:
+        log.removeHandler(handler)
+    inside, outside = (json.loads(line) for line in stream.getvalue().splitlines())
+    context = span.get_span_context()
+    assert inside["trace_id"] == f"{context.trace_id:032x}"
+    assert inside["span_id"] == f"{context.span_id:016x}"
+    assert inside["message"] == "inside span"
+    assert inside["task"] == 7
+    assert inside["service"] == "svc"
+    assert inside["level"] == "INFO"
+    assert "trace_id" not in outside

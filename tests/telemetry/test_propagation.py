@@ -1,0 +1,132 @@
+"""W3C parsing rules, and malformed headers through the middleware (property-based)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from tandem_telemetry import TracingMiddleware
+from tandem_telemetry.propagation import format_baggage, parse_baggage, parse_traceparent, parse_tracestate
+from tests.support import Pipeline
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+SPAN = "00f067aa0ba902b7"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"ff-{TRACE}-{SPAN}-01",  # forbidden version
+        f"00-{'0' * 32}-{SPAN}-01",  # all-zero trace id
+        f"00-{TRACE}-{'0' * 16}-01",  # all-zero parent id
+        f"00-{TRACE[:-1]}-{SPAN}-01",  # short trace id
+        f"00-{TRACE}-{SPAN}0-01",  # long parent id
+        f"00-{TRACE.upper()}-{SPAN}-01",  # uppercase
+        f"00-{TRACE}-{SPAN}-0g",  # non-hex
+        f"00-{TRACE}-{SPAN}-01-extra",  # extra field on version 00
+        f"0-{TRACE}-{SPAN}-01",
+        "",
+        f"00_{TRACE}_{SPAN}_01",
+    ],
+)
+def test_invalid_traceparent_is_rejected(value: str) -> None:
+    assert parse_traceparent(value.encode()) is None
+
+
+def test_future_version_with_extra_fields_is_accepted() -> None:
+    context = parse_traceparent(f"cc-{TRACE}-{SPAN}-01-what-the-future-holds".encode())
+    assert context is not None
+    assert f"{context.trace_id:032x}" == TRACE
+    assert context.is_remote and context.trace_flags.sampled
+
+
+def test_tracestate_rules() -> None:
+    assert parse_tracestate(b"a=1, b=2").to_header() == "a=1,b=2"
+    assert parse_tracestate(b"tenant@vendor=x").to_header() == "tenant@vendor=x"
+    assert parse_tracestate(",".join(f"k{i}=v" for i in range(32)).encode()) is not None
+    assert parse_tracestate(",".join(f"k{i}=v" for i in range(33)).encode()) is None
+    assert parse_tracestate(b"a=1,a=2") is None  # duplicate key
+    assert parse_tracestate(b"A=1") is None  # invalid key
+    assert parse_tracestate(b"a=1=2,") is None  # '=' not allowed in a value
+    assert parse_tracestate(("k=" + "v" * 600).encode()) is None  # over 512 characters
+
+
+def test_baggage_rules() -> None:
+    assert parse_baggage(b"a=1, b=hello%20world;prop=x") == {"a": "1", "b": "hello world"}
+    assert parse_baggage(b"a=%zz,b=2") == {"b": "2"}  # invalid percent-encoding drops that member
+    assert parse_baggage(b"a=%ff") == {}  # not UTF-8
+    assert parse_baggage(("a=" + "x" * 8200).encode()) == {}  # over 8192 bytes
+    assert parse_baggage(",".join(f"k{i}=v" for i in range(65)).encode()) == {}  # over 64 members
+    assert len(parse_baggage(",".join(f"k{i}=v" for i in range(64)).encode())) == 64
+
+
+@given(st.dictionaries(st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True), st.text(max_size=30), max_size=10))
+def test_baggage_round_trips(entries: dict[str, str]) -> None:
+    header = format_baggage(entries)
+    parsed = parse_baggage(header.encode()) if header is not None else {}
+    assert parsed == entries
+
+
+header_bytes = st.one_of(
+    st.binary(max_size=200),
+    st.text(alphabet="0123456789abcdefABCDEF-xz", max_size=80).map(str.encode),
+    st.builds(lambda v, t, s, f, r: f"{v}-{t}-{s}-{f}{r}".encode(),
+              st.sampled_from(["00", "01", "ff", "0", "zz", "cc"]),
+              st.sampled_from([TRACE, "0" * 32, TRACE[:31], TRACE.upper()]),
+              st.sampled_from([SPAN, "0" * 16, SPAN[:15]]),
+              st.sampled_from(["01", "00", "0x", "1"]),
+              st.sampled_from(["", "-", "-x", "-x-y"])),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(traceparent=header_bytes, tracestate=st.binary(max_size=600), baggage=st.binary(max_size=300))
+def test_malformed_headers_never_raise_and_start_a_new_trace(pipeline: Pipeline, traceparent: bytes, tracestate: bytes, baggage: bytes) -> None:
+    """Whatever the caller sends, the request succeeds; an invalid traceparent starts a new trace without its tracestate."""
+    import anyio
+
+    async def ok(request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/", ok)], middleware=[Middleware(TracingMiddleware, telemetry=pipeline.telemetry)])
+    pipeline.spans.clear()
+
+    async def call() -> httpx.Response:
+        # Raw ASGI headers: httpx would refuse some of these bytes on a real socket.
+        scope_headers = [(b"traceparent", traceparent), (b"tracestate", tracestate), (b"baggage", baggage)]
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+                 "path": "/", "raw_path": b"/", "query_string": b"", "root_path": "", "headers": scope_headers,
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+        await app(scope, receive, send)
+        return sent
+
+    sent = anyio.run(call)
+    assert sent[0]["status"] == 200
+    traceresponse = dict(sent[0]["headers"])[b"traceresponse"].decode()
+    parsed = parse_traceparent(traceparent)
+    if parsed is None:
+        (span,) = pipeline.finished()
+        assert span.parent is None
+        assert not span.context.trace_state
+        assert traceresponse.split("-")[1] == f"{span.context.trace_id:032x}"
+    else:
+        assert traceresponse.split("-")[1] == f"{parsed.trace_id:032x}"
+        # An unsampled caller's span is not recorded (parent-based sampling); a sampled one's is.
+        spans = pipeline.finished()
+        assert len(spans) == (1 if parsed.trace_flags.sampled else 0)
+        if spans:
+            assert spans[0].parent.span_id == parsed.span_id
