@@ -52,4 +52,8 @@ def configure_logging(level: str = "INFO", *, service_name: str | None = None, s
             root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
+    # httpx logs every request at INFO, URL and query included: a line per
+    # request on the hot path, and a way for secrets in URLs to reach the logs.
+    # The CLIENT spans already record each request, without the query.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     return handler

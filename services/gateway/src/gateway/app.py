@@ -1,0 +1,99 @@
+"""The gateway's ASGI app: `GET /api/work` fans out to the worker; `GET /internal/quota` answers it."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from opentelemetry import trace
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from gateway import __version__
+from gateway.settings import SERVICE_NAME, Settings
+from tandem_telemetry import Timeouts, create_client, instrument
+from tandem_telemetry.service import EXCEPTION_HANDLERS, HEALTH_ROUTES, BadRequest, int_param, json_error
+
+MAX_TASKS = 16
+MAX_DELAY_MS = 5000
+FAILURE_MODES = frozenset({"worker"})
+
+
+async def work(request: Request) -> JSONResponse:
+    """Send `tasks` concurrent tasks to the worker and gather their results."""
+    tasks = int_param(request, "tasks", default=2, low=1, high=MAX_TASKS)
+    delay_ms = int_param(request, "delay_ms", default=0, low=0, high=MAX_DELAY_MS)
+    fail = request.query_params.get("fail")
+    if fail is not None and fail not in FAILURE_MODES:
+        raise BadRequest(422, "invalid_parameter", "fail must be 'worker'", parameter="fail", value=fail)
+
+    client: httpx.AsyncClient = request.app.state.worker
+    payloads = [{"task": i, "delay_ms": delay_ms, "fail": fail == "worker"} for i in range(tasks)]
+    outcomes = await asyncio.gather(*(client.post("/tasks", json=p) for p in payloads), return_exceptions=True)
+    trace_id = f"{trace.get_current_span().get_span_context().trace_id:032x}"
+    failure = _worst_failure(outcomes, trace_id)
+    if failure is not None:
+        return failure
+    return JSONResponse({"trace_id": trace_id, "results": [o.json() for o in outcomes]})  # type: ignore[union-attr]
+
+
+def _worst_failure(outcomes: list[httpx.Response | BaseException], trace_id: str) -> JSONResponse | None:
+    """Map the fan-out's failures to one answer: a timeout (504) over unreachable (503) over a bad reply (502)."""
+    statuses = []
+    for outcome in outcomes:
+        if isinstance(outcome, httpx.TimeoutException):  # TotalTimeout included
+            statuses.append((504, "worker_timeout", "the worker did not answer within the gateway's timeout"))
+        elif isinstance(outcome, httpx.TransportError):
+            statuses.append((503, "worker_unavailable", f"the worker could not be reached: {outcome}"))
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        elif outcome.status_code >= 500:
+            statuses.append((502, "worker_error", f"the worker answered {outcome.status_code}"))
+        elif outcome.status_code >= 400:
+            statuses.append((502, "worker_rejected", f"the worker refused the task with {outcome.status_code}"))
+    if not statuses:
+        return None
+    status, error, detail = max(statuses)
+    return json_error(status, error, detail, trace_id=trace_id, failed_tasks=len(statuses), tasks=len(outcomes))
+
+
+async def quota(request: Request) -> JSONResponse:
+    """Answer the worker's quota check from in-process state."""
+    task = int_param(request, "task", default=-1, low=0, high=2**31 - 1)
+    if task < 0:
+        raise BadRequest(422, "missing_parameter", "task is required", parameter="task")
+    granted = next(request.app.state.quota_counter)
+    return JSONResponse({"task": task, "allowed": True, "granted": granted})
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the gateway app; settings default to the environment."""
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        timeouts = Timeouts(connect=1.0, read=settings.worker_timeout, total=settings.worker_timeout)
+        async with create_client(settings.worker_url, timeouts=timeouts) as worker:
+            app.state.worker = worker
+            app.state.quota_counter = itertools.count(1)
+            app.state.ready = True
+            try:
+                yield
+            finally:
+                app.state.ready = False
+
+    routes = [
+        Route("/api/work", work, methods=["GET"]),
+        Route("/internal/quota", quota, methods=["GET"]),
+        *HEALTH_ROUTES,
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
+    return instrument(app, SERVICE_NAME, service_version=__version__)
+
+
+app = create_app()
