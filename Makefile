@@ -27,7 +27,7 @@ $(VENV)/.synced: uv.lock pyproject.toml services/*/pyproject.toml collector/pypr
 install: $(VENV)/.synced ## Build .venv from uv.lock.
 
 run: install ## Run the local collector, the worker and the gateway on loopback.
-	$(VENV_PY) -m tandem_collector.devrun
+	$(VENV_PY) -m tandem_collector.localstack
 
 test: install ## Run the whole test suite.
 	$(VENV_PY) -m pytest

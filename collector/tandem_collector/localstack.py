@@ -1,0 +1,167 @@
+"""The whole of Tandem on loopback: this collector, the worker and the gateway as real processes.
+
+`python -m tandem_collector.localstack` is `make run`; the integration tests
+start the same processes through `Stack`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.error import URLError
+from urllib.request import urlopen
+
+from tandem_collector.ports import free_ports
+
+# Short export intervals, so a trace shows within a second of the request.
+FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_METRIC_EXPORT_INTERVAL": "1000"}
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen
+    log: Path | None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log else ""
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, then wait; SIGKILL if it will not go."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+
+@dataclass
+class Collector:
+    grpc_endpoint: str
+    tempo_url: str
+    metrics_url: str
+
+
+@dataclass
+class Stack:
+    """Processes started together; stopped in reverse order, so the collector goes last."""
+
+    logdir: Path
+    processes: list[Process] = field(default_factory=list)
+
+    def start(self, name: str, module: str, env: dict[str, str], args: tuple[str, ...] = (), *, log: bool = True) -> Process:
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TANDEM_"))}
+        full_env.update(env)
+        full_env["PYTHONUNBUFFERED"] = "1"
+        command = [sys.executable, "-m", module, *args]
+        # A session of its own: Ctrl-C reaches only the parent, which then
+        # stops the children in order, so the collector outlives their last export.
+        if log:
+            path = self.logdir / f"{name}.log"
+            with path.open("wb") as sink:
+                popen = subprocess.Popen(command, env=full_env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        else:
+            path, popen = None, subprocess.Popen(command, env=full_env, start_new_session=True)
+        process = Process(name, popen, path)
+        self.processes.append(process)
+        return process
+
+    def wait_ready(self, process: Process, url: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.popen.poll() is not None:
+                raise RuntimeError(f"{process.name} exited with {process.popen.returncode}:\n{process.output()}")
+            try:
+                with urlopen(url, timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except (URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{process.name} not ready at {url} after {timeout}s:\n{process.output()}")
+
+    def start_collector(self, ports: dict[str, int], *, log: bool = True, host: str = "127.0.0.1") -> Collector:
+        args = [f"--{name}-port={port}" for name, port in ports.items()]
+        process = self.start("collector", "tandem_collector", {}, ("--host", host, *args), log=log)
+        tempo_url = f"http://{host}:{ports['query']}"
+        self.wait_ready(process, f"{tempo_url}/ready")
+        return Collector(f"http://{host}:{ports['grpc']}", tempo_url, f"http://{host}:{ports['prometheus']}/metrics")
+
+    def start_service(self, module: str, port: int, collector: Collector, *, name: str | None = None, **env: str) -> Process:
+        """Start `python -m gateway` or `python -m worker` on loopback, exporting to `collector`."""
+        base = {"HOST": "127.0.0.1", "PORT": str(port), "OTEL_EXPORTER_OTLP_ENDPOINT": collector.grpc_endpoint, **FAST_EXPORT}
+        process = self.start(name or module, module, {**base, **env})
+        self.wait_ready(process, f"http://127.0.0.1:{port}/readyz")
+        return process
+
+    def stop_all(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+
+def free_collector_ports() -> dict[str, int]:
+    return dict(zip(("grpc", "http", "query", "prometheus"), free_ports(4)))
+
+
+def main() -> int:
+    """`make run`: start everything on the default ports, print where, stop cleanly on Ctrl-C."""
+    from gateway.settings import DEFAULT_PORT as GATEWAY_PORT
+    from worker.settings import DEFAULT_PORT as WORKER_PORT
+
+    from tandem_collector.config import Config
+
+    defaults = Config()
+    ports = {"grpc": defaults.grpc_port, "http": defaults.http_port, "query": defaults.query_port, "prometheus": defaults.prometheus_port}
+    logdir = Path(os.environ.get("TANDEM_RUN_DIR", ".run"))
+    logdir.mkdir(exist_ok=True)
+    stack = Stack(logdir)
+    stopping = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        collector = stack.start_collector(ports, log=False)
+        gateway_url, worker_url = f"http://127.0.0.1:{GATEWAY_PORT}", f"http://127.0.0.1:{WORKER_PORT}"
+        stack.start_service("worker", WORKER_PORT, collector, GATEWAY_URL=gateway_url)
+        stack.start_service("gateway", GATEWAY_PORT, collector, WORKER_URL=worker_url)
+    except RuntimeError as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        stack.stop_all()
+        return 1
+    print(
+        f"""
+Tandem is running on loopback:
+  gateway    {gateway_url}          (logs: {logdir}/gateway.log)
+  worker     {worker_url}          (logs: {logdir}/worker.log)
+  collector  OTLP {collector.grpc_endpoint} (gRPC), Tempo API {collector.tempo_url}, metrics {collector.metrics_url}
+
+Try:
+  curl '{gateway_url}/api/work?tasks=3'
+Each finished trace is drawn below as a waterfall. Ctrl-C stops all three.
+""",
+        flush=True,
+    )
+    while not stopping.wait(0.5):
+        exited = [p for p in stack.processes if p.popen.poll() is not None]
+        if exited:
+            print(f"make run: {exited[0].name} exited with {exited[0].popen.returncode}; stopping the rest", file=sys.stderr)
+            break
+    print("stopping: gateway, worker, then the collector (after their last spans)", flush=True)
+    stack.stop_all()
+    return 0 if stopping.is_set() else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""`python -m tandem_tracecheck`: run every end-to-end check against a running Tandem."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from tandem_tracecheck.scenarios import ALL, Target
+from tandem_tracecheck.tempo import TempoClient
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--gateway-url", default=os.environ.get("GATEWAY_URL"), help="e.g. http://tandem-gateway:8080 (env GATEWAY_URL)")
+    parser.add_argument("--tempo-url", default=os.environ.get("TEMPO_URL"), help="e.g. http://tandem-tempo:3200 (env TEMPO_URL)")
+    parser.add_argument("--metrics-url", default=os.environ.get("METRICS_URL"), help="the collector's Prometheus endpoint (env METRICS_URL)")
+    parser.add_argument("--trace-timeout", type=float, default=60.0, help="seconds to wait for a trace to arrive in Tempo")
+    args = parser.parse_args(argv)
+    missing = [name for name in ("gateway_url", "tempo_url", "metrics_url") if not getattr(args, name)]
+    if missing:
+        parser.error("missing " + ", ".join("--" + m.replace("_", "-") for m in missing))
+    target = Target(args.gateway_url.rstrip("/"), args.tempo_url.rstrip("/"), args.metrics_url, args.trace_timeout)
+
+    with TempoClient(target.tempo_url) as tempo:
+        deadline = time.monotonic() + args.trace_timeout
+        while not tempo.ready():
+            if time.monotonic() > deadline:
+                print(f"FAIL Tempo at {target.tempo_url} is not ready", file=sys.stderr)
+                return 1
+            time.sleep(1)
+
+    failed = 0
+    for name, check in ALL:
+        try:
+            check(target)
+        except AssertionError as exc:
+            failed += 1
+            print(f"FAIL {name}\n{exc}\n", flush=True)
+        except Exception as exc:  # a check that cannot even run is a failure too, with its reason
+            failed += 1
+            print(f"FAIL {name}: {type(exc).__name__}: {exc}\n", flush=True)
+        else:
+            print(f"ok   {name}", flush=True)
+    print(f"{len(ALL) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
