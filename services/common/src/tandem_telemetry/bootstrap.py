@@ -100,11 +100,13 @@ class Telemetry:
 
 def build_resource(service_name: str, service_version: str | None) -> Resource:
     """The Resource: Tandem's defaults, overridden by OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME."""
-    defaults: dict[str, str] = {
+    defaults: dict[str, str | int] = {
         "service.name": service_name,
         "service.namespace": SERVICE_NAMESPACE,
         "service.instance.id": str(uuid.uuid4()),
         "deployment.environment.name": "development",
+        # Tells hypercorn's worker processes apart, and proves the parent exports nothing.
+        "process.pid": os.getpid(),
     }
     if service_version:
         defaults["service.version"] = service_version

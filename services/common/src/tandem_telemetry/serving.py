@@ -1,14 +1,24 @@
-"""Run a service's ASGI app under hypercorn, configured from the environment."""
+"""Run a service's ASGI app under hypercorn, configured from the environment, with a draining stop."""
 
 from __future__ import annotations
 
+import asyncio
+import importlib
+import multiprocessing
 import os
+import signal
+import time
+from typing import Any
 
-from hypercorn.config import Config
-from hypercorn.run import run
+from hypercorn.asyncio.run import worker_serve
+from hypercorn.config import Config, Sockets
+from hypercorn.run import run as hypercorn_run
+from hypercorn.utils import wrap_app
+from starlette.types import Receive, Scope, Send
 
 # Read by every service's __main__; a service lists these beside its own in its ENV_VARS.
 SERVER_ENV_VARS = ("HOST", "PORT", "WEB_CONCURRENCY", "GRACEFUL_TIMEOUT", "RELOAD")
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def _env_int(name: str, default: int, minimum: int) -> int:
@@ -21,22 +31,15 @@ def _env_int(name: str, default: int, minimum: int) -> int:
 
 
 def server_config(application_path: str, default_port: int) -> Config:
-    """Hypercorn settings for a service: bind from HOST/PORT, uvloop workers, graceful stop.
-
-    WEB_CONCURRENCY=1 (the default) serves in this process, so there is no
-    idle parent; more spawns that many worker processes, each with its own
-    telemetry pipeline, and the parent exports nothing. RELOAD=true (the
-    skaffold dev loop) restarts workers when a source file changes.
-    """
+    """Hypercorn settings for a service: bind from HOST/PORT, uvloop, WEB_CONCURRENCY processes."""
     config = Config()
     config.application_path = application_path
     host = os.environ.get("HOST", "0.0.0.0").strip() or "0.0.0.0"
     port = _env_int("PORT", default_port, 1)
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.worker_class = "uvloop"
-    workers = _env_int("WEB_CONCURRENCY", 1, 1)
+    config.workers = _env_int("WEB_CONCURRENCY", 1, 1)
     config.use_reloader = os.environ.get("RELOAD", "").strip().lower() == "true"
-    config.workers = 0 if workers == 1 and not config.use_reloader else workers
     config.graceful_timeout = float(_env_int("GRACEFUL_TIMEOUT", 10, 0))
     # Spans already record every request; an access log line per request would double the cost.
     config.accesslog = None
@@ -45,6 +48,88 @@ def server_config(application_path: str, default_port: int) -> Config:
     return config
 
 
+class InFlight:
+    """Count the HTTP requests being served, so a stop can wait for them."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.count = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.count += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.count -= 1
+
+
+async def _serve(config: Config, sockets: Sockets | None) -> None:
+    module_name, _, attribute = config.application_path.partition(":")
+    app = getattr(importlib.import_module(module_name), attribute)
+    in_flight = InFlight(app)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in _STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop.set)
+
+    async def drain() -> None:
+        """Return when the server should close: after a stop signal and once in-flight requests are done.
+
+        Until then the server keeps accepting, because an in-flight request
+        may need a new one to finish: the worker calls back into the gateway
+        for quota while the gateway waits on the worker. Readiness turns
+        false at once, so Kubernetes stops routing new traffic here.
+        """
+        await stop.wait()
+        state = getattr(app, "state", None)
+        if state is not None:
+            state.ready = False
+        budget = config.graceful_timeout
+        deadline = time.monotonic() + budget
+        while in_flight.count and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        # Whatever is left gets the rest of the budget once the listeners close.
+        config.graceful_timeout = max(0.5, deadline - time.monotonic())
+
+    await worker_serve(wrap_app(in_flight, config.wsgi_max_body_size, "asgi"), config, sockets=sockets, shutdown_trigger=drain)
+
+
+def _serve_in_process(config: Config, sockets: Sockets | None = None) -> None:
+    import uvloop
+
+    uvloop.run(_serve(config, sockets))
+
+
 def serve(application_path: str, default_port: int) -> int:
-    """Serve `module:attribute` until SIGTERM or SIGINT, then drain in-flight requests and exit."""
-    return run(server_config(application_path, default_port))
+    """Serve `module:attribute` until SIGTERM or SIGINT, drain in-flight requests, flush, exit.
+
+    WEB_CONCURRENCY=1 (the default) serves in this process. More spawns that
+    many processes on shared sockets, each with its own telemetry pipeline;
+    the parent only forwards the stop signal and exports nothing. RELOAD=true
+    (the skaffold dev loop) hands over to hypercorn's reloading runner.
+    """
+    config = server_config(application_path, default_port)
+    if config.use_reloader:
+        return hypercorn_run(config)
+    if config.workers == 1:
+        _serve_in_process(config)
+        return 0
+    sockets = config.create_sockets()
+    context = multiprocessing.get_context("spawn")
+    children = [context.Process(target=_serve_in_process, args=(config, sockets)) for _ in range(config.workers)]
+    for child in children:
+        child.start()
+
+    def forward(signum: int, frame: object) -> None:
+        for child in children:
+            if child.pid is not None and child.is_alive():
+                os.kill(child.pid, signum)
+
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, forward)
+    for child in children:
+        child.join()
+    return max((child.exitcode or 0) for child in children)

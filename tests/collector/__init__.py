@@ -1,0 +1,1 @@
+"""Tests of the local collector (tandem_collector)."""
