@@ -34,3 +34,5 @@ test: install ## Run the whole test suite.
 
 # Kubernetes targets (images, chart, skaffold, linters) live in their own file.
 -include mk/kubernetes.mk
+# Benchmarks (make bench).
+-include mk/bench.mk
