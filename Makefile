@@ -29,7 +29,7 @@ install: $(VENV)/.synced ## Build .venv from uv.lock.
 run: install ## Run the local collector, the worker and the gateway on loopback.
 	$(VENV_PY) -m tandem_collector.localstack
 
-test: install ## Run the whole test suite.
+test: install k8s-tools ## Run the whole test suite.
 	$(VENV_PY) -m pytest
 
 # Kubernetes targets (images, chart, skaffold, linters) live in their own file.

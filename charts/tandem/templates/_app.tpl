@@ -1,0 +1,195 @@
+{{/*
+The gateway and the worker are the same kind of workload: a hypercorn app
+configured by environment variables, probed on /healthz and /readyz.
+Call with (dict "root" $ "component" "gateway" "values" .Values.gateway
+               "env" (list of extra {name, value} for this component)).
+*/}}
+{{- define "tandem.app.deployment" -}}
+{{- $root := .root -}}
+{{- $v := .values -}}
+{{- $ctx := dict "root" $root "component" .component -}}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "tandem.componentName" $ctx }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "tandem.labels" $ctx | nindent 4 }}
+  {{- if not $v.image.digest }}
+  annotations:
+    checkov.io/skip1: CKV_K8S_43=Built by this project (make images / skaffold); its digest exists only after the build, and skaffold then deploys tag@digest. Set {{ .component }}.image.digest to pin one.
+    checkov.io/skip2: CKV_K8S_15=Built locally and loaded into the cluster (kind/minikube), in no registry, so Always would fail the pull; every build gets its own tag (appVersion, or skaffold's tag@digest), so IfNotPresent cannot run a stale image.
+  {{- end }}
+spec:
+  replicas: {{ $v.replicaCount }}
+  revisionHistoryLimit: 5
+  strategy:
+    type: RollingUpdate
+    rollingUpdate:
+      # Never drop below the desired count during a rollout.
+      maxUnavailable: 0
+      maxSurge: 1
+  selector:
+    matchLabels:
+      {{- include "tandem.selectorLabels" $ctx | nindent 6 }}
+  template:
+    metadata:
+      labels:
+        {{- include "tandem.labels" $ctx | nindent 8 }}
+      {{- with $v.podAnnotations }}
+      annotations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+    spec:
+      {{- include "tandem.podCommon" (dict "root" $root "values" $v) | nindent 6 }}
+      # preStop sleep + hypercorn's graceful timeout + a margin before SIGKILL.
+      terminationGracePeriodSeconds: {{ add $v.preStopSleepSeconds $v.gracefulTimeoutSeconds 5 }}
+      containers:
+        - name: {{ .component }}
+          image: {{ include "tandem.image" (dict "root" $root "image" $v.image) | quote }}
+          imagePullPolicy: {{ $v.image.pullPolicy }}
+          ports:
+            - name: http
+              containerPort: {{ $v.port }}
+              protocol: TCP
+          env:
+            # Downward API first: OTEL_RESOURCE_ATTRIBUTES below interpolates
+            # them with $(VAR), which only sees variables defined earlier.
+            - name: POD_NAME
+              valueFrom:
+                fieldRef:
+                  fieldPath: metadata.name
+            - name: POD_NAMESPACE
+              valueFrom:
+                fieldRef:
+                  fieldPath: metadata.namespace
+            - name: NODE_NAME
+              valueFrom:
+                fieldRef:
+                  fieldPath: spec.nodeName
+            - name: HOST
+              value: "0.0.0.0"
+            - name: PORT
+              value: {{ $v.port | quote }}
+            - name: WEB_CONCURRENCY
+              value: {{ $v.webConcurrency | quote }}
+            - name: GRACEFUL_TIMEOUT
+              value: {{ $v.gracefulTimeoutSeconds | quote }}
+            - name: LOG_LEVEL
+              value: {{ $v.logLevel | quote }}
+            - name: TANDEM_UNTRUSTED_CONTEXT
+              value: {{ $v.untrustedContext | quote }}
+            {{- with $v.untracedPaths }}
+            - name: TANDEM_UNTRACED_PATHS
+              value: {{ . | quote }}
+            {{- end }}
+            {{- with .env }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+            - name: OTEL_SERVICE_NAME
+              value: {{ $v.serviceName | quote }}
+            - name: OTEL_EXPORTER_OTLP_ENDPOINT
+              value: {{ include "tandem.otlpEndpoint" $root | quote }}
+            - name: OTEL_EXPORTER_OTLP_INSECURE
+              value: {{ ternary true $root.Values.collector.externalInsecure $root.Values.collector.enabled | quote }}
+            - name: OTEL_RESOURCE_ATTRIBUTES
+              value: {{ include "tandem.resourceAttributes" $root | quote }}
+            - name: OTEL_TRACES_SAMPLER
+              value: {{ $root.Values.telemetry.tracesSampler | quote }}
+            {{- with $root.Values.telemetry.tracesSamplerArg }}
+            - name: OTEL_TRACES_SAMPLER_ARG
+              value: {{ . | quote }}
+            {{- end }}
+            - name: OTEL_METRIC_EXPORT_INTERVAL
+              value: {{ $root.Values.telemetry.metricExportIntervalMillis | quote }}
+            {{- range $name, $value := $v.env }}
+            - name: {{ $name }}
+              value: {{ $value | toString | quote }}
+            {{- end }}
+          startupProbe:
+            # Importing the OpenTelemetry SDK and grpc takes a few seconds on
+            # a cold node; allow up to a minute before liveness takes over.
+            httpGet:
+              path: /healthz
+              port: http
+            periodSeconds: 2
+            failureThreshold: 30
+          livenessProbe:
+            httpGet:
+              path: /healthz
+              port: http
+            periodSeconds: 10
+            timeoutSeconds: 2
+            failureThreshold: 3
+          readinessProbe:
+            httpGet:
+              path: /readyz
+              port: http
+            periodSeconds: 5
+            timeoutSeconds: 2
+            failureThreshold: 2
+          lifecycle:
+            preStop:
+              exec:
+                command: ["sleep", {{ $v.preStopSleepSeconds | quote }}]
+          resources:
+            {{- toYaml $v.resources | nindent 12 }}
+          securityContext:
+            {{- toYaml $v.containerSecurityContext | nindent 12 }}
+          volumeMounts:
+            # The only writable path: the root filesystem is read-only.
+            - name: tmp
+              mountPath: /tmp
+      volumes:
+        - name: tmp
+          emptyDir:
+            sizeLimit: 64Mi
+{{- end -}}
+
+{{/*
+OTEL_RESOURCE_ATTRIBUTES: service.version from appVersion, the Kubernetes
+attributes from the downward API variables, then telemetry.resourceAttributes.
+*/}}
+{{- define "tandem.resourceAttributes" -}}
+{{- $attrs := list (printf "service.version=%s" .Chart.AppVersion) "k8s.pod.name=$(POD_NAME)" "k8s.namespace.name=$(POD_NAMESPACE)" "k8s.node.name=$(NODE_NAME)" -}}
+{{- range $k, $v := .Values.telemetry.resourceAttributes -}}
+{{- $attrs = append $attrs (printf "%s=%s" $k (toString $v)) -}}
+{{- end -}}
+{{- join "," $attrs -}}
+{{- end -}}
+
+{{- define "tandem.app.service" -}}
+{{- $ctx := dict "root" .root "component" .component -}}
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "tandem.componentName" $ctx }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "tandem.labels" $ctx | nindent 4 }}
+spec:
+  type: {{ .values.service.type }}
+  selector:
+    {{- include "tandem.selectorLabels" $ctx | nindent 4 }}
+  ports:
+    - name: http
+      port: {{ .values.port }}
+      targetPort: http
+      protocol: TCP
+{{- end -}}
+
+{{- define "tandem.app.pdb" -}}
+{{- $ctx := dict "root" .root "component" .component -}}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "tandem.componentName" $ctx }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "tandem.labels" $ctx | nindent 4 }}
+spec:
+  maxUnavailable: {{ .values.podDisruptionBudget.maxUnavailable }}
+  selector:
+    matchLabels:
+      {{- include "tandem.selectorLabels" $ctx | nindent 6 }}
+{{- end -}}

@@ -1,0 +1,128 @@
+"""The collector and Tempo configurations: one file each, shipped unchanged, valid for the pinned versions."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.k8s.conftest import CHART, DATA_DIR, RELEASE, REPO, Rendered
+
+OTELCOL = REPO / "collector" / "otelcol-config.yaml"
+TEMPO = REPO / "collector" / "tempo.yaml"
+TEMPO_MANIFEST = DATA_DIR / "tempo-v3.0.3-manifest.yaml"
+
+
+@pytest.mark.parametrize(("link", "target"), [("otelcol-config.yaml", OTELCOL), ("tempo.yaml", TEMPO)])
+def test_chart_files_are_symlinks_to_the_single_source(link: str, target: Path) -> None:
+    path = CHART / "files" / link
+    assert path.is_symlink(), f"{path} must be a symlink, not a copy"
+    assert path.resolve() == target.resolve()
+
+
+@pytest.mark.parametrize("value_set", ["default", "persistence", "grafana"])
+def test_configmaps_carry_the_files_byte_for_byte(value_set: str, rendered: dict[str, Rendered]) -> None:
+    r = rendered[value_set]
+    assert r.get("ConfigMap", f"{RELEASE}-collector")["data"]["otelcol-config.yaml"] == OTELCOL.read_text()
+    assert r.get("ConfigMap", f"{RELEASE}-tempo")["data"]["tempo.yaml"] == TEMPO.read_text()
+
+
+def test_collector_pipelines() -> None:
+    config = yaml.safe_load(OTELCOL.read_text())
+    pipelines = config["service"]["pipelines"]
+    assert pipelines["traces"] == {
+        "receivers": ["otlp"],
+        "processors": ["memory_limiter", "batch"],
+        "exporters": ["otlp_grpc/tempo"],
+    }
+    assert pipelines["metrics"] == {
+        "receivers": ["otlp"],
+        "processors": ["memory_limiter", "batch"],
+        "exporters": ["prometheus"],
+    }
+    assert config["exporters"]["prometheus"]["endpoint"] == "0.0.0.0:8889"
+    assert config["exporters"]["otlp_grpc/tempo"]["endpoint"] == "${env:TEMPO_OTLP_ENDPOINT}"
+    assert config["service"]["extensions"] == ["health_check"]
+
+
+def port_of(endpoint: str) -> int:
+    return int(endpoint.rsplit(":", 1)[1])
+
+
+def test_collector_ports_agree_with_values(values: dict[str, Any]) -> None:
+    config = yaml.safe_load(OTELCOL.read_text())
+    ports = values["collector"]["ports"]
+    protocols = config["receivers"]["otlp"]["protocols"]
+    assert port_of(protocols["grpc"]["endpoint"]) == ports["otlpGrpc"]
+    assert port_of(protocols["http"]["endpoint"]) == ports["otlpHttp"]
+    assert port_of(config["extensions"]["health_check"]["endpoint"]) == ports["health"]
+    assert port_of(config["exporters"]["prometheus"]["endpoint"]) == ports["prometheus"]
+
+
+def test_collector_env_vars_are_set_by_the_chart(rendered: dict[str, Rendered]) -> None:
+    """Every ${env:VAR} in the config without a default is set on the container."""
+    config_lines = "\n".join(line for line in OTELCOL.read_text().splitlines() if not line.lstrip().startswith("#"))
+    required = set(re.findall(r"\$\{env:([A-Z0-9_]+)(?::-[^}]*)?\}", config_lines))
+    given = {e["name"] for e in rendered["default"].container("collector")["env"]}
+    assert required and required <= given
+
+
+def test_tempo_ports_agree_with_values(values: dict[str, Any]) -> None:
+    config = yaml.safe_load(TEMPO.read_text())
+    ports = values["tempo"]["ports"]
+    assert config["server"]["http_listen_port"] == ports["http"]
+    assert config["server"]["grpc_listen_port"] == ports["grpc"]
+    assert port_of(config["distributor"]["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]) == ports["otlpGrpc"]
+
+
+def test_tempo_env_vars_are_set_by_the_chart(rendered: dict[str, Rendered]) -> None:
+    config_lines = "\n".join(line for line in TEMPO.read_text().splitlines() if not line.lstrip().startswith("#"))
+    used = set(re.findall(r"\$\{([A-Z0-9_]+)(?::-[^}]*)?\}", config_lines))
+    container = rendered["default"].container("tempo")
+    assert {e["name"] for e in container["env"]} == used
+    assert "-config.expand-env=true" in container["args"]
+
+
+def unknown_keys(config: Any, manifest: Any, path: str = "") -> list[str]:
+    """Keys of config that Tempo's manifest does not have. Where the manifest
+    holds an empty map or null (free-form: receivers, overrides), anything goes."""
+    if not isinstance(config, dict):
+        return []
+    if not isinstance(manifest, dict):
+        return [] if manifest in ({}, None) else [f"{path} (not a section)"]
+    if not manifest:
+        return []
+    out = []
+    for key, value in config.items():
+        if key not in manifest:
+            out.append(f"{path}.{key}".lstrip("."))
+        else:
+            out += unknown_keys(value, manifest[key], f"{path}.{key}")
+    return out
+
+
+def test_tempo_config_fits_the_pinned_version(values: dict[str, Any]) -> None:
+    """Tempo refuses unknown keys: check ours against 3.0.3's full manifest."""
+    assert values["tempo"]["image"]["tag"] == "3.0.3", "re-vendor the manifest in tests/k8s/data for a new Tempo"
+    manifest = yaml.safe_load(TEMPO_MANIFEST.read_text())
+    # Substitute the ${VAR:-default}s first, as -config.expand-env does.
+    text = re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", TEMPO.read_text())
+    config = yaml.safe_load(text)
+    assert unknown_keys(config, manifest) == []
+    # 3.x dropped these 2.x blocks; monolithic mode needs no Kafka.
+    for gone in ("ingester", "compactor", "ingester_client", "metrics_generator_client"):
+        assert gone not in config
+    assert config.get("target", "all") == "all"
+    assert "ingest" not in config
+    assert config["storage"]["trace"]["backend"] == "local"
+
+
+def test_unknown_key_check_catches_2x_blocks() -> None:
+    manifest = yaml.safe_load(TEMPO_MANIFEST.read_text())
+    assert unknown_keys({"compactor": {"compaction": {}}, "server": {"http_listen_prot": 1}}, manifest) == [
+        "compactor",
+        "server.http_listen_prot",
+    ]

@@ -1,0 +1,239 @@
+"""One fact, one place: image names, ports, URLs and env var names agree across
+skaffold.yaml, the chart, the Makefile, the Dockerfiles and the services.
+
+The services' side is their contract: gateway.settings / worker.settings
+expose DEFAULT_PORT and ENV_VARS (the variables each reads itself), and
+tandem_telemetry.ENV_VARS maps every variable the telemetry package reads.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import tomllib
+from typing import Any
+
+import pytest
+
+from tests.k8s.conftest import RELEASE, REPO, Rendered, component_name, skaffold_config, skaffold_dev_values
+
+APPS = ("gateway", "worker")
+# Set by the chart only so OTEL_RESOURCE_ATTRIBUTES can interpolate them.
+DOWNWARD_API_HELPERS = {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace", "NODE_NAME": "spec.nodeName"}
+
+
+def settings(app: str) -> Any:
+    return importlib.import_module(f"{app}.settings")
+
+
+def telemetry_env_vars() -> set[str]:
+    import tandem_telemetry
+
+    return set(tandem_telemetry.ENV_VARS)
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def lookup(values: dict[str, Any], dotted: str) -> Any:
+    node: Any = values
+    for part in dotted.split("."):
+        assert isinstance(node, dict) and part in node, f"values.yaml has no {dotted}"
+        node = node[part]
+    return node
+
+
+# --- Image names ------------------------------------------------------------------
+
+
+def test_image_names_agree(values: dict[str, Any]) -> None:
+    artifacts = {a["image"]: a for a in skaffold_config()["build"]["artifacts"]}
+    mk = (REPO / "mk" / "kubernetes.mk").read_text()
+    for app in APPS:
+        name = values[app]["image"]["repository"]
+        assert name in artifacts, f"skaffold builds no {name}"
+        assert artifacts[name]["context"] == "services"
+        assert artifacts[name]["docker"]["dockerfile"] == f"{app}/Dockerfile"
+        assert (REPO / "services" / app / "Dockerfile").exists()
+        assert re.search(rf"^{app.upper()}_IMAGE\s*:=\s*{re.escape(name)}\s*$", mk, re.M), f"mk: {app.upper()}_IMAGE"
+        assert values[app]["image"]["tag"] == "", "the tag defaults to appVersion"
+
+
+def test_skaffold_sets_the_built_images() -> None:
+    release = skaffold_config()["deploy"]["helm"]["releases"][0]
+    templates = release["setValueTemplates"]
+    for artifact in skaffold_config()["build"]["artifacts"]:
+        app = artifact["image"].removeprefix("tandem-")
+        key = artifact["image"].replace("-", "_").replace("/", "_")
+        assert templates[f"{app}.image.repository"] == f"{{{{.IMAGE_REPO_{key}}}}}"
+        assert templates[f"{app}.image.tag"] == f"{{{{.IMAGE_TAG_{key}}}}}@{{{{.IMAGE_DIGEST_{key}}}}}"
+    assert release["chartPath"] == "charts/tandem"
+    assert release["name"] == RELEASE
+
+
+def test_tags_default_to_app_version(rendered: dict[str, Rendered], chart_meta: dict[str, Any]) -> None:
+    r = rendered["default"]
+    for app in APPS:
+        assert r.container(app)["image"] == f"tandem-{app}:{chart_meta['appVersion']}"
+    assert r.container("tracecheck")["image"] == r.container("gateway")["image"]
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_app_version_is_the_services_version(app: str, chart_meta: dict[str, Any]) -> None:
+    """service.version on every span is appVersion: it must be what was built."""
+    project = tomllib.loads((REPO / "services" / app / "pyproject.toml").read_text())["project"]
+    assert chart_meta["appVersion"] == project["version"]
+
+
+# --- Ports ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_ports_agree(app: str, values: dict[str, Any], rendered: dict[str, Rendered]) -> None:
+    port = values[app]["port"]
+    assert port == settings(app).DEFAULT_PORT, f"values {app}.port != {app}.settings.DEFAULT_PORT"
+    dockerfile = (REPO / "services" / app / "Dockerfile").read_text()
+    assert re.search(rf"^EXPOSE {port}$", dockerfile, re.M)
+    assert f"get('PORT', '{port}')" in dockerfile, "HEALTHCHECK's default port"
+    r = rendered["default"]
+    container = r.container(app)
+    assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+    assert env_of(container)["PORT"] == str(port)
+    service = r.get("Service", component_name(app))
+    assert service["spec"]["ports"][0]["port"] == port
+
+
+def test_skaffold_port_forwards(values: dict[str, Any], rendered: dict[str, Rendered]) -> None:
+    config = skaffold_config()
+    forwards = {f["resourceName"]: f for f in config["portForward"]}
+    grafana_profile = next(p for p in config["profiles"] if p["name"] == "grafana")
+    forwards.update({p["value"]["resourceName"]: p["value"] for p in grafana_profile["patches"] if p["path"] == "/portForward/-"})
+    expected = {
+        component_name("gateway"): values["gateway"]["port"],
+        component_name("tempo"): values["tempo"]["ports"]["http"],
+        component_name("grafana"): values["grafana"]["port"],
+    }
+    assert {name: f["port"] for name, f in forwards.items()} == expected
+    services = {d["metadata"]["name"]: d for d in rendered["grafana"].of_kind("Service")}
+    release_ns = config["deploy"]["helm"]["releases"][0]["namespace"]
+    for name, f in forwards.items():
+        assert f["resourceType"] == "service" and f["namespace"] == release_ns
+        assert f["port"] in [p["port"] for p in services[name]["spec"]["ports"]], name
+        assert f["localPort"] == f["port"]
+
+
+# --- URLs between the components ---------------------------------------------------
+
+
+def test_services_find_each_other(values: dict[str, Any], rendered: dict[str, Rendered]) -> None:
+    r = rendered["default"]
+    gateway, worker = env_of(r.container("gateway")), env_of(r.container("worker"))
+    assert gateway["WORKER_URL"] == f"http://{component_name('worker')}:{values['worker']['port']}"
+    assert worker["GATEWAY_URL"] == f"http://{component_name('gateway')}:{values['gateway']['port']}"
+    collector = f"http://{component_name('collector')}:{values['collector']['ports']['otlpGrpc']}"
+    for env in (gateway, worker):
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == collector
+        assert env["OTEL_EXPORTER_OTLP_INSECURE"] == "true"
+    col_env = env_of(r.container("collector"))
+    assert col_env["TEMPO_OTLP_ENDPOINT"] == f"{component_name('tempo')}:{values['tempo']['ports']['otlpGrpc']}"
+    for name in (component_name("worker"), component_name("gateway"), component_name("collector"), component_name("tempo")):
+        r.get("Service", name)
+
+
+def test_external_endpoints(rendered: dict[str, Rendered]) -> None:
+    env = env_of(rendered["external-collector"].container("gateway"))
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability.svc:4317"
+    assert env["OTEL_EXPORTER_OTLP_INSECURE"] == "true"
+    col_env = env_of(rendered["external-tempo"].container("collector"))
+    assert col_env["TEMPO_OTLP_ENDPOINT"] == "tempo.observability.svc:4317"
+
+
+def test_tracecheck_targets_the_release(values: dict[str, Any], rendered: dict[str, Rendered]) -> None:
+    pod = rendered["default"].get("Pod", component_name("tracecheck"))
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    command = pod["spec"]["containers"][0]["command"]
+    assert command[:3] == ["python", "-m", "tandem_tracecheck"]
+    args = dict(zip(command[3::2], command[4::2], strict=True))
+    assert args == {
+        "--gateway-url": f"http://{component_name('gateway')}:{values['gateway']['port']}",
+        "--tempo-url": f"http://{component_name('tempo')}:{values['tempo']['ports']['http']}",
+        "--metrics-url": f"http://{component_name('collector')}:{values['collector']['ports']['prometheus']}/metrics",
+    }
+
+
+def test_make_e2e_runs_tracecheck_with_the_same_flags() -> None:
+    mk = (REPO / "mk" / "kubernetes.mk").read_text()
+    assert "-m tandem_tracecheck --gateway-url $(GATEWAY_URL) --tempo-url $(TEMPO_URL) --metrics-url $(METRICS_URL)" in mk
+
+
+# --- Environment variables -----------------------------------------------------------
+
+
+def test_resource_attributes(chart_meta: dict[str, Any], rendered: dict[str, Rendered]) -> None:
+    for app in APPS:
+        env = env_of(rendered["default"].container(app))
+        attrs = dict(kv.split("=", 1) for kv in env["OTEL_RESOURCE_ATTRIBUTES"].split(","))
+        assert attrs["service.version"] == chart_meta["appVersion"]
+        assert attrs["k8s.pod.name"] == "$(POD_NAME)"
+        assert attrs["k8s.namespace.name"] == "$(POD_NAMESPACE)"
+        assert attrs["k8s.node.name"] == "$(NODE_NAME)"
+        assert env["OTEL_SERVICE_NAME"] == app
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_downward_api_helpers_come_first(app: str, rendered: dict[str, Rendered]) -> None:
+    """$(VAR) only expands variables defined earlier in the list."""
+    env = rendered["default"].container(app)["env"]
+    names = [e["name"] for e in env]
+    for helper, field in DOWNWARD_API_HELPERS.items():
+        entry = env[names.index(helper)]
+        assert entry["valueFrom"]["fieldRef"]["fieldPath"] == field
+        assert names.index(helper) < names.index("OTEL_RESOURCE_ATTRIBUTES")
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_every_env_var_the_chart_sets_is_read_by_the_service(app: str, rendered: dict[str, Rendered]) -> None:
+    known = set(settings(app).ENV_VARS) | telemetry_env_vars() | set(DOWNWARD_API_HELPERS)
+    for name, r in rendered.items():
+        set_by_chart = set(env_of(r.container(app)))
+        unknown = set_by_chart - known
+        assert not unknown, f"{name}: the chart sets {sorted(unknown)}, which {app} does not read"
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_the_service_contract_is_what_the_chart_relies_on(app: str) -> None:
+    """The variables the chart needs each service to honour, RELOAD included
+    (skaffold's dev profile turns hypercorn's reloader on with it)."""
+    own = set(settings(app).ENV_VARS)
+    expected = {"HOST", "PORT", "WEB_CONCURRENCY", "GRACEFUL_TIMEOUT", "RELOAD"}
+    expected |= {"WORKER_URL", "WORKER_TIMEOUT"} if app == "gateway" else {"GATEWAY_URL"}
+    assert expected <= own, f"{app}.settings.ENV_VARS lacks {sorted(expected - own)}"
+
+
+def test_dev_profile_values_exist_in_the_chart(values: dict[str, Any]) -> None:
+    for key in skaffold_dev_values():
+        parent, _, leaf = key.rpartition(".")
+        if parent.endswith(".env"):
+            assert isinstance(lookup(values, parent), dict)
+            continue
+        lookup(values, key)
+
+
+def test_dev_sync_targets_the_installed_packages() -> None:
+    """Skaffold's manual sync copies into the venv the Dockerfiles build."""
+    dev = next(p for p in skaffold_config()["profiles"] if p["name"] == "dev")
+    syncs = [p["value"]["manual"] for p in dev["patches"] if p["path"].endswith("/sync")]
+    assert syncs
+    for rules in syncs:
+        for rule in rules:
+            src_dir = rule["strip"].rstrip("/")
+            assert (REPO / "services" / src_dir).is_dir(), src_dir
+            assert rule["src"] == f"{rule['strip']}**/*.py"
+            package = src_dir.rsplit("/", 1)[-1]
+            assert rule["dest"] == f"/opt/venv/lib/python3.12/site-packages/{package}"
+    for app in APPS:
+        dockerfile = (REPO / "services" / app / "Dockerfile").read_text()
+        assert "python -m venv --without-pip /opt/venv" in dockerfile
+        assert re.search(r"FROM python:3\.12\.", dockerfile)
+        assert f"$SITE/{app}" in dockerfile, "DEV_SYNC must make the synced package writable"

@@ -1,0 +1,129 @@
+"""The two Dockerfiles: hadolint-clean, pinned, non-root, fed by current lock exports."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.k8s.conftest import REPO, run, tool
+
+SERVICES = REPO / "services"
+# Which workspace packages each image's lock export covers; mk/kubernetes.mk's
+# GATEWAY_EXPORT_PACKAGES / WORKER_EXPORT_PACKAGES say the same.
+EXPORT_PACKAGES = {
+    "gateway": ["tandem-gateway", "tandem-tracecheck"],
+    "worker": ["tandem-worker"],
+}
+UV_EXPORT_FLAGS = ["--frozen", "--no-dev", "--no-emit-workspace", "--no-header", "--format", "requirements.txt"]
+BASE_IMAGE = re.compile(r"^python:3\.12\.\d+-slim-bookworm@sha256:[0-9a-f]{64}$")
+
+
+def dockerfile(service: str) -> str:
+    return (SERVICES / service / "Dockerfile").read_text()
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    joined = re.sub(r"\\\n", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")))
+    out = []
+    for line in joined.splitlines():
+        if line.strip():
+            word, _, rest = line.strip().partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def stages(text: str) -> list[list[tuple[str, str]]]:
+    result: list[list[tuple[str, str]]] = []
+    for ins in instructions(text):
+        if ins[0] == "FROM":
+            result.append([])
+        result[-1].append(ins)
+    return result
+
+
+def uv() -> str:
+    """The uv `make lock-export` uses ($UV, exported by mk/kubernetes.mk), so the
+    export's formatting matches; else the Makefile's own install, else PATH."""
+    for candidate in (os.environ.get("UV"), str(REPO / ".tools" / "uv" / "bin" / "uv"), shutil.which("uv")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    pytest.fail("uv is not installed: run `make install`", pytrace=False)
+
+
+def test_hadolint_reports_nothing() -> None:
+    proc = run([tool("hadolint"), str(SERVICES / "gateway" / "Dockerfile"), str(SERVICES / "worker" / "Dockerfile")], check=False)
+    assert proc.returncode == 0 and not proc.stdout.strip() and not proc.stderr.strip(), proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("service", ["gateway", "worker"])
+def test_lock_export_is_current(service: str) -> None:
+    """services/<svc>/requirements.lock equals a fresh export of uv.lock. When it
+    does not, run `make lock-export`."""
+    args = [arg for package in EXPORT_PACKAGES[service] for arg in ("--package", package)]
+    fresh = run([uv(), "export", *UV_EXPORT_FLAGS, *args], env={"UV_PYTHON_DOWNLOADS": "never"}).stdout
+    committed = (SERVICES / service / "requirements.lock").read_text()
+    assert committed == fresh, f"services/{service}/requirements.lock is stale: run `make lock-export`"
+    assert "--hash=sha256:" in committed
+    # Workspace members are installed from source, not from the export.
+    assert not re.search(r"^(-e |\./|tandem-)", committed, re.M)
+
+
+def test_makefile_exports_the_same_packages() -> None:
+    mk = (REPO / "mk" / "kubernetes.mk").read_text()
+    for service, packages in EXPORT_PACKAGES.items():
+        m = re.search(rf"^{service.upper()}_EXPORT_PACKAGES\s*:?=\s*(.+)$", mk, re.M)
+        assert m and m.group(1).split() == packages, service
+    m = re.search(r"^UV_EXPORT_FLAGS\s*:?=\s*(.+)$", mk, re.M)
+    assert m and m.group(1).split() == UV_EXPORT_FLAGS
+
+
+@pytest.mark.parametrize("service", ["gateway", "worker"])
+def test_dockerfile_shape(service: str) -> None:
+    text = dockerfile(service)
+    build, runtime = stages(text)
+    # Both stages on the same pinned base: the venv links to its interpreter.
+    base = build[0][1].split()[0]
+    assert BASE_IMAGE.match(base), base
+    assert runtime[0][1].split()[0] == base
+    runtime_text = " ".join(args for _, args in runtime)
+    # Dependencies from the hash-pinned export, binary wheels only (no compiler).
+    build_text = " ".join(args for _, args in build)
+    assert f"{service}/requirements.lock" in build_text
+    assert "--require-hashes" in build_text and "--only-binary=:all:" in build_text
+    # The runtime stage installs nothing and builds nothing.
+    assert not re.search(r"\b(apt-get|apk|gcc|cc|make|build-essential)\b", runtime_text)
+    assert "pip install" not in runtime_text
+    # Non-root, numeric so runAsNonRoot can verify it.
+    users = [args for word, args in runtime if word == "USER"]
+    assert users == ["10001:10001"]
+    env = " ".join(args for word, args in runtime if word == "ENV")
+    assert "PYTHONDONTWRITEBYTECODE=1" in env and "PYTHONUNBUFFERED=1" in env
+    entrypoint = [args for word, args in runtime if word == "ENTRYPOINT"]
+    assert entrypoint == [f'["python", "-m", "{service}"]']
+
+
+def test_gateway_image_carries_tracecheck() -> None:
+    """The helm test pod runs `python -m tandem_tracecheck` from the gateway image."""
+    build = " ".join(args for _, args in stages(dockerfile("gateway"))[0])
+    assert "COPY tracecheck /src/tracecheck" in build or "tracecheck /src/tracecheck" in build
+    assert "/src/tracecheck" in build.split("install", 2)[-1]
+
+
+@pytest.mark.parametrize("service", ["gateway", "worker"])
+def test_dockerfile_copies_exist_in_the_build_context(service: str) -> None:
+    """Every COPY source is inside services/ (the build context) and not ignored."""
+    lines = (SERVICES / ".dockerignore").read_text().splitlines()
+    ignored = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    for word, args in instructions(dockerfile(service)):
+        if word == "COPY" and "--from=" not in args:
+            sources = shlex.split(args)[:-1]
+            for src in sources:
+                path = SERVICES / src
+                assert path.exists(), f"{service}: COPY {src}: not in services/"
+                assert not any(Path(src).match(p.removeprefix("**/")) for p in ignored), f"{src} is .dockerignored"

@@ -1,0 +1,235 @@
+"""The rendered NetworkPolicies admit exactly the intended flows, and nothing else.
+
+A small model of NetworkPolicy semantics decides, for every pair of endpoints
+and every port the destination listens on, whether a connection is allowed:
+the source's egress (if any policy selects it) and the destination's ingress
+(likewise) must both admit it. Endpoints are the release's pods (labels from
+the rendered workloads), cluster DNS, and a stranger: a pod in another
+namespace, standing for "any client".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.k8s.conftest import NAMESPACE, RELEASE, Rendered
+
+STRANGER = "stranger"
+DNS = "dns"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    namespace: str
+    labels: tuple[tuple[str, str], ...]
+    ports: tuple[tuple[str, int], ...]  # (protocol, port) it listens on
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
+
+
+NAMESPACE_LABELS = {
+    NAMESPACE: {"kubernetes.io/metadata.name": NAMESPACE},
+    "kube-system": {"kubernetes.io/metadata.name": "kube-system"},
+    "elsewhere": {"kubernetes.io/metadata.name": "elsewhere"},
+}
+
+
+def endpoints(r: Rendered, stranger_ports: tuple[tuple[str, int], ...] = ()) -> dict[str, Endpoint]:
+    """Endpoints from the rendered workloads: component name -> pod identity and ports."""
+    out = {}
+    for doc, spec in r.workloads():
+        labels = doc["spec"]["template"]["metadata"]["labels"] if doc["kind"] == "Deployment" else doc["metadata"]["labels"]
+        ports = tuple(
+            (p.get("protocol", "TCP"), p["containerPort"]) for c in spec["containers"] for p in c.get("ports", [])
+        )
+        component = labels["app.kubernetes.io/component"]
+        out[component] = Endpoint(component, NAMESPACE, tuple(sorted(labels.items())), ports)
+    out[DNS] = Endpoint(DNS, "kube-system", (("k8s-app", "kube-dns"),), (("UDP", 53), ("TCP", 53)))
+    # The stranger listens on every port the release uses and on HTTP(S), so an
+    # egress rule that lets a pod out to "anywhere" shows up as a flow.
+    probe = {p for ep in out.values() for p in ep.ports} | {("TCP", 80), ("TCP", 443)} | set(stranger_ports)
+    out[STRANGER] = Endpoint(STRANGER, "elsewhere", (("app", "stranger"),), tuple(sorted(probe)))
+    return out
+
+
+def selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """A LabelSelector; None or {} selects everything."""
+    selector = selector or {}
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, vals = expr["key"], expr["operator"], expr.get("values", [])
+        if op == "In" and labels.get(key) not in vals:
+            return False
+        if op == "NotIn" and labels.get(key) in vals:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def peer_matches(peer: dict[str, Any], policy_ns: str, ep: Endpoint) -> bool:
+    if "ipBlock" in peer:
+        # Only "anything" CIDRs would match a pod we know nothing about.
+        return peer["ipBlock"]["cidr"] in ("0.0.0.0/0", "::/0") and ep.name == STRANGER
+    if "namespaceSelector" in peer:
+        if not selects(peer["namespaceSelector"], NAMESPACE_LABELS[ep.namespace]):
+            return False
+    elif ep.namespace != policy_ns:
+        return False
+    return selects(peer.get("podSelector"), ep.label_map)
+
+
+def port_matches(rule_ports: list[dict[str, Any]] | None, protocol: str, port: int) -> bool:
+    if not rule_ports:
+        return True
+    for p in rule_ports:
+        if p.get("protocol", "TCP") != protocol:
+            continue
+        if "port" not in p:
+            return True
+        end = p.get("endPort", p["port"])
+        if isinstance(p["port"], int) and p["port"] <= port <= end:
+            return True
+    return False
+
+
+def admitted(policies: list[dict[str, Any]], direction: str, subject: Endpoint, other: Endpoint, proto: str, port: int) -> bool:
+    """Does `subject`'s side admit the connection? direction: "ingress" or "egress"."""
+    key = "Ingress" if direction == "ingress" else "Egress"
+    applicable = [
+        p for p in policies
+        if p["metadata"]["namespace"] == subject.namespace
+        and selects(p["spec"]["podSelector"], subject.label_map)
+        and key in p["spec"].get("policyTypes", ["Ingress"])
+    ]
+    if not applicable:
+        return True  # not isolated in this direction
+    peers_key = "from" if direction == "ingress" else "to"
+    for policy in applicable:
+        for rule in policy["spec"].get(direction) or []:
+            peers = rule.get(peers_key)
+            if peers and not any(peer_matches(peer, policy["metadata"]["namespace"], other) for peer in peers):
+                continue
+            if port_matches(rule.get("ports"), proto, port):
+                return True
+    return False
+
+
+def allowed_flows(r: Rendered, stranger_ports: tuple[tuple[str, int], ...] = ()) -> set[tuple[str, str, int]]:
+    policies = r.of_kind("NetworkPolicy")
+    eps = endpoints(r, stranger_ports)
+    flows = set()
+    # DNS only answers; the stranger stands for every client, DNS pods included.
+    for src in (ep for ep in eps.values() if ep.name != DNS):
+        for dst in eps.values():
+            for proto, port in dst.ports:
+                if admitted(policies, "egress", src, dst, proto, port) and admitted(policies, "ingress", dst, src, proto, port):
+                    if src.name == STRANGER and dst.name in (STRANGER, DNS):
+                        continue  # traffic between pods the chart does not own
+                    flows.add((src.name, dst.name, port))
+    return flows
+
+
+def dns_flows(*components: str) -> set[tuple[str, str, int]]:
+    return {(c, DNS, 53) for c in components}
+
+
+# The flows the release needs, with the default values.
+CORE_FLOWS = {
+    (STRANGER, "gateway", 8080),  # clients
+    ("tracecheck", "gateway", 8080),  # helm test
+    ("gateway", "worker", 8081),  # /tasks
+    ("worker", "gateway", 8080),  # /internal/quota
+    ("gateway", "collector", 4317),  # OTLP
+    ("worker", "collector", 4317),
+    ("collector", "tempo", 4317),  # spans to Tempo
+    ("tempo", "tempo", 9095),  # Tempo's querier -> live-store, by pod IP
+    ("tracecheck", "tempo", 3200),  # helm test: Tempo's query API
+    ("tracecheck", "collector", 8889),  # helm test: the collector's metrics
+} | dns_flows("gateway", "worker", "collector", "tempo", "tracecheck")
+
+
+def test_default_flows_are_exactly_the_intended_ones(rendered: dict[str, Rendered]) -> None:
+    assert allowed_flows(rendered["default"]) == CORE_FLOWS
+
+
+def test_grafana_reaches_tempo_and_only_configured_clients_reach_grafana(rendered: dict[str, Rendered]) -> None:
+    flows = allowed_flows(rendered["grafana"])
+    assert flows == CORE_FLOWS | {("grafana", "tempo", 3200)} | dns_flows("grafana")
+    # grafana.yaml admits the ingress-nginx namespace; the stranger is not there.
+    policy = rendered["grafana"].get("NetworkPolicy", f"{RELEASE}-grafana")
+    grafana = endpoints(rendered["grafana"])["grafana"]
+    nginx = Endpoint("nginx", "ingress-nginx", (("app", "nginx"),), ())
+    NAMESPACE_LABELS["ingress-nginx"] = {"kubernetes.io/metadata.name": "ingress-nginx"}
+    try:
+        assert admitted([policy], "ingress", grafana, nginx, "TCP", 3000)
+    finally:
+        del NAMESPACE_LABELS["ingress-nginx"]
+
+
+def test_restricted_clients_shut_out_strangers(rendered: dict[str, Rendered]) -> None:
+    flows = allowed_flows(rendered["restricted-clients"])
+    assert flows == CORE_FLOWS - {(STRANGER, "gateway", 8080)}
+
+
+def test_external_collector_flows(rendered: dict[str, Rendered]) -> None:
+    """Without the release's collector, the services may reach port 4317 anywhere,
+    and nothing else changes."""
+    flows = allowed_flows(rendered["external-collector"], stranger_ports=(("TCP", 4317), ("TCP", 8889)))
+    expected = {f for f in CORE_FLOWS if "collector" not in f}
+    expected |= {("gateway", STRANGER, 4317), ("worker", STRANGER, 4317), ("tracecheck", STRANGER, 8889)}
+    # Tempo stays, but only an external collector could feed it (tempo.networkPolicy.otlpPeers).
+    assert flows == expected
+
+
+def test_external_tempo_flows(rendered: dict[str, Rendered]) -> None:
+    flows = allowed_flows(rendered["external-tempo"], stranger_ports=(("TCP", 4317), ("TCP", 3200)))
+    expected = {f for f in CORE_FLOWS if "tempo" not in f}
+    expected |= {("collector", STRANGER, 4317), ("grafana", STRANGER, 3200), ("tracecheck", STRANGER, 3200)}
+    expected |= dns_flows("grafana")
+    assert flows == expected
+
+
+@pytest.mark.parametrize("value_set", ["default", "grafana", "external-collector", "external-tempo"])
+def test_every_pod_is_isolated_both_ways(value_set: str, rendered: dict[str, Rendered]) -> None:
+    """No pod of the release escapes a policy in either direction."""
+    r = rendered[value_set]
+    policies = r.of_kind("NetworkPolicy")
+    for component, ep in endpoints(r).items():
+        if component in (DNS, STRANGER):
+            continue
+        for direction in ("Ingress", "Egress"):
+            assert any(
+                selects(p["spec"]["podSelector"], ep.label_map) and direction in p["spec"]["policyTypes"] for p in policies
+            ), f"{value_set}: {component} has no {direction} policy"
+
+
+def test_model_sanity() -> None:
+    """The model denies what no rule admits and honours ports and namespaces."""
+    pod = Endpoint("a", NAMESPACE, (("app", "a"),), (("TCP", 80),))
+    other = Endpoint("b", "elsewhere", (("app", "b"),), ())
+    policy = {
+        "metadata": {"namespace": NAMESPACE},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "a"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}], "ports": [{"port": 80}]}],
+        },
+    }
+    # A bare podSelector means the policy's own namespace: b lives elsewhere.
+    assert not admitted([policy], "ingress", pod, other, "TCP", 80)
+    same_ns = Endpoint("b", NAMESPACE, (("app", "b"),), ())
+    assert admitted([policy], "ingress", pod, same_ns, "TCP", 80)
+    assert not admitted([policy], "ingress", pod, same_ns, "TCP", 81)
+    assert not admitted([policy], "ingress", pod, same_ns, "UDP", 80)
+    assert admitted([policy], "egress", pod, same_ns, "TCP", 1)  # no Egress policy: open
