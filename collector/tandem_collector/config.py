@@ -28,6 +28,8 @@ class Config:
     tls_key: str | None = None
     metric_expiration: float = 300.0
     waterfall_width: int = 40
+    # Seconds each OTLP export waits before it is answered: a slow collector, for fault tests.
+    response_delay: float = 0.0
 
 
 def _port(text: str) -> int:
@@ -89,6 +91,8 @@ _OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--metric-expiration", "metric_expiration", _non_negative_float,
      "seconds a metric series is served after its last update (0 = forever)"),
     ("--waterfall-width", "waterfall_width", _positive_int, "width of waterfall bars"),
+    ("--response-delay", "response_delay", _non_negative_float,
+     "seconds every OTLP/gRPC export waits before it is answered (simulates a slow collector)"),
 ]
 
 

@@ -5,6 +5,7 @@ gzip request compression is negotiated and undone by gRPC itself.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,18 +33,24 @@ class TlsFiles:
 
 
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self, receiver: Receiver) -> None:
+    def __init__(self, receiver: Receiver, delay: float = 0.0) -> None:
         self._receiver = receiver
+        self._delay = delay
 
     async def Export(self, request, context):  # noqa: N802 (gRPC method name)
+        if self._delay:
+            await asyncio.sleep(self._delay)
         return self._receiver.export_traces(request)
 
 
 class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
-    def __init__(self, receiver: Receiver) -> None:
+    def __init__(self, receiver: Receiver, delay: float = 0.0) -> None:
         self._receiver = receiver
+        self._delay = delay
 
     async def Export(self, request, context):  # noqa: N802
+        if self._delay:
+            await asyncio.sleep(self._delay)
         return self._receiver.export_metrics(request)
 
 
@@ -56,7 +63,7 @@ class _LogsService(logs_service_pb2_grpc.LogsServiceServicer):
 
 
 def create_grpc_server(
-    receiver: Receiver, host: str, port: int, tls: TlsFiles | None = None
+    receiver: Receiver, host: str, port: int, tls: TlsFiles | None = None, response_delay: float = 0.0
 ) -> tuple[grpc.aio.Server, int]:
     """Build and bind (not start) the server; returns it with the port really bound.
 
@@ -70,9 +77,9 @@ def create_grpc_server(
             ("grpc.so_reuseport", 0),
         ]
     )
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(receiver), server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(receiver, response_delay), server)
     metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
-        _MetricsService(receiver), server
+        _MetricsService(receiver, response_delay), server
     )
     logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_LogsService(receiver), server)
     address = host_port(host, port)

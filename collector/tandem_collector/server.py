@@ -111,7 +111,7 @@ class Collector:
         sockets: list[socket.socket] = []
         try:
             self._grpc, grpc_port = create_grpc_server(
-                self.receiver, config.host, config.grpc_port, tls
+                self.receiver, config.host, config.grpc_port, tls, config.response_delay
             )
             await self._grpc.start()
             apps: list[tuple[str, int, Starlette]] = [

@@ -17,11 +17,11 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from tandem_telemetry.delivery import DeliveryAccountingExporter
+from tandem_telemetry.delivery import AccountedBatchSpanProcessor, AccountedMetricExporter, AccountedSpanExporter, DeliveryReport
 from tandem_telemetry.settings import TelemetrySettings
 
 logger = logging.getLogger("tandem_telemetry")
@@ -48,7 +48,8 @@ class Telemetry:
     client_duration: Histogram
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
-    delivery: DeliveryAccountingExporter | None = None
+    delivery: DeliveryReport | None = None
+    exporters: tuple[object, ...] = ()
     pid: int = field(default_factory=os.getpid)
 
     @property
@@ -88,13 +89,17 @@ class Telemetry:
         for worker in workers:
             worker.join(max(0.0, deadline - time.monotonic()))
         if not any(worker.is_alive() for worker in workers):
+            if self.delivery is not None:
+                self.delivery.close()
             return True
         # Interrupt the exporters' retry backoff; the threads then finish promptly.
-        if self.delivery is not None:
-            self.delivery.exporter.shutdown()
+        for exporter in self.exporters:
+            exporter.shutdown()  # type: ignore[attr-defined]
         for worker in workers:
             worker.join(0.5)
         logger.warning("telemetry shutdown exceeded %.1fs; unexported telemetry was dropped", bound)
+        if self.delivery is not None:
+            self.delivery.close()
         return False
 
 
@@ -135,24 +140,28 @@ def build_telemetry(
         meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE)
         return Telemetry(settings, resource, tracer, meter, *_http_histograms(meter))
 
-    delivery = None
+    delivery = DeliveryReport()
+    exporters: list[object] = []
     if span_processor is None:
         if span_exporter is None:
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
             span_exporter = OTLPSpanExporter()
-        delivery = DeliveryAccountingExporter(span_exporter)
-        span_processor = BatchSpanProcessor(delivery)
+        exporters.append(span_exporter)
+        span_processor = AccountedBatchSpanProcessor(AccountedSpanExporter(span_exporter, delivery), delivery)
     if metric_reader is None:
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
-        metric_reader = PeriodicExportingMetricReader(OTLPMetricExporter())
+        metric_exporter = OTLPMetricExporter()
+        exporters.append(metric_exporter)
+        metric_reader = PeriodicExportingMetricReader(AccountedMetricExporter(metric_exporter, delivery))
 
     tracer_provider = TracerProvider(resource=resource)
     tracer_provider.add_span_processor(span_processor)
     meter_provider = MeterProvider(resource=resource, metric_readers=[metric_reader])
     tracer = tracer_provider.get_tracer(INSTRUMENTATION_SCOPE)
     meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE)
+    delivery.count_losses_on(meter)
     return Telemetry(
         settings,
         resource,
@@ -162,6 +171,7 @@ def build_telemetry(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
         delivery=delivery,
+        exporters=tuple(exporters),
     )
 
 

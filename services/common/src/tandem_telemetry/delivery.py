@@ -1,82 +1,207 @@
-"""Span delivery accounting: count what a collector outage cost, say it once, never per batch."""
+"""Telemetry delivery accounting: what a collector outage cost, said once, never per batch.
+
+The OTLP exporters log every retry and every failed batch, and the batch
+processor logs a full queue; during an outage that is a stream of lines for
+as long as it lasts. Here the exporters are wrapped: their own lines are
+held back, and the pipeline says two things instead: one warning when
+exports start failing (with the exporter's reason), one line when they
+recover, naming how many spans were lost in between and why. The losses
+are also counted on `tandem.telemetry.spans.lost`, which reaches the
+collector once it answers again.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 
+from opentelemetry.metrics import Meter
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 logger = logging.getLogger("tandem_telemetry.delivery")
 
-# The OTLP exporter logs every retry and every failed batch; during an outage
-# that is a line per batch for as long as it lasts.
-_EXPORTER_LOGGERS = ("opentelemetry.exporter.otlp.proto.grpc.exporter",)
+_EXPORTER_LOGGER = "opentelemetry.exporter.otlp.proto.grpc.exporter"
+_PROCESSOR_LOGGER = "opentelemetry.sdk._shared_internal"
 
 
-class DeliveryAccountingExporter(SpanExporter):
-    """Wrap a span exporter: count spans exported and lost, and log outages as two lines.
+class DeliveryReport:
+    """Shared by one pipeline's exporters: counts, the outage state, and the two log lines."""
 
-    One warning when exports start failing (after the wrapped exporter's own
-    first report, which says why), one line when they recover, naming how many
-    spans were lost in between.
-    """
-
-    def __init__(self, exporter: SpanExporter) -> None:
-        self.exporter = exporter
+    def __init__(self) -> None:
         self.exported = 0
-        self.lost = 0
-        self._lost_in_outage = 0
-        self._failing = False
+        self.failed = 0
+        self.queue_dropped = 0
+        self.failing_since: float | None = None
+        self._reason = ""
+        self._failed_at_outage = 0
+        self._dropped_at_outage = 0
         self._lock = threading.Lock()
-        self._quiet_filter = _QuietDuringOutage(self)
-        for name in _EXPORTER_LOGGERS:
-            logging.getLogger(name).addFilter(self._quiet_filter)
+        self._in_export = threading.local()
+        self._lost_counter = None
+        self._filter = _HoldBack(self)
+        logging.getLogger(_EXPORTER_LOGGER).addFilter(self._filter)
+        logging.getLogger(_PROCESSOR_LOGGER).addFilter(self._filter)
+
+    def count_losses_on(self, meter: Meter) -> None:
+        self._lost_counter = meter.create_counter(
+            "tandem.telemetry.spans.lost", unit="{span}", description="Spans that never reached the collector."
+        )
 
     @property
-    def failing(self) -> bool:
-        """True from a failed export until the next successful one."""
-        return self._failing
+    def lost(self) -> int:
+        return self.failed + self.queue_dropped
+
+    def exporting(self) -> _Exporting:
+        return _Exporting(self)
+
+    def note_reason(self, message: str) -> None:
+        self._reason = message
+
+    def succeeded(self, spans: int) -> None:
+        with self._lock:
+            self.exported += spans
+            if self.failing_since is None:
+                return
+            outage = time.monotonic() - self.failing_since
+            failed, dropped = self.failed - self._failed_at_outage, self.queue_dropped - self._dropped_at_outage
+            self.failing_since = None
+        logger.warning(
+            "telemetry export recovered after %.1fs; %d spans were lost (%d in failed exports, %d dropped from the full queue)",
+            outage,
+            failed + dropped,
+            failed,
+            dropped,
+            extra={"spans_lost": failed + dropped, "outage_seconds": round(outage, 1)},
+        )
+
+    def failed_export(self, spans: int) -> None:
+        with self._lock:
+            self.failed += spans
+            starting = self.failing_since is None
+            if starting:
+                self.failing_since = time.monotonic()
+                self._failed_at_outage = self.failed - spans
+                self._dropped_at_outage = self.queue_dropped
+        if spans and self._lost_counter is not None:
+            self._lost_counter.add(spans, {"reason": "export_failed"})
+        if starting:
+            logger.warning(
+                "telemetry export is failing (%s); spans are dropped until the collector answers, and a line will say how many",
+                self._reason or "no reason given",
+            )
+
+    def dropped_from_queue(self) -> None:
+        self.queue_dropped += 1
+        if self._lost_counter is not None:
+            self._lost_counter.add(1, {"reason": "queue_full"})
+
+    def close(self) -> None:
+        """Stop holding back the SDK's lines, and say what was lost if the collector never came back."""
+        logging.getLogger(_EXPORTER_LOGGER).removeFilter(self._filter)
+        logging.getLogger(_PROCESSOR_LOGGER).removeFilter(self._filter)
+        if self.failing_since is not None:
+            logger.warning("telemetry export was still failing at shutdown; %d spans were lost in all", self.lost, extra={"spans_lost": self.lost})
+
+
+class _Exporting:
+    """Marks the current thread as inside an export, so the exporter's own lines are held back."""
+
+    def __init__(self, report: DeliveryReport) -> None:
+        self._report = report
+
+    def __enter__(self) -> None:
+        self._report._in_export.active = True
+
+    def __exit__(self, *exc: object) -> None:
+        self._report._in_export.active = False
+
+
+class _HoldBack(logging.Filter):
+    def __init__(self, report: DeliveryReport) -> None:
+        super().__init__()
+        self._report = report
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == _PROCESSOR_LOGGER:
+            # "Queue full, dropping Span.": counted by AccountedBatchSpanProcessor instead.
+            return not str(record.msg).startswith("Queue full")
+        if getattr(self._report._in_export, "active", False):
+            if record.levelno >= logging.WARNING:
+                self._report.note_reason(record.getMessage())
+            return False
+        return True
+
+
+class AccountedSpanExporter(SpanExporter):
+    """Report each span export's outcome to a DeliveryReport."""
+
+    def __init__(self, exporter: SpanExporter, report: DeliveryReport) -> None:
+        self.exporter = exporter
+        self._report = report
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        result = self.exporter.export(spans)
-        with self._lock:
-            if result is SpanExportResult.SUCCESS:
-                self.exported += len(spans)
-                if self._failing:
-                    self._failing = False
-                    logger.warning(
-                        "span export recovered; %d spans were lost while the collector was unreachable",
-                        self._lost_in_outage,
-                        extra={"spans_lost": self._lost_in_outage},
-                    )
-                    self._lost_in_outage = 0
-            else:
-                self.lost += len(spans)
-                self._lost_in_outage += len(spans)
-                if not self._failing:
-                    self._failing = True
-                    logger.warning(
-                        "span export is failing; spans are being dropped until the collector answers again",
-                        extra={"spans_lost": self._lost_in_outage},
-                    )
+        with self._report.exporting():
+            result = self.exporter.export(spans)
+        if result is SpanExportResult.SUCCESS:
+            self._report.succeeded(len(spans))
+        else:
+            self._report.failed_export(len(spans))
         return result
 
     def shutdown(self) -> None:
-        for name in _EXPORTER_LOGGERS:
-            logging.getLogger(name).removeFilter(self._quiet_filter)
         self.exporter.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.exporter.force_flush(timeout_millis)
 
 
-class _QuietDuringOutage(logging.Filter):
-    def __init__(self, accounting: DeliveryAccountingExporter) -> None:
-        super().__init__()
-        self._accounting = accounting
+class AccountedMetricExporter(MetricExporter):
+    """Report metric exports to the same DeliveryReport, so an outage is one story for both signals."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not self._accounting.failing
+    def __init__(self, exporter: MetricExporter, report: DeliveryReport) -> None:
+        super().__init__(
+            preferred_temporality=exporter._preferred_temporality,  # noqa: SLF001 - pass the wrapped exporter's choices through
+            preferred_aggregation=exporter._preferred_aggregation,  # noqa: SLF001
+        )
+        self.exporter = exporter
+        self._report = report
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: object) -> MetricExportResult:
+        with self._report.exporting():
+            result = self.exporter.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        if result is MetricExportResult.SUCCESS:
+            self._report.succeeded(0)
+        else:
+            self._report.failed_export(0)
+        return result
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self.exporter.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: object) -> None:
+        self.exporter.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+class AccountedBatchSpanProcessor(BatchSpanProcessor):
+    """A BatchSpanProcessor that counts the spans its full queue drops.
+
+    The SDK drops the oldest span when the queue is full and only logs it;
+    the check here is the SDK's own, made one step earlier, on the queue
+    the SDK keeps (an internal of opentelemetry-sdk 1.3x, read once).
+    """
+
+    def __init__(self, exporter: SpanExporter, report: DeliveryReport) -> None:
+        super().__init__(exporter)
+        self._report = report
+        batch = self._batch_processor
+        self._queue = batch._queue  # noqa: SLF001
+        self._max_queue_size = batch._max_queue_size  # noqa: SLF001
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.context and span.context.trace_flags.sampled and len(self._queue) >= self._max_queue_size:
+            self._report.dropped_from_queue()
+        super().on_end(span)
