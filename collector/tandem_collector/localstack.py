@@ -89,9 +89,11 @@ class Stack:
             time.sleep(0.1)
         raise RuntimeError(f"{process.name} not ready at {url} after {timeout}s:\n{process.output()}")
 
-    def start_collector(self, ports: dict[str, int], *, log: bool = True, host: str = "127.0.0.1") -> Collector:
-        args = [f"--{name}-port={port}" for name, port in ports.items()]
-        process = self.start("collector", "tandem_collector", {}, ("--host", host, *args), log=log)
+    def start_collector(
+        self, ports: dict[str, int], *, log: bool = True, host: str = "127.0.0.1", name: str = "collector", args: tuple[str, ...] = ()
+    ) -> Collector:
+        port_args = [f"--{kind}-port={port}" for kind, port in ports.items()]
+        process = self.start(name, "tandem_collector", {}, ("--host", host, *port_args, *args), log=log)
         tempo_url = f"http://{host}:{ports['query']}"
         self.wait_ready(process, f"{tempo_url}/ready")
         return Collector(f"http://{host}:{ports['grpc']}", tempo_url, f"http://{host}:{ports['prometheus']}/metrics")

@@ -147,14 +147,15 @@ def build_telemetry(
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
             span_exporter = OTLPSpanExporter()
-        exporters.append(span_exporter)
-        span_processor = AccountedBatchSpanProcessor(AccountedSpanExporter(span_exporter, delivery), delivery)
+        accounted_spans = AccountedSpanExporter(span_exporter, delivery)
+        exporters.append(accounted_spans)
+        span_processor = AccountedBatchSpanProcessor(accounted_spans, delivery)
     if metric_reader is None:
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
-        metric_exporter = OTLPMetricExporter()
-        exporters.append(metric_exporter)
-        metric_reader = PeriodicExportingMetricReader(AccountedMetricExporter(metric_exporter, delivery))
+        accounted_metrics = AccountedMetricExporter(OTLPMetricExporter(), delivery)
+        exporters.append(accounted_metrics)
+        metric_reader = PeriodicExportingMetricReader(accounted_metrics)
 
     tracer_provider = TracerProvider(resource=resource)
     tracer_provider.add_span_processor(span_processor)

@@ -18,6 +18,9 @@ from tandem_telemetry.bootstrap import Telemetry, setup
 from tandem_telemetry.middleware import KNOWN_METHODS
 from tandem_telemetry.propagation import format_baggage, format_traceparent
 
+# Seconds an idle pooled connection is kept: under the servers' 5 s keep-alive
+# timeout, so the client never sends on a connection the server is closing.
+KEEPALIVE_EXPIRY = 4.0
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
@@ -244,7 +247,7 @@ def create_client(
     default under concurrency, with httpx's API kept. Pass `transport` to
     use another one.
     """
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections, keepalive_expiry=KEEPALIVE_EXPIRY)
     if transport is None:
         from httpx_aiohttp import AiohttpTransport
 

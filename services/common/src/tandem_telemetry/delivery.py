@@ -142,6 +142,7 @@ class AccountedSpanExporter(SpanExporter):
     def __init__(self, exporter: SpanExporter, report: DeliveryReport) -> None:
         self.exporter = exporter
         self._report = report
+        self._shut_down = threading.Event()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         with self._report.exporting():
@@ -153,7 +154,10 @@ class AccountedSpanExporter(SpanExporter):
         return result
 
     def shutdown(self) -> None:
-        self.exporter.shutdown()
+        # Idempotent: a bounded shutdown may interrupt the exporter before the processor stops it.
+        if not self._shut_down.is_set():
+            self._shut_down.set()
+            self.exporter.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.exporter.force_flush(timeout_millis)
@@ -169,6 +173,7 @@ class AccountedMetricExporter(MetricExporter):
         )
         self.exporter = exporter
         self._report = report
+        self._shut_down = threading.Event()
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: object) -> MetricExportResult:
         with self._report.exporting():
@@ -183,7 +188,9 @@ class AccountedMetricExporter(MetricExporter):
         return self.exporter.force_flush(timeout_millis)
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: object) -> None:
-        self.exporter.shutdown(timeout_millis=timeout_millis, **kwargs)
+        if not self._shut_down.is_set():
+            self._shut_down.set()
+            self.exporter.shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
 class AccountedBatchSpanProcessor(BatchSpanProcessor):

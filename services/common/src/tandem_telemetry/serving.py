@@ -44,7 +44,11 @@ def server_config(application_path: str, default_port: int) -> Config:
     # Spans already record every request; an access log line per request would double the cost.
     config.accesslog = None
     config.errorlog = "-"
-    config.keep_alive_timeout = 75
+    # Hypercorn (0.18) notices that a client closed an idle keep-alive
+    # connection only when this timeout fires; until then the socket sits in
+    # CLOSE-WAIT and holds a descriptor. Keep it short; Tandem's client lets
+    # idle connections go sooner (KEEPALIVE_EXPIRY), so it never races it.
+    config.keep_alive_timeout = 5
     return config
 
 

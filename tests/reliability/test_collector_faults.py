@@ -1,0 +1,134 @@
+"""Collector down, flapping and slow: requests never fail, memory stays bounded, losses are reported once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from tandem_collector.localstack import Collector, Process, Stack, free_collector_ports
+from tandem_tracecheck import TempoClient
+from tandem_tracecheck.tree import match_tree, work_trace
+from tests.reliability import report
+from tests.reliability.load import LoadResult, drive
+from tests.support import free_port
+
+URL = "{}/api/work?tasks=1"
+SPANS_PER_REQUEST = 7  # 1 + 6N with N = 1
+
+
+def start_pair(stack: Stack, collector: Collector, label: str, **env: str) -> tuple[str, Process, Process]:
+    gateway_port, worker_port = free_port(), free_port()
+    worker = stack.start_service("worker", worker_port, collector, name=f"worker-{label}", GATEWAY_URL=f"http://127.0.0.1:{gateway_port}", **env)
+    gateway = stack.start_service("gateway", gateway_port, collector, name=f"gateway-{label}", WORKER_URL=f"http://127.0.0.1:{worker_port}", **env)
+    return f"http://127.0.0.1:{gateway_port}", gateway, worker
+
+
+def interleaved(healthy_url: str, faulty_url: str, *, rounds: int, per_round: int, concurrency: int = 8) -> tuple[LoadResult, LoadResult]:
+    """Alternate rounds on both stacks, so machine noise falls on both alike."""
+    healthy, faulty = LoadResult(), LoadResult()
+    for _ in range(rounds):
+        healthy.merge(asyncio.run(drive(URL.format(healthy_url), concurrency=concurrency, requests=per_round)))
+        faulty.merge(asyncio.run(drive(URL.format(faulty_url), concurrency=concurrency, requests=per_round)))
+    return healthy, faulty
+
+
+def log_records(process: Process) -> list[dict]:
+    records = []
+    for line in process.output().splitlines():
+        if line.startswith("{"):
+            records.append(json.loads(line))
+    return records
+
+
+def test_collector_down_from_the_start(stack: Stack, collector: Collector) -> None:
+    healthy_url, _, _ = start_pair(stack, collector, "healthy")
+    nowhere = Collector(f"http://127.0.0.1:{free_port()}", "", "")
+    faulty_url, gateway, worker = start_pair(stack, nowhere, "no-collector")
+    interleaved(healthy_url, faulty_url, rounds=1, per_round=100)  # warm up both
+    rss_before = report.rss_mb(gateway.popen.pid) + report.rss_mb(worker.popen.pid)
+
+    healthy, faulty = interleaved(healthy_url, faulty_url, rounds=10, per_round=200)
+
+    rss_after = report.rss_mb(gateway.popen.pid) + report.rss_mb(worker.popen.pid)
+    ratio = faulty.p99() / healthy.p99()
+    report.record(report.Row(
+        "collector down from the start", "2,000 × /api/work?tasks=1, 8 concurrent, interleaved with a healthy stack",
+        faulty.requests, faulty.failures, faulty.requests * SPANS_PER_REQUEST, 0, ratio, rss_before, rss_after,
+        "RSS is gateway + worker",
+    ))
+    assert faulty.requests == 2000
+    assert faulty.failures == 0, faulty.errors[:5]
+    # The span queue is bounded (OTEL_BSP_MAX_QUEUE_SIZE spans), so memory is too.
+    assert rss_after - rss_before < 64, f"RSS grew from {rss_before:.0f} to {rss_after:.0f} MB"
+    # Export runs off the event loop; a lost collector must not slow requests
+    # down. The report shows the measured ratio; this bound catches blocking.
+    assert ratio < 1.5, f"p99 with the collector down is {ratio:.2f} × the healthy p99"
+    for process in (gateway, worker):
+        assert process.stop() == 0
+        records = log_records(process)
+        failing = [r for r in records if r["logger"] == "tandem_telemetry.delivery" and "is failing" in r["message"]]
+        assert len(failing) == 1, f"{process.name}: expected one warning, got {[r['message'] for r in failing]}"
+        noisy = [r for r in records if r["logger"].startswith("opentelemetry") and r["level"] in ("WARNING", "ERROR")]
+        assert noisy == [], f"{process.name}: the SDK's own per-batch lines leaked: {noisy[:3]}"
+
+
+def test_collector_flaps_for_ten_seconds(stack: Stack) -> None:
+    ports = free_collector_ports()
+    collector = stack.start_collector(ports)
+    url, gateway, worker = start_pair(stack, collector, "flap", OTEL_EXPORTER_OTLP_TIMEOUT="2")
+    timeline: dict[str, float] = {}
+
+    async def scenario() -> LoadResult:
+        load = asyncio.create_task(drive(URL.format(url), concurrency=6, duration=22))
+        await asyncio.sleep(4)
+        await asyncio.to_thread(stack.processes[0].stop)
+        timeline["down"] = time.monotonic()
+        await asyncio.sleep(10)
+        timeline["up"] = time.monotonic()
+        await asyncio.to_thread(stack.start_collector, ports, name="collector-restarted")
+        return await load
+
+    result = asyncio.run(scenario())
+    assert result.failures == 0, result.errors[:5]
+    restarted = stack.processes[-1]
+    after = [trace_id for sent, trace_id in result.traces if sent > timeline["up"] + 1][-50:]
+    assert len(after) >= 20, "too few requests after the collector came back to judge delivery"
+    received = 0
+    with TempoClient(f"http://127.0.0.1:{ports['query']}") as tempo:
+        for trace_id in after:
+            spans = tempo.wait_for_trace(trace_id, spans=SPANS_PER_REQUEST, timeout=30, settle=0.1)
+            assert match_tree(spans, work_trace(1, caller=False)) == [], f"trace {trace_id} after recovery"
+            received += len(spans)
+    for process in (gateway, worker):
+        assert process.stop() == 0
+    lost = [r for p in (gateway, worker) for r in log_records(p) if r["logger"] == "tandem_telemetry.delivery" and "recovered" in r["message"]]
+    assert len(lost) == 2, "each service reports its recovery once"
+    spans_lost = sum(r["spans_lost"] for r in lost)
+    assert spans_lost > 0, "an outage under load loses spans, and the count must say so"
+    report.record(report.Row(
+        "collector flaps for 10 s", "22 s of /api/work?tasks=1, 6 concurrent; collector stopped at 4 s, back at 14 s",
+        result.requests, result.failures, len(after) * SPANS_PER_REQUEST, received, None, None, None,
+        f"spans after recovery all arrived; {spans_lost} spans lost during the outage, as logged",
+    ))
+    assert restarted.popen.poll() is None
+
+
+def test_slow_collector_does_not_slow_requests(stack: Stack, collector: Collector) -> None:
+    healthy_url, _, _ = start_pair(stack, collector, "healthy")
+    slow = stack.start_collector(free_collector_ports(), name="collector-slow", args=("--response-delay", "2"))
+    slow_url, gateway, worker = start_pair(stack, slow, "slow-collector")
+    interleaved(healthy_url, slow_url, rounds=1, per_round=100)
+    rss_before = report.rss_mb(gateway.popen.pid) + report.rss_mb(worker.popen.pid)
+
+    healthy, faulty = interleaved(healthy_url, slow_url, rounds=6, per_round=200)
+
+    rss_after = report.rss_mb(gateway.popen.pid) + report.rss_mb(worker.popen.pid)
+    ratio = faulty.p99() / healthy.p99()
+    report.record(report.Row(
+        "collector slow (2 s per export)", "1,200 × /api/work?tasks=1, 8 concurrent, interleaved with a healthy stack",
+        faulty.requests, faulty.failures, None, None, ratio, rss_before, rss_after,
+        "each export waits 2 s for its answer; the batch processor's thread waits, the event loop does not",
+    ))
+    assert faulty.failures == 0, faulty.errors[:5]
+    assert ratio < 1.5, f"p99 with a slow collector is {ratio:.2f} × the healthy p99"
