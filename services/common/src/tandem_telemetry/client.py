@@ -14,7 +14,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from tandem_telemetry.bootstrap import Telemetry, setup
+from tandem_telemetry.bootstrap import Telemetry, current, setup
 from tandem_telemetry.middleware import KNOWN_METHODS
 from tandem_telemetry.propagation import format_baggage, format_traceparent
 
@@ -72,16 +72,23 @@ class TracingTransport(httpx.AsyncBaseTransport):
         self._telemetry = telemetry
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        telemetry = self._telemetry or setup()
+        # current() is setup()'s answer once there is a pipeline, without its lock.
+        telemetry = self._telemetry or current() or setup()
+        if request.url.userinfo:
+            # httpx has already turned URL credentials into an Authorization
+            # header; aiohttp refuses a request that carries both.
+            request.url = request.url.copy_with(username=None, password=None)
         deadline = None if self._total_timeout is None else monotonic() + self._total_timeout
         idempotent = request.method in IDEMPOTENT_METHODS
+        # What every attempt's span and metric say about the target, worked out once per request.
+        target = _Target(request) if telemetry.enabled else None
         attempt = 0
         while True:
-            span, start = self._start_attempt(telemetry, request, attempt)
+            span, start = self._start_attempt(telemetry, request, target, attempt)
             try:
                 response = await self._send_within(request, deadline)
             except Exception as exc:
-                _end_span(telemetry, span, start, request, None, _error_type(exc))
+                _end_span(telemetry, span, start, target, None, _error_type(exc))
                 if attempt + 1 < self._retry.attempts and (_nothing_sent(exc) or (idempotent and _is_transport_error(exc))):
                     attempt += 1
                     await self._backoff(attempt, deadline, request)
@@ -89,34 +96,28 @@ class TracingTransport(httpx.AsyncBaseTransport):
                 raise
             if response.status_code == 503 and idempotent and attempt + 1 < self._retry.attempts:
                 await response.aclose()
-                _end_span(telemetry, span, start, request, 503, "503")
+                _end_span(telemetry, span, start, target, 503, "503")
                 attempt += 1
                 await self._backoff(attempt, deadline, request)
                 continue
             # The span ends when the body has been read, so it covers the whole exchange.
-            response.stream = _SpanEndingStream(response.stream, telemetry, span, start, request, response.status_code)  # type: ignore[arg-type]
+            if span is None:
+                return response
+            response.stream = _SpanEndingStream(response.stream, telemetry, span, start, target, response.status_code)  # type: ignore[arg-type]
             return response
 
-    def _start_attempt(self, telemetry: Telemetry, request: httpx.Request, attempt: int) -> tuple[Span | None, int]:
+    def _start_attempt(self, telemetry: Telemetry, request: httpx.Request, target: _Target | None, attempt: int) -> tuple[Span | None, int]:
         start = time_ns()
-        if not telemetry.enabled:
+        if target is None:
             return None, start
-        url = request.url
-        method = request.method if request.method in KNOWN_METHODS else "_OTHER"
-        port = url.port or (443 if url.scheme == "https" else 80)
-        attributes: dict[str, str | int] = {
-            "http.request.method": method,
-            "server.address": url.host,
-            "server.port": port,
-            # Never the query or userinfo: they may carry secrets.
-            "url.full": f"{url.scheme}://{url.host}:{port}{url.path}",
-        }
+        attributes = target.span_attributes()
         if attempt:
             attributes["http.request.resend_count"] = attempt
-        span = telemetry.tracer.start_span("HTTP" if method == "_OTHER" else method, None, SpanKind.CLIENT, attributes, None, start)
+        span = telemetry.tracer.start_span(target.span_name, None, SpanKind.CLIENT, attributes, None, start)
+        span_context = span.get_span_context()
         headers = request.headers
-        headers["traceparent"] = format_traceparent(span.get_span_context())
-        state = span.get_span_context().trace_state
+        headers["traceparent"] = format_traceparent(span_context)
+        state = span_context.trace_state
         if state:
             headers["tracestate"] = state.to_header()
         entries = otel_baggage.get_all()
@@ -145,15 +146,39 @@ class TracingTransport(httpx.AsyncBaseTransport):
         await self._transport.aclose()
 
 
+class _Target:
+    """The attributes a CLIENT span and its duration metric give the request's target."""
+
+    __slots__ = ("span_name", "_common", "_url_full")
+
+    def __init__(self, request: httpx.Request) -> None:
+        url = request.url
+        method = request.method if request.method in KNOWN_METHODS else "_OTHER"
+        scheme, host = url.scheme, url.host
+        port = url.port or (443 if scheme == "https" else 80)
+        self.span_name = "HTTP" if method == "_OTHER" else method
+        self._common: dict[str, str | int] = {"http.request.method": method, "server.address": host, "server.port": port}
+        # Never the query or userinfo: they may carry secrets.
+        self._url_full = f"{scheme}://{host}:{port}{url.path}"
+
+    def span_attributes(self) -> dict[str, str | int]:
+        attributes = self._common.copy()
+        attributes["url.full"] = self._url_full
+        return attributes
+
+    def metric_attributes(self) -> dict[str, str | int]:
+        return self._common.copy()
+
+
 class _SpanEndingStream(httpx.AsyncByteStream):
     """A response body stream that ends the attempt's span when the body is closed."""
 
-    def __init__(self, stream: httpx.AsyncByteStream, telemetry: Telemetry, span: Span | None, start: int, request: httpx.Request, status: int) -> None:
+    def __init__(self, stream: httpx.AsyncByteStream, telemetry: Telemetry, span: Span | None, start: int, target: _Target | None, status: int) -> None:
         self._stream = stream
         self._telemetry = telemetry
         self._span = span
         self._start = start
-        self._request = request
+        self._target = target
         self._status = status
         self._error: str | None = None
 
@@ -171,26 +196,27 @@ class _SpanEndingStream(httpx.AsyncByteStream):
         finally:
             if self._span is not None:
                 error = self._error or (str(self._status) if self._status >= 400 else None)
-                _end_span(self._telemetry, self._span, self._start, self._request, self._status, error)
+                _end_span(self._telemetry, self._span, self._start, self._target, self._status, error)
                 self._span = None
 
 
-def _end_span(telemetry: Telemetry, span: Span | None, start: int, request: httpx.Request, status: int | None, error_type: str | None) -> None:
-    if span is None:
+def _end_span(telemetry: Telemetry, span: Span | None, start: int, target: _Target | None, status: int | None, error_type: str | None) -> None:
+    if span is None or target is None:
         return
     end = time_ns()
-    attributes: dict[str, str | int] = {
-        "http.request.method": request.method if request.method in KNOWN_METHODS else "_OTHER",
-        "server.address": request.url.host,
-        "server.port": request.url.port or (443 if request.url.scheme == "https" else 80),
-    }
+    # The span already carries the method and the server's address and port
+    # from its start; it gets only the outcome. The metric gets all of them.
+    outcome: dict[str, str | int] = {}
     if status is not None:
-        attributes["http.response.status_code"] = status
+        outcome["http.response.status_code"] = status
     if error_type is not None:
-        attributes["error.type"] = error_type
+        outcome["error.type"] = error_type
         span.set_status(Status(StatusCode.ERROR))
-    span.set_attributes(attributes)
+    if outcome:
+        span.set_attributes(outcome)
     span.end(end)
+    attributes = target.metric_attributes()
+    attributes.update(outcome)
     telemetry.client_duration.record((end - start) / 1e9, attributes)
 
 
@@ -232,6 +258,71 @@ def _precise(exc: httpx.TransportError, request: httpx.Request) -> httpx.Transpo
     return exc
 
 
+class _Cookies(httpx.Cookies):
+    """httpx's cookie jar, minus its cost when a response sets no cookie.
+
+    httpx hands every response to the standard library's CookieJar through
+    urllib.request.Request and http.client shims, which parse the URL (host
+    included, through ipaddress) whether or not there is a cookie to take.
+    The jar only ever reads Set-Cookie and Set-Cookie2, so a response
+    without either is skipped, with the same outcome.
+    """
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        for name, _ in response.headers.raw:
+            if name.lower() in _SET_COOKIE:
+                super().extract_cookies(response)
+                return
+
+
+_SET_COOKIE = frozenset({b"set-cookie", b"set-cookie2"})
+
+
+class _Client(httpx.AsyncClient):
+    """The httpx.AsyncClient `create_client` returns: httpx's, with two per-request costs taken out.
+
+    - Response cookies are extracted only from responses that set one (`_Cookies`).
+    - A relative URL is joined to `base_url` once, not on every request: the
+      join re-parses the whole URL each time. The cache holds immutable
+      httpx.URL objects, keyed by the URL string and checked against the
+      base URL they were joined to; it is bounded, for callers that put ids
+      in paths.
+
+    Everything else, the API included, is httpx.AsyncClient's. Both hooks
+    are httpx internals (`_merge_url`, the cookie jar's `extract_cookies`);
+    should a later httpx drop them, these overrides go unused, and nothing
+    else changes.
+    """
+
+    _MERGED_URLS_MAX = 256
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self._merged_urls: dict[str, tuple[httpx.URL, httpx.URL]] = {}
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._cookies = _Cookies(self._cookies)
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._cookies
+
+    @cookies.setter
+    def cookies(self, cookies: httpx._types.CookieTypes) -> None:
+        self._cookies = _Cookies(cookies)
+
+    def _merge_url(self, url: httpx.URL | str) -> httpx.URL:
+        if type(url) is not str:
+            return super()._merge_url(url)
+        base = self._base_url
+        cached = self._merged_urls.get(url)
+        if cached is not None and cached[0] is base:
+            return cached[1]
+        merged = super()._merge_url(url)
+        if len(self._merged_urls) >= self._MERGED_URLS_MAX:
+            self._merged_urls.clear()
+        self._merged_urls[url] = (base, merged)
+        return merged
+
+
 def create_client(
     base_url: str = "",
     *,
@@ -252,7 +343,7 @@ def create_client(
         from httpx_aiohttp import AiohttpTransport
 
         transport = AiohttpTransport(limits=limits)
-    return httpx.AsyncClient(
+    return _Client(
         base_url=base_url,
         transport=TracingTransport(transport, retry=retry, total_timeout=timeouts.total, telemetry=telemetry),
         timeout=httpx.Timeout(timeouts.read, connect=timeouts.connect, pool=timeouts.connect),

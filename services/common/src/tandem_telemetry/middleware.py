@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from time import time_ns
+from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.context import Context, attach, detach
@@ -13,6 +15,7 @@ from tandem_telemetry.bootstrap import Telemetry, setup
 from tandem_telemetry.propagation import format_traceparent, remote_context
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_PORT = re.compile(r"[0-9]{1,5}")
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 
 # Slots for the header values read in the single pass over the ASGI header list.
@@ -46,6 +49,8 @@ class TracingMiddleware:
         self._duration = self.telemetry.server_duration
         self._untraced = settings.untraced_paths
         self._trust = not settings.untrusted_context
+        # Untrusted mode guards the edge; these paths serve Tandem's own services, whose context is kept.
+        self._trusted_prefixes = settings.trusted_path_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         tracer = self._tracer
@@ -66,8 +71,9 @@ class TracingMiddleware:
         parent: Context | None = None
         links: list[Link] | None = None
         if found[_TRACEPARENT] is not None or found[_BAGGAGE] is not None:
-            parent, caller = remote_context(found[_TRACEPARENT], found[_TRACESTATE], found[_BAGGAGE], trust=self._trust)
-            if not self._trust and caller is not None:
+            trust = self._trust or scope["path"].startswith(self._trusted_prefixes)
+            parent, caller = remote_context(found[_TRACEPARENT], found[_TRACESTATE], found[_BAGGAGE], trust=trust)
+            if not trust and caller is not None:
                 links = [Link(caller)]
         if parent is None:
             # Explicit: a server span never inherits whatever context the server runs in.
@@ -89,22 +95,25 @@ class TracingMiddleware:
             route = scope.get("route")
             template: str | None = getattr(route, "path", None) if route is not None else None
             code = status_code or 500
-            metric_attributes = {
-                "http.request.method": method,
-                "url.scheme": scope["scheme"],
-                "http.response.status_code": code,
-                "network.protocol.version": scope["http_version"],
-            }
+            # The span has had the method, scheme and protocol version since
+            # its start; it gets only the outcome. The metric gets all of them.
+            outcome: dict[str, str | int] = {"http.response.status_code": code}
             if template:
-                metric_attributes["http.route"] = template
+                outcome["http.route"] = template
                 span.update_name(f"{method} {template}" if method != "_OTHER" else f"HTTP {template}")
             if error_type is None and code >= 500:
                 error_type = str(code)
             if error_type is not None:
-                metric_attributes["error.type"] = error_type
+                outcome["error.type"] = error_type
                 span.set_status(Status(StatusCode.ERROR))
-            span.set_attributes(metric_attributes)
+            span.set_attributes(outcome)
             span.end(end)
+            metric_attributes: dict[str, str | int] = {
+                "http.request.method": method,
+                "url.scheme": scope["scheme"],
+                "network.protocol.version": scope["http_version"],
+            }
+            metric_attributes.update(outcome)
             self._duration.record((end - start) / 1e9, metric_attributes)
 
         async def send_traced(message: Message) -> None:
@@ -136,7 +145,8 @@ class TracingMiddleware:
 def _request_attributes(scope: Scope, method: str, host: bytes | None, user_agent: bytes | None) -> dict[str, str | int]:
     attributes: dict[str, str | int] = {
         "http.request.method": method,
-        "url.path": scope["path"],
+        # An absolute-form target arrives whole, userinfo and all; only its path is the path.
+        "url.path": path if (path := scope["path"]).startswith("/") else (urlsplit(path).path or "/"),
         "url.scheme": scope["scheme"],
         "network.protocol.version": scope["http_version"],
     }
@@ -157,11 +167,16 @@ def _request_attributes(scope: Scope, method: str, host: bytes | None, user_agen
 
 
 def _split_host(host: str) -> tuple[str, int | None]:
-    """Split a Host header into address and port; IPv6 literals lose their brackets."""
+    """Split a Host header into address and port; IPv6 literals lose their brackets.
+
+    The header is the client's to write: a port that is not 1-5 ASCII digits
+    within 1..65535 (OTLP's int64 could not even carry some) is no port, and
+    the whole value stays the address.
+    """
     name, sep, port = host.rpartition(":")
-    if not sep or not port.isdigit() or (name.startswith("[") and not name.endswith("]")):
-        name, port = host, ""
-    return name.strip("[]"), int(port) if port else None
+    if sep and _PORT.fullmatch(port) and 0 < int(port) < 65536 and not (name.startswith("[") and not name.endswith("]")):
+        return name.strip("[]"), int(port)
+    return host.strip("[]"), None
 
 
 def _qualified_name(cls: type) -> str:

@@ -29,12 +29,22 @@ ENV_VARS: Mapping[str, str] = {
     "OTEL_METRIC_EXPORT_INTERVAL": "Metric export interval in ms. Default 60000.",
     # Tandem's own.
     "TANDEM_UNTRUSTED_CONTEXT": "`true`: treat incoming trace context as untrusted: start a new trace linked to the caller's, drop incoming baggage. Default `false`.",
+    "TANDEM_TRUSTED_PATHS": "Comma-separated path prefixes whose incoming context is kept even when TANDEM_UNTRUSTED_CONTEXT is true: calls from Tandem's own services. Default `/internal/`.",
     "TANDEM_UNTRACED_PATHS": "Comma-separated paths that get no span. Default `/healthz,/readyz`.",
     "TANDEM_SHUTDOWN_TIMEOUT": "Seconds that flushing telemetry may hold shutdown. Default 3.",
     "LOG_LEVEL": "Level of the JSON logs on stderr. Default `INFO`.",
 }
 
 DEFAULT_UNTRACED_PATHS = ("/healthz", "/readyz")
+DEFAULT_TRUSTED_PATH_PREFIXES = ("/internal/",)
+
+
+def env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated variable; unset means the default, empty means none."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
 def env_flag(name: str, default: bool = False) -> bool:
@@ -70,21 +80,18 @@ class TelemetrySettings:
     disabled: bool = False
     untrusted_context: bool = False
     untraced_paths: frozenset[str] = field(default_factory=lambda: frozenset(DEFAULT_UNTRACED_PATHS))
+    trusted_path_prefixes: tuple[str, ...] = DEFAULT_TRUSTED_PATH_PREFIXES
     shutdown_timeout: float = 3.0
     log_level: str = "INFO"
 
     @classmethod
     def from_env(cls) -> TelemetrySettings:
         """Build settings from the environment; raise ValueError naming any malformed variable."""
-        paths = os.environ.get("TANDEM_UNTRACED_PATHS")
         return cls(
             disabled=env_flag("OTEL_SDK_DISABLED"),
             untrusted_context=env_flag("TANDEM_UNTRUSTED_CONTEXT"),
-            untraced_paths=(
-                frozenset(DEFAULT_UNTRACED_PATHS)
-                if paths is None
-                else frozenset(p.strip() for p in paths.split(",") if p.strip())
-            ),
+            untraced_paths=frozenset(env_list("TANDEM_UNTRACED_PATHS", DEFAULT_UNTRACED_PATHS)),
+            trusted_path_prefixes=env_list("TANDEM_TRUSTED_PATHS", DEFAULT_TRUSTED_PATH_PREFIXES),
             shutdown_timeout=env_float("TANDEM_SHUTDOWN_TIMEOUT", 3.0),
             log_level=os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO",
         )

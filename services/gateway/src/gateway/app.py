@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,7 +18,9 @@ from starlette.routing import Route
 from gateway import __version__
 from gateway.settings import SERVICE_NAME, Settings
 from tandem_telemetry import Timeouts, create_client, instrument
-from tandem_telemetry.service import EXCEPTION_HANDLERS, HEALTH_ROUTES, BadRequest, int_param, json_error
+from tandem_telemetry.service import EXCEPTION_HANDLERS, HEALTH_ROUTES, BadRequest, RequestGuard, int_param, json_error
+
+logger = logging.getLogger("gateway")
 
 MAX_TASKS = 16
 MAX_DELAY_MS = 5000
@@ -51,7 +54,10 @@ def _worst_failure(outcomes: list[httpx.Response | BaseException], trace_id: str
         elif isinstance(outcome, httpx.TransportError):
             statuses.append((503, "worker_unavailable", f"the worker could not be reached: {outcome}"))
         elif isinstance(outcome, BaseException):
-            raise outcome
+            # Not a transport failure: a bug or a misconfiguration (say, a bad
+            # WORKER_URL). Logged with its traceback; the caller still gets JSON.
+            logger.error("worker call failed unexpectedly", exc_info=outcome)
+            statuses.append((502, "worker_call_failed", f"the call to the worker failed: {type(outcome).__name__}"))
         elif outcome.status_code >= 500:
             statuses.append((502, "worker_error", f"the worker answered {outcome.status_code}"))
         elif outcome.status_code >= 400:
@@ -93,7 +99,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *HEALTH_ROUTES,
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
-    return instrument(app, SERVICE_NAME, service_version=__version__)
+    app = instrument(app, SERVICE_NAME, service_version=__version__)
+    # Added last, so it runs first: malformed Host headers and absolute-form targets never reach a span.
+    app.add_middleware(RequestGuard)
+    return app
 
 
 app = create_app()

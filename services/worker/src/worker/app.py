@@ -19,13 +19,15 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tandem_telemetry import Timeouts, create_client, get_tracer, instrument
-from tandem_telemetry.service import EXCEPTION_HANDLERS, HEALTH_ROUTES, BadRequest, json_error
+from tandem_telemetry.service import EXCEPTION_HANDLERS, HEALTH_ROUTES, BadRequest, RequestGuard, json_error
 from worker import __version__
 from worker.settings import SERVICE_NAME, Settings
 
 logger = logging.getLogger("worker")
 
 MAX_BODY_BYTES = 16 * 1024
+# The gateway's quota check takes task numbers up to this, and compute() packs one into 8 bytes.
+MAX_TASK = 2**31 - 1
 MAX_DELAY_MS = 5000
 HASH_ROUNDS = 200
 TASK_FIELDS = frozenset({"task", "delay_ms", "fail"})
@@ -48,6 +50,9 @@ async def read_task(request: Request) -> tuple[int, int, bool]:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(422, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        # A few thousand nested brackets fit in the body limit and exhaust json's recursion limit.
+        raise BadRequest(422, "invalid_json", "the body is nested too deeply") from None
     if not isinstance(data, dict):
         raise BadRequest(422, "invalid_json", "the body must be a JSON object")
     unknown = sorted(set(data) - TASK_FIELDS)
@@ -55,8 +60,8 @@ async def read_task(request: Request) -> tuple[int, int, bool]:
         raise BadRequest(422, "invalid_field", f"unknown fields: {', '.join(unknown)}", fields=unknown)
     task, delay_ms, fail = data.get("task"), data.get("delay_ms", 0), data.get("fail", False)
     # bool is an int in Python, but not in JSON.
-    if type(task) is not int or task < 0:
-        raise BadRequest(422, "invalid_field", "task must be an integer >= 0", field="task")
+    if type(task) is not int or not 0 <= task <= MAX_TASK:
+        raise BadRequest(422, "invalid_field", f"task must be an integer from 0 to {MAX_TASK}", field="task")
     if delay_ms is None:
         delay_ms = 0
     if type(delay_ms) is not int or not 0 <= delay_ms <= MAX_DELAY_MS:
@@ -118,7 +123,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     routes = [Route("/tasks", tasks, methods=["POST"]), *HEALTH_ROUTES]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
-    return instrument(app, SERVICE_NAME, service_version=__version__)
+    app = instrument(app, SERVICE_NAME, service_version=__version__)
+    # Added last, so it runs first: malformed Host headers and absolute-form targets never reach a span.
+    app.add_middleware(RequestGuard)
+    return app
 
 
 app = create_app()
