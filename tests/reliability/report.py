@@ -30,6 +30,7 @@ _rows: dict[str, Row] = {}
 def record(row: Row) -> None:
     """Keep a scenario's figures for the report (the last run of a scenario wins)."""
     _rows[row.scenario] = row
+    print(f"reliability report: {row}")
 
 
 def rss_mb(pid: int) -> float:

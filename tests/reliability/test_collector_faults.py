@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import dataclass
 
 from tandem_collector.localstack import Collector, Process, Stack, free_collector_ports
 from tandem_tracecheck import TempoClient
@@ -33,6 +34,35 @@ def interleaved(healthy_url: str, faulty_url: str, *, rounds: int, per_round: in
     return healthy, faulty
 
 
+@dataclass
+class Comparison:
+    """A faulty stack measured against a healthy one, interleaved, after a warm-up."""
+
+    healthy: LoadResult
+    faulty: LoadResult
+    gateway: Process
+    worker: Process
+    rss_before: float
+    rss_after: float
+
+    @property
+    def p99_ratio(self) -> float:
+        return self.faulty.p99() / self.healthy.p99()
+
+
+def compare_with_healthy(stack: Stack, healthy: Collector, faulty: Collector, label: str, *, rounds: int) -> Comparison:
+    healthy_url, _, _ = start_pair(stack, healthy, "healthy")
+    faulty_url, gateway, worker = start_pair(stack, faulty, label)
+    interleaved(healthy_url, faulty_url, rounds=1, per_round=100)  # warm up both
+
+    def rss() -> float:
+        return report.rss_mb(gateway.popen.pid) + report.rss_mb(worker.popen.pid)
+
+    before = rss()
+    healthy_result, faulty_result = interleaved(healthy_url, faulty_url, rounds=rounds, per_round=200)
+    return Comparison(healthy_result, faulty_result, gateway, worker, before, rss())
+
+
 def log_records(process: Process) -> list[dict]:
     records = []
     for line in process.output().splitlines():
@@ -42,16 +72,9 @@ def log_records(process: Process) -> list[dict]:
 
 
 def test_collector_down_from_the_start(stack: Stack, collector: Collector) -> None:
-    healthy_url, _, _ = start_pair(stack, collector, "healthy")
     nowhere = Collector(f"http://127.0.0.1:{free_port()}", "", "")
-    faulty_url, gateway, worker = start_pair(stack, nowhere, "no-collector")
-    interleaved(healthy_url, faulty_url, rounds=1, per_round=100)  # warm up both
-    rss_before = report.rss_mb(gateway.popen.pid) + report.rss_mb(worker.popen.pid)
-
-    healthy, faulty = interleaved(healthy_url, faulty_url, rounds=10, per_round=200)
-
-    rss_after = report.rss_mb(gateway.popen.pid) + report.rss_mb(worker.popen.pid)
-    ratio = faulty.p99() / healthy.p99()
+    run = compare_with_healthy(stack, collector, nowhere, "no-collector", rounds=10)
+    faulty, ratio, rss_before, rss_after, gateway, worker = run.faulty, run.p99_ratio, run.rss_before, run.rss_after, run.gateway, run.worker
     report.record(report.Row(
         "collector down from the start", "2,000 × /api/work?tasks=1, 8 concurrent, interleaved with a healthy stack",
         faulty.requests, faulty.failures, faulty.requests * SPANS_PER_REQUEST, 0, ratio, rss_before, rss_after,
@@ -115,16 +138,9 @@ def test_collector_flaps_for_ten_seconds(stack: Stack) -> None:
 
 
 def test_slow_collector_does_not_slow_requests(stack: Stack, collector: Collector) -> None:
-    healthy_url, _, _ = start_pair(stack, collector, "healthy")
     slow = stack.start_collector(free_collector_ports(), name="collector-slow", args=("--response-delay", "2"))
-    slow_url, gateway, worker = start_pair(stack, slow, "slow-collector")
-    interleaved(healthy_url, slow_url, rounds=1, per_round=100)
-    rss_before = report.rss_mb(gateway.popen.pid) + report.rss_mb(worker.popen.pid)
-
-    healthy, faulty = interleaved(healthy_url, slow_url, rounds=6, per_round=200)
-
-    rss_after = report.rss_mb(gateway.popen.pid) + report.rss_mb(worker.popen.pid)
-    ratio = faulty.p99() / healthy.p99()
+    run = compare_with_healthy(stack, collector, slow, "slow-collector", rounds=6)
+    faulty, ratio, rss_before, rss_after = run.faulty, run.p99_ratio, run.rss_before, run.rss_after
     report.record(report.Row(
         "collector slow (2 s per export)", "1,200 × /api/work?tasks=1, 8 concurrent, interleaved with a healthy stack",
         faulty.requests, faulty.failures, None, None, ratio, rss_before, rss_after,

@@ -71,3 +71,22 @@ def test_queue_drops_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
     # At most one batch was taken by the stalled export; the queue holds 8; the rest were dropped and counted.
     assert 40 - 8 - 4 <= dropped <= 40 - 8
     assert inner.received + dropped == 40
+
+
+def test_losses_are_published_as_a_metric() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    report = DeliveryReport()
+    reader = InMemoryMetricReader()
+    report.count_losses_on(MeterProvider(metric_readers=[reader]).get_meter("test"))
+    try:
+        exporter = AccountedSpanExporter(Switchable(), report)
+        exporter.exporter.up = False  # type: ignore[attr-defined]
+        exporter.export([object()] * 4)  # type: ignore[list-item]
+        report.dropped_from_queue()
+    finally:
+        report.close()
+    (metric,) = [m for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics for m in sm.metrics]
+    assert metric.name == "tandem.telemetry.spans.lost"
+    assert {p.attributes["reason"]: p.value for p in metric.data.data_points} == {"export_failed": 4, "queue_full": 1}

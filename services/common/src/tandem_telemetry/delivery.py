@@ -6,7 +6,7 @@ as long as it lasts. Here the exporters are wrapped: their own lines are
 held back, and the pipeline says two things instead: one warning when
 exports start failing (with the exporter's reason), one line when they
 recover, naming how many spans were lost in between and why. The losses
-are also counted on `tandem.telemetry.spans.lost`, which reaches the
+are also published as `tandem.telemetry.spans.lost`, which reaches the
 collector once it answers again.
 """
 
@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from opentelemetry.metrics import Meter
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -41,14 +41,18 @@ class DeliveryReport:
         self._dropped_at_outage = 0
         self._lock = threading.Lock()
         self._in_export = threading.local()
-        self._lost_counter = None
         self._filter = _HoldBack(self)
         logging.getLogger(_EXPORTER_LOGGER).addFilter(self._filter)
         logging.getLogger(_PROCESSOR_LOGGER).addFilter(self._filter)
 
     def count_losses_on(self, meter: Meter) -> None:
-        self._lost_counter = meter.create_counter(
-            "tandem.telemetry.spans.lost", unit="{span}", description="Spans that never reached the collector."
+        """Publish the losses as `tandem.telemetry.spans.lost`, read at each metric export (no cost per span)."""
+
+        def observe(options: CallbackOptions) -> list[Observation]:
+            return [Observation(self.failed, {"reason": "export_failed"}), Observation(self.queue_dropped, {"reason": "queue_full"})]
+
+        meter.create_observable_counter(
+            "tandem.telemetry.spans.lost", callbacks=[observe], unit="{span}", description="Spans that never reached the collector."
         )
 
     @property
@@ -86,8 +90,6 @@ class DeliveryReport:
                 self.failing_since = time.monotonic()
                 self._failed_at_outage = self.failed - spans
                 self._dropped_at_outage = self.queue_dropped
-        if spans and self._lost_counter is not None:
-            self._lost_counter.add(spans, {"reason": "export_failed"})
         if starting:
             logger.warning(
                 "telemetry export is failing (%s); spans are dropped until the collector answers, and a line will say how many",
@@ -95,9 +97,8 @@ class DeliveryReport:
             )
 
     def dropped_from_queue(self) -> None:
+        # On the request path: one increment. (A lost increment between threads would only undercount a loss.)
         self.queue_dropped += 1
-        if self._lost_counter is not None:
-            self._lost_counter.add(1, {"reason": "queue_full"})
 
     def close(self) -> None:
         """Stop holding back the SDK's lines, and say what was lost if the collector never came back."""
@@ -127,7 +128,7 @@ class _HoldBack(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name == _PROCESSOR_LOGGER:
-            # "Queue full, dropping Span.": counted by AccountedBatchSpanProcessor instead.
+            # "Queue full, dropping Span.": AccountedBatchSpanProcessor counts these (and rarely lets one through).
             return not str(record.msg).startswith("Queue full")
         if getattr(self._report._in_export, "active", False):
             if record.levelno >= logging.WARNING:
@@ -194,11 +195,13 @@ class AccountedMetricExporter(MetricExporter):
 
 
 class AccountedBatchSpanProcessor(BatchSpanProcessor):
-    """A BatchSpanProcessor that counts the spans its full queue drops.
+    """A BatchSpanProcessor that counts the spans a full queue costs, cheaply.
 
-    The SDK drops the oldest span when the queue is full and only logs it;
-    the check here is the SDK's own, made one step earlier, on the queue
-    the SDK keeps (an internal of opentelemetry-sdk 1.3x, read once).
+    When the queue is full the SDK drops its oldest span and logs a warning
+    for every one, which during an outage puts a log call on the request path
+    of each span. Here the new span is dropped and counted instead: one
+    comparison, no log call. The queue is the SDK's own (an internal of
+    opentelemetry-sdk 1.3x/1.4x, looked up once).
     """
 
     def __init__(self, exporter: SpanExporter, report: DeliveryReport) -> None:
@@ -209,6 +212,8 @@ class AccountedBatchSpanProcessor(BatchSpanProcessor):
         self._max_queue_size = batch._max_queue_size  # noqa: SLF001
 
     def on_end(self, span: ReadableSpan) -> None:
-        if span.context and span.context.trace_flags.sampled and len(self._queue) >= self._max_queue_size:
-            self._report.dropped_from_queue()
+        if len(self._queue) >= self._max_queue_size:
+            if span.context and span.context.trace_flags.sampled:
+                self._report.dropped_from_queue()
+            return
         super().on_end(span)
