@@ -1,0 +1,107 @@
+"""Section 1: one trivial Starlette app in four variants, served by `python -m benchmarks.serve`.
+
+    BENCH_APP=benchmarks.apps:untraced   (a) no tracing middleware
+    BENCH_APP=benchmarks.apps:tandem     (b) tandem_telemetry.instrument (TracingMiddleware)
+    BENCH_APP=benchmarks.apps:contrib    (c) opentelemetry-instrumentation-asgi, exclude_spans send/receive
+    BENCH_APP=benchmarks.apps:starlette  (d) starlette.middleware.opentelemetry.OpenTelemetryMiddleware
+
+and, for section 3, the worker stand-in the hop is measured against:
+
+    BENCH_APP=benchmarks.apps:hop_worker  POST /tasks: read the JSON task, answer a worker-sized JSON body
+
+(b), (c) and (d) export through the same pipeline: tandem_telemetry's
+TracerProvider with the SDK's BatchSpanProcessor and OTLP/gRPC exporter, and
+its MeterProvider, configured by the same OTEL_* variables. Each variant is
+built only when asked for, in the serving process.
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+
+TRIVIAL_PATH = "/hello"
+UNTRACED_PATHS = "healthz,readyz"
+
+
+async def hello(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("hello")
+
+
+async def readyz(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ready")
+
+
+def _app() -> Starlette:
+    return Starlette(routes=[Route(TRIVIAL_PATH, hello, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])])
+
+
+def build_untraced() -> Starlette:
+    return _app()
+
+
+def build_tandem() -> Starlette:
+    from tandem_telemetry import instrument
+
+    return instrument(_app(), "bench-trivial")
+
+
+def build_contrib() -> Starlette:
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    from tandem_telemetry import setup
+
+    telemetry = setup("bench-trivial")
+    app = _app()
+    app.add_middleware(
+        OpenTelemetryMiddleware,  # type: ignore[arg-type]
+        excluded_urls=UNTRACED_PATHS,
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        exclude_spans=["send", "receive"],
+    )
+    return app
+
+
+def build_starlette() -> Starlette:
+    from starlette.middleware.opentelemetry import OpenTelemetryMiddleware
+
+    from tandem_telemetry import setup
+
+    telemetry = setup("bench-trivial")
+    app = _app()
+    app.add_middleware(
+        OpenTelemetryMiddleware,  # type: ignore[arg-type]
+        excluded_urls=[r"/(healthz|readyz)$"],
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+    )
+    return app
+
+
+async def tasks(request: Request) -> JSONResponse:
+    task = (await request.json())["task"]
+    return JSONResponse({"task": task, "digest": "0" * 64, "quota": {"task": task, "allowed": True, "granted": 1}, "baggage": {}})
+
+
+def build_hop_worker() -> Starlette:
+    """Untraced, so that every client meets the same server cost."""
+    return Starlette(routes=[Route("/tasks", tasks, methods=["POST"]), Route("/readyz", readyz, methods=["GET"])])
+
+
+BUILDERS = {
+    "untraced": build_untraced,
+    "tandem": build_tandem,
+    "contrib": build_contrib,
+    "starlette": build_starlette,
+    "hop_worker": build_hop_worker,
+}
+
+
+def __getattr__(name: str) -> Starlette:
+    try:
+        return BUILDERS[name]()
+    except KeyError:
+        raise AttributeError(name) from None

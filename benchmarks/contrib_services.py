@@ -1,0 +1,102 @@
+"""Section 2's comparison: the gateway and the worker with the contrib instrumentations instead of Tandem's.
+
+    BENCH_APP=benchmarks.contrib_services:gateway
+    BENCH_APP=benchmarks.contrib_services:worker
+
+The routes, handlers, settings and health endpoints are the services' own
+(imported from gateway.app and worker.app); what differs is the wiring:
+opentelemetry-instrumentation-asgi's OpenTelemetryMiddleware (exclude_spans
+send/receive, so a request still yields one SERVER span and the trace its
+1 + 6N spans) and an httpx.AsyncClient with httpx's default transport,
+instrumented by HTTPXClientInstrumentor. Spans leave through the same
+pipeline as Tandem's (tandem_telemetry.setup: BatchSpanProcessor, OTLP/gRPC),
+which also serves the worker's own "compute" and "publish result" spans.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from benchmarks.apps import UNTRACED_PATHS
+
+
+def _contrib_app(service: str, routes: list[Route], client_url: str, timeout: httpx.Timeout, state: Callable[[Starlette, httpx.AsyncClient], None]) -> Starlette:
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    from tandem_telemetry import setup
+    from tandem_telemetry.service import EXCEPTION_HANDLERS, HEALTH_ROUTES
+
+    telemetry = setup(service)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with httpx.AsyncClient(base_url=client_url, timeout=timeout) as client:
+            HTTPXClientInstrumentor.instrument_client(client, tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider)
+            state(app, client)
+            app.state.ready = True
+            try:
+                yield
+            finally:
+                app.state.ready = False
+                telemetry.force_flush()
+
+    app = Starlette(routes=[*routes, *HEALTH_ROUTES], lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
+    app.add_middleware(
+        OpenTelemetryMiddleware,  # type: ignore[arg-type]
+        excluded_urls=UNTRACED_PATHS,
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        exclude_spans=["send", "receive"],
+    )
+    # Like the services: the request guard, where the package has one, is added last and runs first.
+    from tandem_telemetry import service
+
+    guard = getattr(service, "RequestGuard", None)
+    if guard is not None:
+        app.add_middleware(guard)
+    return app
+
+
+def build_gateway() -> Starlette:
+    from gateway.app import quota, work
+    from gateway.settings import SERVICE_NAME, Settings
+
+    settings = Settings.from_env()
+
+    def state(app: Starlette, client: httpx.AsyncClient) -> None:
+        app.state.worker = client
+        app.state.quota_counter = itertools.count(1)
+
+    routes = [Route("/api/work", work, methods=["GET"]), Route("/internal/quota", quota, methods=["GET"])]
+    timeout = httpx.Timeout(settings.worker_timeout, connect=1.0)
+    return _contrib_app(SERVICE_NAME, routes, settings.worker_url, timeout, state)
+
+
+def build_worker() -> Starlette:
+    from worker.app import tasks
+    from worker.settings import SERVICE_NAME, Settings
+
+    settings = Settings.from_env()
+
+    def state(app: Starlette, client: httpx.AsyncClient) -> None:
+        app.state.gateway = client
+
+    timeout = httpx.Timeout(2.0, connect=1.0)
+    return _contrib_app(SERVICE_NAME, [Route("/tasks", tasks, methods=["POST"])], settings.gateway_url, timeout, state)
+
+
+BUILDERS = {"gateway": build_gateway, "worker": build_worker}
+
+
+def __getattr__(name: str) -> Starlette:
+    try:
+        return BUILDERS[name]()
+    except KeyError:
+        raise AttributeError(name) from None

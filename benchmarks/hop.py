@@ -1,0 +1,186 @@
+"""Section 3: the gateway->worker hop, client side only.
+
+    python -m benchmarks.hop server --port P
+    python -m benchmarks.hop client --kind tandem|aiohttp|httpx --url URL --concurrency 32 --seconds S
+
+The server is a worker stand-in that costs next to nothing: a raw asyncio
+protocol on uvloop that reads each HTTP/1.1 request (body by Content-Length)
+and answers a fixed JSON body the size of the worker's. With a real Starlette
+server on the other end, the server (one core) would be the bottleneck and
+every client would look alike; here the client is what is measured.
+
+The client process fires POST /tasks with a JSON body through one client,
+`--concurrency` requests in flight, first for `--warmup` seconds, then for
+`--seconds`, on uvloop like the services, and prints one JSON line. `tandem`
+is tandem_telemetry.create_client as the gateway uses it, tracing on and
+exporting to the collector named by OTEL_EXPORTER_OTLP_ENDPOINT; `aiohttp` a
+raw aiohttp.ClientSession; `httpx` an httpx.AsyncClient with its default
+transport and limits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+_BODY = json.dumps(
+    {"task": 0, "digest": "0" * 64, "quota": {"task": 0, "allowed": True, "granted": 1}, "baggage": {}}
+).encode()
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+    + str(len(_BODY)).encode()
+    + b"\r\n\r\n"
+    + _BODY
+)
+
+
+class _Http11(asyncio.Protocol):
+    """Answer every complete request on a keep-alive connection with RESPONSE."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer + data
+        while True:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                break
+            length = 0
+            head = buffer[:end].lower()
+            at = head.find(b"\r\ncontent-length:")
+            if at >= 0:
+                stop = head.find(b"\r\n", at + 2)
+                length = int(head[at + 17 : stop if stop >= 0 else len(head)].strip())
+            total = end + 4 + length
+            if len(buffer) < total:
+                break
+            buffer = buffer[total:]
+            assert self._transport is not None
+            self._transport.write(RESPONSE)
+        self._buffer = buffer
+
+
+async def _serve(host: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(_Http11, host, port, backlog=1024)
+    async with server:
+        await server.serve_forever()
+
+
+async def _measure(send: Callable[[int], Awaitable[None]], concurrency: int, seconds: float) -> tuple[int, int, float]:
+    """Run `concurrency` request loops for `seconds`; return (completed, errors, elapsed seconds)."""
+    completed = errors = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    async def loop(worker: int) -> None:
+        nonlocal completed, errors
+        n = worker
+        while time.perf_counter() < deadline:
+            try:
+                await send(n)
+                completed += 1
+            except Exception:
+                errors += 1
+            n += concurrency
+
+    await asyncio.gather(*(loop(i) for i in range(concurrency)))
+    return completed, errors, time.perf_counter() - start
+
+
+async def _client(kind: str, url: str, concurrency: int, seconds: float, warmup: float) -> dict[str, Any]:
+    close: Callable[[], Awaitable[None]]
+    flush: Callable[[], object] | None = None
+    if kind == "tandem":
+        import tandem_telemetry
+        from tandem_telemetry import Timeouts, create_client
+
+        telemetry = tandem_telemetry.setup("bench-hop")
+        client = create_client(url, timeouts=Timeouts(connect=1.0, read=5.0, total=5.0))
+
+        async def send(n: int) -> None:
+            response = await client.post("/tasks", json={"task": n})
+            if response.status_code != 200:
+                raise RuntimeError(response.status_code)
+            response.json()
+
+        close = client.aclose
+
+        def flush() -> object:
+            return telemetry.shutdown(10)
+
+    elif kind == "httpx":
+        import httpx
+
+        client = httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(5.0, connect=1.0))
+
+        async def send(n: int) -> None:
+            response = await client.post("/tasks", json={"task": n})
+            if response.status_code != 200:
+                raise RuntimeError(response.status_code)
+            response.json()
+
+        close = client.aclose
+    elif kind == "aiohttp":
+        import aiohttp
+
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=100), timeout=aiohttp.ClientTimeout(total=5.0, connect=1.0)
+        )
+        target = url.rstrip("/") + "/tasks"
+
+        async def send(n: int) -> None:
+            async with session.post(target, json={"task": n}) as response:
+                if response.status != 200:
+                    raise RuntimeError(response.status)
+                await response.json()
+
+        close = session.close
+    else:
+        raise SystemExit(f"unknown client kind {kind!r}")
+    try:
+        if warmup > 0:
+            await _measure(send, concurrency, warmup)
+        completed, errors, elapsed = await _measure(send, concurrency, seconds)
+    finally:
+        await close()
+    if flush is not None:
+        flush()  # after the clock stopped: the tandem client's spans reach the collector
+    return {"kind": kind, "requests": completed, "errors": errors, "seconds": elapsed, "rps": completed / elapsed}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.hop")
+    sub = parser.add_subparsers(dest="role", required=True)
+    server = sub.add_parser("server")
+    server.add_argument("--host", default="127.0.0.1")
+    server.add_argument("--port", type=int, required=True)
+    client = sub.add_parser("client")
+    client.add_argument("--kind", choices=("tandem", "aiohttp", "httpx"), required=True)
+    client.add_argument("--url", required=True)
+    client.add_argument("--concurrency", type=int, default=32)
+    client.add_argument("--seconds", type=float, default=5.0)
+    client.add_argument("--warmup", type=float, default=1.0)
+    args = parser.parse_args(argv)
+
+    import uvloop
+
+    if args.role == "server":
+        uvloop.run(_serve(args.host, args.port))
+        return 0
+    result = uvloop.run(_client(args.kind, args.url, args.concurrency, args.seconds, args.warmup))
+    print("HOP_JSON " + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

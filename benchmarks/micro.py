@@ -1,0 +1,230 @@
+"""In-process micro-benchmarks of the hot path: what tracing adds per request, with no network.
+
+    python -m benchmarks.micro                  # every case, each in its own process; a table
+    python -m benchmarks.micro --json [--quick] # the same as one JSON line (the harness uses this)
+    python -m benchmarks.micro CASE [--quick]   # one case
+
+These are the figures the optimisations in tandem_telemetry (middleware.py,
+client.py, propagation.py) were judged by: the end-to-end runs are too
+noisy on a shared 2-core machine to resolve a few microseconds, these are
+not (best of 7 batches, on uvloop). Spans go through the SDK's
+BatchSpanProcessor to an exporter that drops them, so the figures are the
+request path's cost only; `export` measures what the OTLP exporter then
+spends per span, on the processor's thread; `sdk` what the SDK alone
+charges for a server span like Tandem's (start, outcome attributes, end)
+and for one http.server.request.duration measurement: the floor under any
+middleware that makes the same span and metric through the SDK.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+SERVER_CASES = ("server-untraced", "server-disabled", "server-traced")
+CLIENT_CASES = ("client-httpx", "client-disabled", "client-traced")
+CASES = (*SERVER_CASES, *CLIENT_CASES, "sdk", "export")
+QUICK = False
+
+_BODY = json.dumps({"task": 0, "digest": "0" * 64, "quota": {"task": 0, "allowed": True, "granted": 1}, "baggage": {}}).encode()
+
+
+def _pipeline(disabled: bool = False) -> Any:
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    import tandem_telemetry
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    settings = tandem_telemetry.TelemetrySettings(disabled=disabled)
+    return tandem_telemetry.setup("bench-micro", settings=settings, span_processor=BatchSpanProcessor(Drop()), metric_reader=InMemoryMetricReader())
+
+
+async def _best(call: Any, batches: int = 7, per_batch: int = 3000) -> float:
+    if QUICK:
+        batches, per_batch = 2, 200
+    for _ in range(500 if not QUICK else 20):
+        await call()
+    best = float("inf")
+    for _ in range(batches):
+        start = time.perf_counter()
+        for _ in range(per_batch):
+            await call()
+        best = min(best, (time.perf_counter() - start) / per_batch)
+    return best * 1e6
+
+
+async def _server(case: str) -> float:
+    from benchmarks import apps
+
+    if case == "server-untraced":
+        app = apps.build_untraced()
+    else:
+        _pipeline(disabled=case == "server-disabled")
+        app = apps.build_tandem()
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+        "path": "/hello", "raw_path": b"/hello", "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk"), (b"accept", b"*/*")],
+        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    async def call() -> None:
+        await app(dict(scope), receive, send)
+
+    return await _best(call)
+
+
+async def _client(case: str) -> float:
+    import httpx
+
+    class Canned(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(_BODY)).encode())]
+            return httpx.Response(200, headers=headers, stream=httpx.ByteStream(_BODY))
+
+    if case == "client-httpx":
+        client = httpx.AsyncClient(base_url="http://127.0.0.1:8081", transport=Canned())
+    else:
+        from opentelemetry import trace
+        from opentelemetry.context import attach
+
+        import tandem_telemetry
+
+        telemetry = _pipeline(disabled=case == "client-disabled")
+        client = tandem_telemetry.create_client("http://127.0.0.1:8081", transport=Canned())
+        # As in the gateway: the call is made inside a server span.
+        attach(trace.set_span_in_context(telemetry.tracer.start_span("GET /api/work")))
+    counter = iter(range(10**9))
+
+    async def call() -> None:
+        response = await client.post("/tasks", json={"task": next(counter)})
+        response.json()
+
+    return await _best(call)
+
+
+def _export() -> dict[str, float]:
+    """OTLP encoding cost per span (encode + serialize), for a server span and a client span as Tandem makes them."""
+    from opentelemetry.context import Context
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    import tandem_telemetry
+
+    memory = InMemorySpanExporter()
+    telemetry = tandem_telemetry.setup("bench-micro", span_processor=SimpleSpanProcessor(memory), metric_reader=InMemoryMetricReader())
+    server = {"http.request.method": "GET", "url.path": "/hello", "url.scheme": "http", "network.protocol.version": "1.1",
+              "server.address": "127.0.0.1", "server.port": 8000, "client.address": "127.0.0.1", "user_agent.original": "wrk"}
+    client = {"http.request.method": "POST", "server.address": "127.0.0.1", "server.port": 8081, "url.full": "http://127.0.0.1:8081/tasks"}
+    results = {}
+    for name, kind, attributes, end in (("server span", SpanKind.SERVER, server, {"http.response.status_code": 200, "http.route": "/hello"}),
+                                         ("client span", SpanKind.CLIENT, client, {"http.response.status_code": 200})):
+        memory.clear()
+        for _ in range(512):
+            span = telemetry.tracer.start_span("GET", Context(), kind, attributes)
+            span.set_attributes(end)
+            span.end()
+        spans = memory.get_finished_spans()
+        best = float("inf")
+        for _ in range(10):
+            start = time.perf_counter()
+            encode_spans(spans).SerializeToString()
+            best = min(best, time.perf_counter() - start)
+        results[name] = best / len(spans) * 1e6
+    return results
+
+
+def _sdk() -> dict[str, float]:
+    import timeit
+
+    from opentelemetry import trace
+    from opentelemetry.context import Context, attach
+    from opentelemetry.trace import SpanKind
+
+    telemetry = _pipeline()
+    start = {"http.request.method": "GET", "url.path": "/hello", "url.scheme": "http", "network.protocol.version": "1.1",
+             "server.address": "127.0.0.1", "server.port": 8000, "client.address": "127.0.0.1", "user_agent.original": "wrk"}
+    outcome = {"http.response.status_code": 200, "http.route": "/hello"}
+    metric = {"http.request.method": "GET", "url.scheme": "http", "network.protocol.version": "1.1", **outcome}
+    tracer = telemetry.tracer
+
+    def span() -> None:
+        s = tracer.start_span("GET", Context(), SpanKind.SERVER, start)
+        s.set_attributes(outcome)
+        s.end()
+
+    attach(trace.set_span_in_context(tracer.start_span("GET /hello", Context(), SpanKind.SERVER)))
+
+    def record() -> None:
+        telemetry.server_duration.record(0.001, metric)
+
+    number, repeat = (200, 2) if QUICK else (20000, 5)
+    return {
+        "sdk span": min(timeit.repeat(span, number=number, repeat=repeat)) / number * 1e6,
+        "sdk histogram": min(timeit.repeat(record, number=number, repeat=repeat)) / number * 1e6,
+    }
+
+
+def run_case(case: str) -> dict[str, float]:
+    if case == "export":
+        return _export()
+    if case == "sdk":
+        return _sdk()
+    import uvloop
+
+    coroutine = _server(case) if case in SERVER_CASES else _client(case)
+    return {case: uvloop.run(coroutine)}
+
+
+def run_all(quick: bool = False) -> dict[str, float]:
+    """Every case, each in a fresh process (the telemetry pipeline is per process)."""
+    results: dict[str, float] = {}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TANDEM_"))}
+    for case in CASES:
+        command = [sys.executable, "-m", "benchmarks.micro", case, *(["--quick"] if quick else [])]
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        if done.returncode:
+            raise RuntimeError(f"micro-benchmark {case} failed:\n{done.stderr}")
+        results.update(json.loads(done.stdout.strip().splitlines()[-1]))
+    return results
+
+
+def main(argv: list[str]) -> int:
+    global QUICK
+    QUICK = "--quick" in argv
+    args = [a for a in argv if a != "--quick"]
+    if args and args[0] != "--json":
+        print(json.dumps(run_case(args[0])))
+        return 0
+    results = run_all(QUICK)
+    if args:
+        print(json.dumps(results))
+        return 0
+    print("µs per request, best of 7 batches:")
+    for name, value in results.items():
+        print(f"  {name:16} {value:7.1f}")
+    print(f"  server: tracing adds {results['server-traced'] - results['server-untraced']:.1f} µs per request")
+    print(f"  client: tracing adds {results['client-traced'] - results['client-disabled']:.1f} µs per call, "
+          f"Tandem's client {results['client-traced'] - results['client-httpx']:+.1f} µs against plain httpx")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

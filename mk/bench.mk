@@ -1,0 +1,27 @@
+# Benchmarks: `make bench` runs the harness in benchmarks/ and rewrites
+# docs/benchmarks.md and docs/benchmarks.png. Included by the root Makefile,
+# which defines VENV_PY, TOOLS and CURDIR. Not part of `make test`; the
+# harness's smoke run (tests/bench) is.
+#
+# The load generator is wrk. Where it is missing and apt-get exists, it is
+# installed (with sudo when not root); anywhere else the target stops and
+# says so.
+
+BENCH_ARGS ?=
+BENCH_SUDO := $(shell [ "$$(id -u 2>/dev/null)" = 0 ] || command -v sudo 2>/dev/null)
+
+.PHONY: bench bench-wrk
+
+bench: install bench-wrk ## Benchmark on loopback with wrk (~12 min); writes docs/benchmarks.md and .png.
+	BENCH_COMMAND="make bench" $(VENV_PY) -m benchmarks --loadgen wrk --out $(CURDIR)/docs --raw $(CURDIR)/benchmarks/results.json $(BENCH_ARGS)
+
+bench-wrk:
+	@if command -v wrk >/dev/null 2>&1; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "make bench: wrk is not installed and there is no apt-get to install it with;" >&2; \
+	  echo "make bench: install wrk (https://github.com/wg/wrk) and run make bench again." >&2; \
+	  exit 1; \
+	fi; \
+	echo "make bench: installing wrk with apt-get"; \
+	$(BENCH_SUDO) apt-get update -qq && $(BENCH_SUDO) apt-get install -y -qq wrk || { echo "make bench: apt-get could not install wrk" >&2; exit 1; }; \
+	command -v wrk >/dev/null 2>&1 || { echo "make bench: wrk is still missing after apt-get install" >&2; exit 1; }

@@ -1,0 +1,93 @@
+"""The benchmark harness (`make bench`) at smoke size, so that it cannot rot.
+
+One run of `python -m benchmarks --smoke`, in seconds: every measurement of
+every section must run, count requests and spans, and end up in the table
+and the chart. Nothing here asserts a timing or a ratio; the figures of a
+smoke run on a busy test machine mean nothing. wrk is used where it is
+installed, else the harness's Python stand-in, so that the test never skips.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.harness import FULL_VARIANTS, HOP_CLIENTS, HOP_SERVERS, SPANS_PER_REQUEST, TRIVIAL_VARIANTS
+from benchmarks.micro import CASES
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    root = tmp_path_factory.mktemp("bench")
+    out, raw = root / "docs", root / "results.json"
+    command = [sys.executable, "-m", "benchmarks", "--smoke", "--loadgen", "auto", "--out", str(out), "--raw", str(raw), "--logdir", str(root / "logs")]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"the harness failed:\n{done.stderr[-6000:]}"
+    return json.loads(raw.read_text()), out
+
+
+def _measured(rows: list[dict], **match: str) -> list[dict]:
+    return [row for row in rows if all(row[k] == v for k, v in match.items())]
+
+
+def test_every_trivial_route_variant_served_requests(smoke):
+    data, _ = smoke
+    for variant in TRIVIAL_VARIANTS:
+        rows = _measured(data["trivial"], variant=variant)
+        assert rows, variant
+        assert all(row["requests"] > 0 and row["errors"] == 0 for row in rows), rows
+
+
+def test_every_full_path_variant_served_requests(smoke):
+    data, _ = smoke
+    for variant in FULL_VARIANTS:
+        rows = _measured(data["full"], variant=variant)
+        assert rows, variant
+        assert all(row["requests"] > 0 and row["errors"] == 0 for row in rows), rows
+        assert all(row["p99_ms"] >= row["p50_ms"] > 0 for row in rows), rows
+
+
+def test_every_hop_client_ran_against_every_server(smoke):
+    data, _ = smoke
+    for server in HOP_SERVERS:
+        for client in HOP_CLIENTS:
+            rows = _measured(data["hop"], server=server, client=client)
+            assert rows, (server, client)
+            assert all(row["requests"] > 0 and row["errors"] == 0 for row in rows), rows
+
+
+def test_span_delivery_and_memory_were_measured(smoke):
+    data, _ = smoke
+    delivery = data["delivery"]
+    assert delivery["served"] > 0
+    assert delivery["spans_expected"] == delivery["served"] * SPANS_PER_REQUEST
+    assert delivery["spans_received"] > 0
+    assert set(delivery["bsp_settings"]) == {"OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "OTEL_BSP_SCHEDULE_DELAY"}
+    for stage in ("before", "end_of_run", "settled"):
+        assert delivery["rss_kib"][stage]["gateway"] > 0
+        assert delivery["rss_kib"][stage]["worker"] > 0
+
+
+def test_the_micro_benchmarks_ran(smoke):
+    data, _ = smoke
+    expected = {"server-untraced", "server-disabled", "server-traced", "client-httpx", "client-disabled", "client-traced",
+                "sdk span", "sdk histogram", "server span", "client span"}
+    assert len(CASES) == 8
+    assert expected <= set(data["micro"])
+    assert all(value > 0 for value in data["micro"].values())
+
+
+def test_the_table_and_the_chart_were_written(smoke):
+    data, out = smoke
+    markdown = (out / "benchmarks.md").read_text()
+    for heading in ("## Machine", "## Against the targets", "## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6."):
+        assert heading in markdown, heading
+    assert f"`{data['command']}`" in markdown
+    assert f"| CPUs (`nproc`) | {data['machine']['nproc']} |" in markdown
+    assert (out / "benchmarks.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
