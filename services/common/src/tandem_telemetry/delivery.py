@@ -40,10 +40,6 @@ class DeliveryReport:
         self._failed_at_outage = 0
         self._dropped_at_outage = 0
         self._lock = threading.Lock()
-        self._in_export = threading.local()
-        self._filter = _HoldBack(self)
-        logging.getLogger(_EXPORTER_LOGGER).addFilter(self._filter)
-        logging.getLogger(_PROCESSOR_LOGGER).addFilter(self._filter)
 
     def count_losses_on(self, meter: Meter) -> None:
         """Publish the losses as `tandem.telemetry.spans.lost`, read at each metric export (no cost per span)."""
@@ -101,40 +97,47 @@ class DeliveryReport:
         self.queue_dropped += 1
 
     def close(self) -> None:
-        """Stop holding back the SDK's lines, and say what was lost if the collector never came back."""
-        logging.getLogger(_EXPORTER_LOGGER).removeFilter(self._filter)
-        logging.getLogger(_PROCESSOR_LOGGER).removeFilter(self._filter)
+        """Say what was lost if the collector never came back."""
         if self.failing_since is not None:
             logger.warning("telemetry export was still failing at shutdown; %d spans were lost in all", self.lost, extra={"spans_lost": self.lost})
 
 
+# The report whose export is running on this thread, if any. The exporter's
+# own lines during that call are held back, and their reason kept.
+_exporting_for = threading.local()
+
+
 class _Exporting:
-    """Marks the current thread as inside an export, so the exporter's own lines are held back."""
+    """Marks the current thread as inside an export for `report`."""
 
     def __init__(self, report: DeliveryReport) -> None:
         self._report = report
 
     def __enter__(self) -> None:
-        self._report._in_export.active = True
+        _exporting_for.report = self._report
 
     def __exit__(self, *exc: object) -> None:
-        self._report._in_export.active = False
+        _exporting_for.report = None
 
 
 class _HoldBack(logging.Filter):
-    def __init__(self, report: DeliveryReport) -> None:
-        super().__init__()
-        self._report = report
+    """Installed once per process on the SDK's two loggers; inert outside an accounted export."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name == _PROCESSOR_LOGGER:
             # "Queue full, dropping Span.": AccountedBatchSpanProcessor counts these (and rarely lets one through).
             return not str(record.msg).startswith("Queue full")
-        if getattr(self._report._in_export, "active", False):
-            if record.levelno >= logging.WARNING:
-                self._report.note_reason(record.getMessage())
-            return False
-        return True
+        report = getattr(_exporting_for, "report", None)
+        if report is None:
+            return True
+        if record.levelno >= logging.WARNING:
+            report.note_reason(record.getMessage())
+        return False
+
+
+_HOLD_BACK = _HoldBack()
+logging.getLogger(_EXPORTER_LOGGER).addFilter(_HOLD_BACK)
+logging.getLogger(_PROCESSOR_LOGGER).addFilter(_HOLD_BACK)
 
 
 class AccountedSpanExporter(SpanExporter):
