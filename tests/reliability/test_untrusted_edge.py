@@ -15,7 +15,7 @@ import httpx
 
 from tandem_collector.localstack import Collector, Stack
 from tests.reliability import report
-from tests.reliability.test_malformed_input import log_problems, raw_trace, root_span, start_services, wait_for_traces
+from tests.reliability.test_malformed_input import log_problems, root_span, start_services, wait_for_traces
 
 T = "4bf92f3577b34da6a3ce929d0e0e4736"
 S = "00f067aa0ba902b7"

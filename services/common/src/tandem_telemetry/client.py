@@ -10,8 +10,6 @@ from time import monotonic, time_ns
 
 import httpx
 from opentelemetry import baggage as otel_baggage
-from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from tandem_telemetry.bootstrap import Telemetry, current, setup
