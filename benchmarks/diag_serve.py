@@ -5,6 +5,7 @@ never by `make bench`. DIAG is a comma-separated list:
 
     null  spans are made and batched as usual, but the exporter drops them:
           what the request path costs without the OTLP encoding and send
+    nohist  the middleware's http.server.request.duration histogram is a no-op
     gc    after importing the app: gc.collect(), gc.freeze(), and a gen-0
           threshold of 50 000: what the cyclic GC costs the traced path
 
@@ -29,6 +30,11 @@ if "null" in modes:
             return SpanExportResult.SUCCESS
 
     tandem_telemetry.setup(os.environ["DIAG_SERVICE"], span_exporter=_Drop())
+if "nohist" in modes:
+    from opentelemetry.metrics import NoOpHistogram
+
+    telemetry = tandem_telemetry.setup(os.environ["DIAG_SERVICE"])
+    telemetry.server_duration = NoOpHistogram("http.server.request.duration")
 if "gc" in modes:
     importlib.import_module(application.partition(":")[0])
     gc.collect()

@@ -144,9 +144,9 @@ def build_telemetry(
     exporters: list[object] = []
     if span_processor is None:
         if span_exporter is None:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+            from tandem_telemetry.otlp import FastOTLPSpanExporter
 
-            span_exporter = OTLPSpanExporter()
+            span_exporter = FastOTLPSpanExporter()
         accounted_spans = AccountedSpanExporter(span_exporter, delivery)
         exporters.append(accounted_spans)
         span_processor = AccountedBatchSpanProcessor(accounted_spans, delivery)
