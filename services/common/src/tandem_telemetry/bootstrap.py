@@ -22,7 +22,9 @@ from opentelemetry.trace import Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from tandem_telemetry.delivery import AccountedBatchSpanProcessor, AccountedMetricExporter, AccountedSpanExporter, DeliveryReport
+from tandem_telemetry.durations import DurationHistogram
 from tandem_telemetry.settings import TelemetrySettings
+from tandem_telemetry.spans import RequestSpans
 
 logger = logging.getLogger("tandem_telemetry")
 
@@ -44,12 +46,14 @@ class Telemetry:
     resource: Resource
     tracer: Tracer
     meter: Meter
-    server_duration: Histogram
-    client_duration: Histogram
+    server_duration: DurationHistogram
+    client_duration: DurationHistogram
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
     delivery: DeliveryReport | None = None
     exporters: tuple[object, ...] = ()
+    # Starts the middleware's and the client's spans; None when disabled.
+    spans: RequestSpans | None = None
     pid: int = field(default_factory=os.getpid)
 
     @property
@@ -173,10 +177,11 @@ def build_telemetry(
         meter_provider=meter_provider,
         delivery=delivery,
         exporters=tuple(exporters),
+        spans=RequestSpans(tracer),  # type: ignore[arg-type]
     )
 
 
-def _http_histograms(meter: Meter) -> tuple[Histogram, Histogram]:
+def _http_histograms(meter: Meter) -> tuple[DurationHistogram, DurationHistogram]:
     server = meter.create_histogram(
         "http.server.request.duration",
         unit="s",
@@ -189,7 +194,7 @@ def _http_histograms(meter: Meter) -> tuple[Histogram, Histogram]:
         description="Duration of HTTP client requests.",
         explicit_bucket_boundaries_advisory=HTTP_DURATION_BUCKETS,
     )
-    return server, client
+    return DurationHistogram(server), DurationHistogram(client)
 
 
 _lock = threading.Lock()

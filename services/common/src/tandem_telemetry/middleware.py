@@ -45,7 +45,7 @@ class TracingMiddleware:
         self.telemetry = telemetry or setup(service_name, service_version=service_version)
         settings = self.telemetry.settings
         # None when the SDK is disabled: the per-request cost is then this one check.
-        self._tracer = self.telemetry.tracer if self.telemetry.enabled else None
+        self._spans = self.telemetry.spans
         self._duration = self.telemetry.server_duration
         self._untraced = settings.untraced_paths
         self._trust = not settings.untrusted_context
@@ -53,8 +53,8 @@ class TracingMiddleware:
         self._trusted_prefixes = settings.trusted_path_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        tracer = self._tracer
-        if tracer is None or scope["type"] != "http" or scope["path"] in self._untraced:
+        spans = self._spans
+        if spans is None or scope["type"] != "http" or scope["path"] in self._untraced:
             await self.app(scope, receive, send)
             return
 
@@ -83,7 +83,7 @@ class TracingMiddleware:
         if method not in KNOWN_METHODS:
             method = "_OTHER"
         attributes = _request_attributes(scope, method, found[_HOST], found[_USER_AGENT])
-        span = tracer.start_span("HTTP" if method == "_OTHER" else method, parent, SpanKind.SERVER, attributes, links, start)
+        span = spans.start("HTTP" if method == "_OTHER" else method, parent, SpanKind.SERVER, attributes, links, start)
         token = attach(trace.set_span_in_context(span, parent))
         status_code = 0
         ended = False
