@@ -5,6 +5,8 @@ never by `make bench`. DIAG is a comma-separated list:
 
     null  spans are made and batched as usual, but the exporter drops them:
           what the request path costs without the OTLP encoding and send
+    nogc  the cyclic garbage collector is disabled once serving starts
+    gcstats  time every garbage collection, by generation; written to $DIAG_GCSTATS at exit
     nohist  the middleware's http.server.request.duration histogram is a no-op
     gc    after importing the app: gc.collect(), gc.freeze(), and a gen-0
           threshold of 50 000: what the cyclic GC costs the traced path
@@ -40,4 +42,33 @@ if "gc" in modes:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+if "gcstats" in modes:
+    import atexit
+    import json
+    import time
+
+    _stats: dict[int, list[float]] = {0: [0, 0.0, 0], 1: [0, 0.0, 0], 2: [0, 0.0, 0]}
+    _started = [0.0]
+
+    def _time_collections(phase: str, info: dict) -> None:
+        if phase == "start":
+            _started[0] = time.perf_counter()
+        else:
+            entry = _stats[info["generation"]]
+            entry[0] += 1
+            entry[1] += time.perf_counter() - _started[0]
+            entry[2] += info.get("collected", 0)
+
+    gc.callbacks.append(_time_collections)
+    atexit.register(lambda: open(os.environ["DIAG_GCSTATS"], "w").write(json.dumps(_stats)))
+if "nogc" in modes:
+    import tandem_telemetry.serving as serving
+
+    _original_freeze = gc.freeze
+
+    def _freeze_and_disable() -> None:
+        _original_freeze()
+        gc.disable()
+
+    serving.gc.freeze = _freeze_and_disable  # type: ignore[attr-defined]
 raise SystemExit(serve(application, int(os.environ.get("PORT", "8000"))))

@@ -9,11 +9,12 @@ client.py, propagation.py) were judged by: the end-to-end runs are too
 noisy on a shared 2-core machine to resolve a few microseconds, these are
 not (best of 7 batches, on uvloop). Spans go through the SDK's
 BatchSpanProcessor to an exporter that drops them, so the figures are the
-request path's cost only; `export` measures what the OTLP exporter then
-spends per span, on the processor's thread; `sdk` what the SDK alone
-charges for a server span like Tandem's (start, outcome attributes, end)
-and for one http.server.request.duration measurement: the floor under any
-middleware that makes the same span and metric through the SDK.
+request path's cost only; `export` measures what OTLP encoding then costs
+per span, on the processor's thread, with the SDK's encoder and with
+Tandem's; `sdk` what a server span like Tandem's (start, outcome
+attributes, end) and one http.server.request.duration measurement cost
+through the SDK's generic Tracer and Histogram, and through Tandem's
+RequestSpans and DurationHistogram.
 """
 
 from __future__ import annotations
@@ -118,21 +119,24 @@ async def _client(case: str) -> float:
 
 
 def _export() -> dict[str, float]:
-    """OTLP encoding cost per span (encode + serialize), for a server span and a client span as Tandem makes them."""
+    """OTLP encoding cost per span, for a server span and a client span as Tandem makes them: the SDK's
+    encoder (build the protobuf objects, serialize) and Tandem's (tandem_telemetry.otlp, straight to bytes)."""
     from opentelemetry.context import Context
-    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from opentelemetry.trace import SpanKind
 
     import tandem_telemetry
+    from tandem_telemetry.otlp import encode_spans
 
     memory = InMemorySpanExporter()
     telemetry = tandem_telemetry.setup("bench-micro", span_processor=SimpleSpanProcessor(memory), metric_reader=InMemoryMetricReader())
     server = {"http.request.method": "GET", "url.path": "/hello", "url.scheme": "http", "network.protocol.version": "1.1",
               "server.address": "127.0.0.1", "server.port": 8000, "client.address": "127.0.0.1", "user_agent.original": "wrk"}
     client = {"http.request.method": "POST", "server.address": "127.0.0.1", "server.port": 8081, "url.full": "http://127.0.0.1:8081/tasks"}
+    encoders = {"sdk": lambda spans: sdk_encode_spans(spans).SerializeToString(), "tandem": encode_spans}
     results = {}
     for name, kind, attributes, end in (("server span", SpanKind.SERVER, server, {"http.response.status_code": 200, "http.route": "/hello"}),
                                          ("client span", SpanKind.CLIENT, client, {"http.response.status_code": 200})):
@@ -142,16 +146,19 @@ def _export() -> dict[str, float]:
             span.set_attributes(end)
             span.end()
         spans = memory.get_finished_spans()
-        best = float("inf")
-        for _ in range(10):
-            start = time.perf_counter()
-            encode_spans(spans).SerializeToString()
-            best = min(best, time.perf_counter() - start)
-        results[name] = best / len(spans) * 1e6
+        for encoder, encode in encoders.items():
+            best = float("inf")
+            for _ in range(10):
+                start = time.perf_counter()
+                encode(spans)
+                best = min(best, time.perf_counter() - start)
+            results[f"{encoder} encoder, {name}"] = best / len(spans) * 1e6
     return results
 
 
 def _sdk() -> dict[str, float]:
+    """A server span like the middleware's (start, 2 outcome attributes, end) and one duration record:
+    through the SDK's Tracer and Histogram, and through Tandem's RequestSpans and DurationHistogram."""
     import timeit
 
     from opentelemetry import trace
@@ -163,22 +170,31 @@ def _sdk() -> dict[str, float]:
              "server.address": "127.0.0.1", "server.port": 8000, "client.address": "127.0.0.1", "user_agent.original": "wrk"}
     outcome = {"http.response.status_code": 200, "http.route": "/hello"}
     metric = {"http.request.method": "GET", "url.scheme": "http", "network.protocol.version": "1.1", **outcome}
-    tracer = telemetry.tracer
+    tracer, spans = telemetry.tracer, telemetry.spans
+    sdk_histogram = telemetry.server_duration._histogram
 
-    def span() -> None:
+    def sdk_span() -> None:
         s = tracer.start_span("GET", Context(), SpanKind.SERVER, start)
         s.set_attributes(outcome)
         s.end()
 
+    def request_span() -> None:
+        s = spans.start("GET", Context(), SpanKind.SERVER, dict(start))
+        s.set_attributes(outcome)
+        s.end()
+
+    # As in the middleware: the measurement is taken inside the request's (sampled) span.
     attach(trace.set_span_in_context(tracer.start_span("GET /hello", Context(), SpanKind.SERVER)))
-
-    def record() -> None:
-        telemetry.server_duration.record(0.001, metric)
-
     number, repeat = (200, 2) if QUICK else (20000, 5)
+
+    def per_call(call: Any) -> float:
+        return min(timeit.repeat(call, number=number, repeat=repeat)) / number * 1e6
+
     return {
-        "sdk span": min(timeit.repeat(span, number=number, repeat=repeat)) / number * 1e6,
-        "sdk histogram": min(timeit.repeat(record, number=number, repeat=repeat)) / number * 1e6,
+        "sdk span": per_call(sdk_span),
+        "request span": per_call(request_span),
+        "sdk histogram": per_call(lambda: sdk_histogram.record(0.001, metric)),
+        "duration histogram": per_call(lambda: telemetry.server_duration.record(0.001, metric)),
     }
 
 

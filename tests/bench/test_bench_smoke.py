@@ -77,7 +77,8 @@ def test_span_delivery_and_memory_were_measured(smoke):
 def test_the_micro_benchmarks_ran(smoke):
     data, _ = smoke
     expected = {"server-untraced", "server-disabled", "server-traced", "client-httpx", "client-disabled", "client-traced",
-                "sdk span", "sdk histogram", "server span", "client span"}
+                "sdk span", "request span", "sdk histogram", "duration histogram",
+                "sdk encoder, server span", "tandem encoder, server span", "sdk encoder, client span", "tandem encoder, client span"}
     assert len(CASES) == 8
     assert expected <= set(data["micro"])
     assert all(value > 0 for value in data["micro"].values())
