@@ -213,3 +213,19 @@ async def test_span_ends_at_the_last_body_byte_not_after_background_work(pipelin
     (span,) = pipeline.finished()
     # Ordering, not timing: the span closed with the body, before the background task began.
     assert span.end_time <= background_started[0]
+
+
+async def test_repeated_requests_reuse_attributes_without_sharing_them(pipeline: Pipeline) -> None:
+    """The request attributes are cached per (path, Host, user agent...): each span still gets its own, right ones."""
+    async with served(make_app(pipeline)) as base, httpx.AsyncClient() as client:
+        for agent, host in (("probe/1", "a.example"), ("probe/2", "a.example"), ("probe/1", "b.example:8443"), ("probe/1", "a.example")):
+            await client.get(f"{base}/items/1", headers={"user-agent": agent, "host": host})
+        await client.get(f"{base}/status/503", headers={"user-agent": "probe/1", "host": "a.example"})
+    spans = pipeline.finished()
+    seen = [(s.attributes["user_agent.original"], s.attributes["server.address"], s.attributes["server.port"]) for s in spans]
+    assert seen == [("probe/1", "a.example", 80), ("probe/2", "a.example", 80), ("probe/1", "b.example", 8443),
+                    ("probe/1", "a.example", 80), ("probe/1", "a.example", 80)]
+    # Outcome attributes of one request never leak into the next one's span.
+    assert [s.attributes["http.response.status_code"] for s in spans] == [200, 200, 200, 200, 503]
+    assert "error.type" not in spans[3].attributes and spans[4].attributes["error.type"] == "503"
+    assert [s.attributes["url.path"] for s in spans] == ["/items/1"] * 4 + ["/status/503"]

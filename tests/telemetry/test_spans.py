@@ -172,5 +172,12 @@ def test_an_ended_request_span_keeps_its_attributes(caplog: pytest.LogCaptureFix
     span.end()
     with caplog.at_level(logging.WARNING):
         span.set_attributes({"late": 1})
+        span.set_attribute("later", 2)
+        span.update_name("renamed")
+        span.set_status(Status(StatusCode.ERROR))
+        span.add_event("late event")
     assert "ended span" in caplog.text
-    assert dict(memory.get_finished_spans()[0].attributes) == {"a": 1}
+    # The processors were handed the ended span itself, which must have refused every change.
+    [exported] = memory.get_finished_spans()
+    assert dict(exported.attributes) == {"a": 1}
+    assert exported.name == "s" and exported.status.status_code is StatusCode.UNSET and exported.events == ()

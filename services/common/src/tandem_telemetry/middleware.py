@@ -16,6 +16,8 @@ from tandem_telemetry.propagation import format_traceparent, remote_context
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _PORT = re.compile(r"[0-9]{1,5}")
+# Distinct (path, Host, client address, user agent...) combinations whose span attributes are cached.
+ATTRIBUTE_SETS_LIMIT = 1024
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 
 # Slots for the header values read in the single pass over the ASGI header list.
@@ -51,6 +53,9 @@ class TracingMiddleware:
         self._trust = not settings.untrusted_context
         # Untrusted mode guards the edge; these paths serve Tandem's own services, whose context is kept.
         self._trusted_prefixes = settings.trusted_path_prefixes
+        # Requests repeat the same path, Host, client address and user agent;
+        # their attributes are worked out once per combination (bounded).
+        self._attribute_sets: dict[tuple[object, ...], dict[str, str | int]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         spans = self._spans
@@ -82,7 +87,7 @@ class TracingMiddleware:
         method = scope["method"]
         if method not in KNOWN_METHODS:
             method = "_OTHER"
-        attributes = _request_attributes(scope, method, found[_HOST], found[_USER_AGENT])
+        attributes = self._request_attributes(scope, method, found[_HOST], found[_USER_AGENT])
         span = spans.start("HTTP" if method == "_OTHER" else method, parent, SpanKind.SERVER, attributes, links, start)
         token = attach(trace.set_span_in_context(span, parent))
         status_code = 0
@@ -140,6 +145,19 @@ class TracingMiddleware:
             if not ended:
                 # Cancelled (client gone) or the app returned without a full response.
                 finish(None if status_code else "incomplete_response")
+
+
+    def _request_attributes(self, scope: Scope, method: str, host: bytes | None, user_agent: bytes | None) -> dict[str, str | int]:
+        """The span's request attributes: a fresh dict, from a bounded cache."""
+        client = scope.get("client")
+        key = (scope["path"], scope["method"], scope["scheme"], scope["http_version"], host, user_agent,
+               client[0] if client else None, scope.get("server") if host is None else None)
+        cached = self._attribute_sets.get(key)
+        if cached is None:
+            cached = _request_attributes(scope, method, host, user_agent)
+            if len(self._attribute_sets) < ATTRIBUTE_SETS_LIMIT:
+                self._attribute_sets[key] = cached
+        return cached.copy()
 
 
 def _request_attributes(scope: Scope, method: str, host: bytes | None, user_agent: bytes | None) -> dict[str, str | int]:

@@ -22,10 +22,10 @@ from time import time_ns
 from typing import Any
 
 from opentelemetry import trace as trace_api
-from opentelemetry.context import Context
-from opentelemetry.sdk.trace import Span, Tracer
-from opentelemetry.sdk.util import BoundedList
 from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, Tracer
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 _PLAIN_TYPES = frozenset({str, int, float, bool})
@@ -63,6 +63,13 @@ class RequestSpan(Span):
                         stored[key] = value
                     return
         super().set_attributes(attributes)
+
+
+    def _readable_span(self) -> ReadableSpan:
+        # What Span.end hands the processors. The SDK copies the span into a
+        # ReadableSpan; an ended span already refuses every change (attributes,
+        # name, status, events, links), so it serves as its own snapshot.
+        return self
 
 
 class RequestSpans:
