@@ -14,7 +14,7 @@ per span, on the processor's thread, with the SDK's encoder and with
 Tandem's; `sdk` what a server span like Tandem's (start, outcome
 attributes, end) and one http.server.request.duration measurement cost
 through the SDK's generic Tracer and Histogram, and through Tandem's
-RequestSpans and DurationHistogram.
+RequestTracer and DurationHistogram.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def _export() -> dict[str, float]:
 
 def _sdk() -> dict[str, float]:
     """A server span like the middleware's (start, 2 outcome attributes, end) and one duration record:
-    through the SDK's Tracer and Histogram, and through Tandem's RequestSpans and DurationHistogram."""
+    through the SDK's Tracer and Histogram, and through Tandem's RequestTracer and DurationHistogram."""
     import timeit
 
     from opentelemetry import trace
@@ -170,16 +170,16 @@ def _sdk() -> dict[str, float]:
              "server.address": "127.0.0.1", "server.port": 8000, "client.address": "127.0.0.1", "user_agent.original": "wrk"}
     outcome = {"http.response.status_code": 200, "http.route": "/hello"}
     metric = {"http.request.method": "GET", "url.scheme": "http", "network.protocol.version": "1.1", **outcome}
-    tracer, spans = telemetry.tracer, telemetry.spans
+    tracer, sdk_tracer = telemetry.tracer, telemetry.tracer._tracer
     sdk_histogram = telemetry.server_duration._histogram
 
     def sdk_span() -> None:
-        s = tracer.start_span("GET", Context(), SpanKind.SERVER, start)
+        s = sdk_tracer.start_span("GET", Context(), SpanKind.SERVER, start)
         s.set_attributes(outcome)
         s.end()
 
     def request_span() -> None:
-        s = spans.start("GET", Context(), SpanKind.SERVER, dict(start))
+        s = tracer.start_span("GET", Context(), SpanKind.SERVER, dict(start))
         s.set_attributes(outcome)
         s.end()
 

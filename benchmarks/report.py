@@ -196,7 +196,7 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
             ("Trivial app, no middleware", "server-untraced"),
             ("Trivial app, Tandem's middleware, OTEL_SDK_DISABLED", "server-disabled"),
             ("Trivial app, Tandem's middleware, traced", "server-traced"),
-            ("— of that, the server span through Tandem's RequestSpans (start, 2 outcome attributes, end)", "request span"),
+            ("— of that, the server span through Tandem's RequestTracer (start, 2 outcome attributes, end)", "request span"),
             ("— of that, the duration record through Tandem's DurationHistogram", "duration histogram"),
             ("The same server span through the SDK's Tracer.start_span, for comparison", "sdk span"),
             ("The same duration record through the SDK's Histogram.record, for comparison", "sdk histogram"),

@@ -1,4 +1,4 @@
-"""tandem_telemetry.spans: a RequestSpan must be the span Tracer.start_span would have made."""
+"""tandem_telemetry.spans: RequestTracer must start the span the SDK's Tracer.start_span would have started."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import pytest
+from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider, _TracerConfig
@@ -17,7 +18,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRat
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.trace import set_span_in_context
 
-from tandem_telemetry.spans import RequestSpan, RequestSpans
+from tandem_telemetry.spans import RequestSpan, RequestTracer
 
 SERVER_ATTRIBUTES = {"http.request.method": "GET", "url.path": "/api/work", "url.scheme": "http", "server.port": 8080}
 REMOTE = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, True, TraceFlags(1), TraceState([("v", "1")]))
@@ -53,12 +54,12 @@ def pipeline(**provider_args: Any) -> tuple[TracerProvider, InMemorySpanExporter
 
 
 def both(run: Any, **provider_args: Any) -> tuple[tuple[ReadableSpan, ...], tuple[ReadableSpan, ...]]:
-    """Run the same calls through Tracer.start_span and through RequestSpans.start; the spans each exported."""
+    """Run the same calls through Tracer.start_span and through RequestTracer.start_span; the spans each exported."""
     sdk_provider, sdk_memory, _ = pipeline(**provider_args)
     ours_provider, ours_memory, _ = pipeline(**provider_args)
     sdk_tracer = sdk_provider.get_tracer("tandem_telemetry")
     run(lambda *args: sdk_tracer.start_span(*args))
-    run(RequestSpans(ours_provider.get_tracer("tandem_telemetry")).start)
+    run(RequestTracer(ours_provider.get_tracer("tandem_telemetry")).start_span)
     return sdk_memory.get_finished_spans(), ours_memory.get_finished_spans()
 
 
@@ -74,9 +75,9 @@ def test_a_request_span_has_every_field_an_sdk_span_has() -> None:
     provider, _, _ = pipeline()
     tracer = provider.get_tracer("t")
     sdk_span = tracer.start_span("GET", Context(), SpanKind.SERVER, dict(SERVER_ATTRIBUTES))
-    ours = RequestSpans(tracer).start("GET", Context(), SpanKind.SERVER, dict(SERVER_ATTRIBUTES))
+    ours = RequestTracer(tracer).start_span("GET", Context(), SpanKind.SERVER, dict(SERVER_ATTRIBUTES))
     assert isinstance(ours, RequestSpan)
-    # If the SDK's Span grows a field, RequestSpans must learn to set it: this fails first.
+    # If the SDK's Span grows a field, RequestTracer must learn to set it: this fails first.
     assert set(vars(ours)) == set(vars(sdk_span))
     assert ours._status.status_code == sdk_span._status.status_code
     for name in ("_name", "_kind", "_parent", "_resource", "_instrumentation_scope", "_limits", "_sampler", "_span_processor"):
@@ -132,10 +133,10 @@ def test_span_limits_apply_as_in_the_sdk() -> None:
 
 def test_the_configured_sampler_decides() -> None:
     provider, memory, starts = pipeline(sampler=ParentBased(TraceIdRatioBased(0.0)))
-    spans = RequestSpans(provider.get_tracer("t"))
-    dropped = spans.start("root", Context(), SpanKind.SERVER, {"a": 1})
+    spans = RequestTracer(provider.get_tracer("t"))
+    dropped = spans.start_span("root", Context(), SpanKind.SERVER, {"a": 1})
     assert not dropped.is_recording() and not dropped.get_span_context().trace_flags.sampled
-    kept = spans.start("child", set_span_in_context(NonRecordingSpan(REMOTE)), SpanKind.SERVER, {"a": 1})
+    kept = spans.start_span("child", set_span_in_context(NonRecordingSpan(REMOTE)), SpanKind.SERVER, {"a": 1})
     assert kept.is_recording() and kept.get_span_context().trace_id == REMOTE.trace_id
     assert kept.get_span_context().trace_state == REMOTE.trace_state
     dropped.end()
@@ -144,14 +145,14 @@ def test_the_configured_sampler_decides() -> None:
     assert [span for span, _ in starts.started] == [kept]
 
     off, off_memory, _ = pipeline(sampler=ALWAYS_OFF)
-    RequestSpans(off.get_tracer("t")).start("s", Context(), SpanKind.SERVER, {}).end()
+    RequestTracer(off.get_tracer("t")).start_span("s", Context(), SpanKind.SERVER, {}).end()
     assert off_memory.get_finished_spans() == ()
 
 
 def test_processors_see_the_span_and_its_parent_context_at_start() -> None:
     provider, _, starts = pipeline()
     parent = set_span_in_context(NonRecordingSpan(REMOTE))
-    span = RequestSpans(provider.get_tracer("t")).start("GET", parent, SpanKind.SERVER, {"a": 1})
+    span = RequestTracer(provider.get_tracer("t")).start_span("GET", parent, SpanKind.SERVER, {"a": 1})
     assert starts.started == [(span, parent)]
     assert span.parent == REMOTE
 
@@ -160,7 +161,7 @@ def test_a_disabled_tracer_gives_a_non_recording_span() -> None:
     provider, memory, _ = pipeline()
     tracer = provider.get_tracer("t")
     tracer._set_tracer_config(_TracerConfig(is_enabled=False))
-    span = RequestSpans(tracer).start("s", set_span_in_context(NonRecordingSpan(REMOTE)), SpanKind.SERVER, {"a": 1})
+    span = RequestTracer(tracer).start_span("s", set_span_in_context(NonRecordingSpan(REMOTE)), SpanKind.SERVER, {"a": 1})
     assert isinstance(span, NonRecordingSpan) and span.get_span_context() == REMOTE
     span.end()
     assert memory.get_finished_spans() == ()
@@ -168,7 +169,7 @@ def test_a_disabled_tracer_gives_a_non_recording_span() -> None:
 
 def test_an_ended_request_span_keeps_its_attributes(caplog: pytest.LogCaptureFixture) -> None:
     provider, memory, _ = pipeline()
-    span = RequestSpans(provider.get_tracer("t")).start("s", Context(), SpanKind.SERVER, {"a": 1})
+    span = RequestTracer(provider.get_tracer("t")).start_span("s", Context(), SpanKind.SERVER, {"a": 1})
     span.end()
     with caplog.at_level(logging.WARNING):
         span.set_attributes({"late": 1})
@@ -181,3 +182,30 @@ def test_an_ended_request_span_keeps_its_attributes(caplog: pytest.LogCaptureFix
     [exported] = memory.get_finished_spans()
     assert dict(exported.attributes) == {"a": 1}
     assert exported.name == "s" and exported.status.status_code is StatusCode.UNSET and exported.events == ()
+
+
+def test_start_as_current_span_behaves_as_the_sdks() -> None:
+    """Application code: the current span, exception recording, and the flags that turn it off."""
+
+    def run(tracer: Any) -> None:
+        with tracer.start_as_current_span("outer", attributes={"tandem.task": 1}, start_time=1) as outer:
+            assert trace_api.get_current_span() is outer
+            with pytest.raises(ValueError):
+                with tracer.start_as_current_span("fails", start_time=2, end_on_exit=True):
+                    raise ValueError("bad input")
+            with pytest.raises(KeyError):
+                with tracer.start_as_current_span("quiet", start_time=3, record_exception=False, set_status_on_exception=False):
+                    raise KeyError("k")
+        assert trace_api.get_current_span() is not outer
+
+    sdk_provider, sdk_memory, _ = pipeline()
+    ours_provider, ours_memory, _ = pipeline()
+    run(sdk_provider.get_tracer("tandem_telemetry"))
+    run(RequestTracer(ours_provider.get_tracer("tandem_telemetry")))
+    sdk, ours = sdk_memory.get_finished_spans(), ours_memory.get_finished_spans()
+    # Exception events carry their own timestamps and stack traces; compare everything else.
+    assert [(s.name, s.status.status_code, [e.name for e in s.events]) for s in ours] == [
+        (s.name, s.status.status_code, [e.name for e in s.events]) for s in sdk
+    ]
+    assert [(s.name, s.status.status_code) for s in ours] == [("fails", StatusCode.ERROR), ("quiet", StatusCode.UNSET), ("outer", StatusCode.UNSET)]
+    assert [s.parent.span_id for s in ours[:2]] == [ours[2].context.span_id] * 2

@@ -24,7 +24,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from tandem_telemetry.delivery import AccountedBatchSpanProcessor, AccountedMetricExporter, AccountedSpanExporter, DeliveryReport
 from tandem_telemetry.durations import DurationHistogram
 from tandem_telemetry.settings import TelemetrySettings
-from tandem_telemetry.spans import RequestSpans
+from tandem_telemetry.spans import RequestTracer
 
 logger = logging.getLogger("tandem_telemetry")
 
@@ -52,8 +52,6 @@ class Telemetry:
     meter_provider: MeterProvider | None = None
     delivery: DeliveryReport | None = None
     exporters: tuple[object, ...] = ()
-    # Starts the middleware's and the client's spans; None when disabled.
-    spans: RequestSpans | None = None
     pid: int = field(default_factory=os.getpid)
 
     @property
@@ -164,7 +162,8 @@ def build_telemetry(
     tracer_provider = TracerProvider(resource=resource)
     tracer_provider.add_span_processor(span_processor)
     meter_provider = MeterProvider(resource=resource, metric_readers=[metric_reader])
-    tracer = tracer_provider.get_tracer(INSTRUMENTATION_SCOPE)
+    # The SDK's tracer, with spans started by tandem_telemetry.spans (see there why).
+    tracer = RequestTracer(tracer_provider.get_tracer(INSTRUMENTATION_SCOPE))  # type: ignore[arg-type]
     meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE)
     delivery.count_losses_on(meter)
     return Telemetry(
@@ -177,7 +176,6 @@ def build_telemetry(
         meter_provider=meter_provider,
         delivery=delivery,
         exporters=tuple(exporters),
-        spans=RequestSpans(tracer),  # type: ignore[arg-type]
     )
 
 

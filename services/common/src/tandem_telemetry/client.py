@@ -111,7 +111,7 @@ class TracingTransport(httpx.AsyncBaseTransport):
         attributes = target.span_attributes()
         if attempt:
             attributes["http.request.resend_count"] = attempt
-        span = telemetry.spans.start(target.span_name, None, SpanKind.CLIENT, attributes, None, start)  # type: ignore[union-attr]
+        span = telemetry.tracer.start_span(target.span_name, None, SpanKind.CLIENT, attributes, None, start)
         span_context = span.get_span_context()
         headers = request.headers
         headers["traceparent"] = format_traceparent(span_context)

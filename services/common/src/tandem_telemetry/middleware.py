@@ -47,7 +47,8 @@ class TracingMiddleware:
         self.telemetry = telemetry or setup(service_name, service_version=service_version)
         settings = self.telemetry.settings
         # None when the SDK is disabled: the per-request cost is then this one check.
-        self._spans = self.telemetry.spans
+        # None when the SDK is disabled: the per-request cost is then this one check.
+        self._tracer = self.telemetry.tracer if self.telemetry.enabled else None
         self._duration = self.telemetry.server_duration
         self._untraced = settings.untraced_paths
         self._trust = not settings.untrusted_context
@@ -58,8 +59,8 @@ class TracingMiddleware:
         self._attribute_sets: dict[tuple[object, ...], dict[str, str | int]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        spans = self._spans
-        if spans is None or scope["type"] != "http" or scope["path"] in self._untraced:
+        tracer = self._tracer
+        if tracer is None or scope["type"] != "http" or scope["path"] in self._untraced:
             await self.app(scope, receive, send)
             return
 
@@ -88,7 +89,7 @@ class TracingMiddleware:
         if method not in KNOWN_METHODS:
             method = "_OTHER"
         attributes = self._request_attributes(scope, method, found[_HOST], found[_USER_AGENT])
-        span = spans.start("HTTP" if method == "_OTHER" else method, parent, SpanKind.SERVER, attributes, links, start)
+        span = tracer.start_span("HTTP" if method == "_OTHER" else method, parent, SpanKind.SERVER, attributes, links, start)
         token = attach(trace.set_span_in_context(span, parent))
         status_code = 0
         ended = False

@@ -5,7 +5,7 @@ of it passing each attribute through the generic validation that
 application code needs (any type, any key, length limits) and taking a
 lock per call. The middleware and the client run once per request and give
 only attributes they built themselves: non-empty string keys, and str/int
-values. `RequestSpans` starts the same SDK `Span` (the configured sampler,
+values. `RequestTracer` starts the same SDK `Span` (the configured sampler,
 id generator, processors, limits, resource and scope all apply), and fills
 such attributes straight in; anything else, or any configured length or
 count limit they could hit, takes the SDK's path. The span behaves as any
@@ -72,23 +72,33 @@ class RequestSpan(Span):
         return self
 
 
-class RequestSpans:
-    """Starts `RequestSpan`s for one SDK tracer, as `Tracer.start_span` would."""
+class RequestTracer(trace_api.Tracer):
+    """Tandem's tracer: an SDK tracer's spans, started as `Tracer.start_span` would start them.
+
+    The pipeline's `tracer` (and `tandem_telemetry.get_tracer()`), used by the
+    middleware, the client and application code alike. Spans come from the
+    wrapped SDK tracer's configuration, read at every start: sampler, id
+    generator, processors, limits, resource, scope and enabled state.
+    """
 
     def __init__(self, tracer: Tracer) -> None:
         self._tracer = tracer
 
-    def start(
+    def start_span(
         self,
         name: str,
-        parent: Context | None,
-        kind: SpanKind,
-        attributes: dict[str, Any],
-        links: Sequence[Link] | None = None,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Mapping[str, Any] | None = None,
+        links: Sequence[Link] | None = (),
         start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
     ) -> trace_api.Span:
         tracer = self._tracer
-        parent_span_context: SpanContext | None = trace_api.get_current_span(parent).get_span_context()
+        attributes = attributes or {}
+        links = links or ()
+        parent_span_context: SpanContext | None = trace_api.get_current_span(context).get_span_context()
         if not tracer._is_enabled():  # noqa: SLF001 - the tracer configurator's switch
             return NonRecordingSpan(parent_span_context)
         if parent_span_context is None or not parent_span_context.is_valid:
@@ -98,14 +108,14 @@ class RequestSpans:
         else:
             trace_id = parent_span_context.trace_id
             random_trace_id = parent_span_context.trace_flags.random_trace_id
-        sampling = tracer.sampler.should_sample(parent, trace_id, name, kind, attributes, links or ())
+        sampling = tracer.sampler.should_sample(context, trace_id, name, kind, attributes, links)
         flags = _SAMPLED if sampling.decision.is_sampled() else _NOT_SAMPLED
         if random_trace_id:
             flags = TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID)
-        context = SpanContext(trace_id, tracer.id_generator.generate_span_id(), False, flags, sampling.trace_state)
+        span_context = SpanContext(trace_id, tracer.id_generator.generate_span_id(), False, flags, sampling.trace_state)
         record_end_metrics = tracer._tracer_metrics.start_span(parent_span_context, sampling.decision)  # noqa: SLF001
         if not sampling.decision.is_recording():
-            return NonRecordingSpan(context)
+            return NonRecordingSpan(span_context)
         limits = tracer._span_limits  # noqa: SLF001
         span_attributes = sampling.attributes if sampling.attributes is not None else attributes
         if (
@@ -120,7 +130,7 @@ class RequestSpans:
         span = RequestSpan.__new__(RequestSpan)
         # Every field Span.__init__ sets; test_spans checks the list against the SDK's.
         span._name = name  # noqa: SLF001
-        span._context = context  # noqa: SLF001
+        span._context = span_context  # noqa: SLF001
         span._kind = kind  # noqa: SLF001
         span._instrumentation_info = tracer.instrumentation_info  # noqa: SLF001
         span._instrumentation_scope = tracer._instrumentation_scope  # noqa: SLF001
@@ -133,12 +143,15 @@ class RequestSpans:
         span._status = _UNSET  # noqa: SLF001
         span._sampler = tracer.sampler  # noqa: SLF001
         span._trace_config = None  # noqa: SLF001
-        span._record_exception = True  # noqa: SLF001
-        span._set_status_on_exception = True  # noqa: SLF001
+        span._record_exception = record_exception  # noqa: SLF001
+        span._set_status_on_exception = set_status_on_exception  # noqa: SLF001
         span._span_processor = tracer.span_processor  # noqa: SLF001
         span._limits = limits  # noqa: SLF001
         span._lock = threading.Lock()  # noqa: SLF001
-        span._links = span._new_links(links or ())  # noqa: SLF001
+        span._links = span._new_links(links)  # noqa: SLF001
         span._record_end_metrics = record_end_metrics  # noqa: SLF001
-        tracer.span_processor.on_start(span, parent_context=parent)
+        tracer.span_processor.on_start(span, parent_context=context)
         return span
+
+    # The SDK's own: self.start_span, then use_span (as a context manager or a decorator).
+    start_as_current_span = Tracer.start_as_current_span
