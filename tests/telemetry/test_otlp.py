@@ -160,3 +160,24 @@ def test_the_exporter_delivers_to_a_collector_and_fails_cleanly_without_one() ->
     unreachable = FastOTLPSpanExporter(endpoint="127.0.0.1:9", insecure=True, timeout=1)
     assert unreachable.export(spans) is SpanExportResult.FAILURE
     unreachable.shutdown()
+
+
+def test_a_readable_span_built_directly_matches_the_sdk_encoding() -> None:
+    """Spans from other code paths: a plain dict of attributes, tuples of events and links, no limits."""
+    from opentelemetry.sdk.trace import Event
+
+    span = ReadableSpan(
+        name="direct",
+        context=SpanContext(5 << 64, 6, False, TraceFlags(1)),
+        parent=REMOTE,
+        resource=Resource.create({"service.name": "direct"}),
+        attributes={"plain": "dict", "n": 3},
+        events=(Event("e", {"k": "v"}, timestamp=10),),
+        links=(Link(REMOTE, {"l": True}),),
+        kind=SpanKind.CONSUMER,
+        status=Status(StatusCode.ERROR, "why"),
+        start_time=1,
+        end_time=2,
+    )
+    bare = ReadableSpan(name="bare", context=SpanContext(7 << 64, 8, False))
+    assert_same_request((span, bare))
