@@ -12,7 +12,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from tandem_telemetry import TracingMiddleware
-from tandem_telemetry.propagation import format_baggage, parse_baggage, parse_traceparent, parse_tracestate
+from tandem_telemetry.propagation import format_baggage, format_traceparent, parse_baggage, parse_traceparent, parse_tracestate
 from tests.support import Pipeline
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -130,3 +130,13 @@ def test_malformed_headers_never_raise_and_start_a_new_trace(pipeline: Pipeline,
         assert len(spans) == (1 if parsed.trace_flags.sampled else 0)
         if spans:
             assert spans[0].parent.span_id == parsed.span_id
+
+
+@given(st.integers(1, 2**128 - 1), st.integers(1, 2**64 - 1), st.integers(0, 255))
+def test_format_traceparent_round_trips_and_matches_the_w3c_layout(trace_id: int, span_id: int, flags: int) -> None:
+    from opentelemetry.trace import SpanContext, TraceFlags
+
+    header = format_traceparent(SpanContext(trace_id, span_id, False, TraceFlags(flags)))
+    assert header == f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
+    parsed = parse_traceparent(header.encode())
+    assert parsed is not None and (parsed.trace_id, parsed.span_id, int(parsed.trace_flags)) == (trace_id, span_id, flags)
