@@ -47,7 +47,6 @@ class TracingMiddleware:
         self.telemetry = telemetry or setup(service_name, service_version=service_version)
         settings = self.telemetry.settings
         # None when the SDK is disabled: the per-request cost is then this one check.
-        # None when the SDK is disabled: the per-request cost is then this one check.
         self._tracer = self.telemetry.tracer if self.telemetry.enabled else None
         self._duration = self.telemetry.server_duration
         self._untraced = settings.untraced_paths
@@ -146,7 +145,6 @@ class TracingMiddleware:
             if not ended:
                 # Cancelled (client gone) or the app returned without a full response.
                 finish(None if status_code else "incomplete_response")
-
 
     def _request_attributes(self, scope: Scope, method: str, host: bytes | None, user_agent: bytes | None) -> dict[str, str | int]:
         """The span's request attributes: a fresh dict, from a bounded cache."""

@@ -46,6 +46,8 @@ _LINK_FLAGS_REMOTE = b"\x35" + _FIXED32(0x300)
 # Attribute pairs repeat from span to span (method, scheme, route, status...).
 # The cache is bounded: high-cardinality values simply stop being cached.
 _PAIR_CACHE_LIMIT = 4096
+# Nor are long pairs: the cache stays under 4096 × 256 bytes per attribute kind.
+_PAIR_CACHE_MAX_BYTES = 256
 
 
 def _varint(value: int) -> bytes:
@@ -129,7 +131,7 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> list[bytes]
         if encoded is None:
             continue
         out.append(encoded)
-        if len(cache) < _PAIR_CACHE_LIMIT:
+        if len(cache) < _PAIR_CACHE_LIMIT and len(encoded) <= _PAIR_CACHE_MAX_BYTES:
             try:
                 cache[(key, value)] = (type(value), encoded)
             except TypeError:

@@ -1,17 +1,17 @@
-"""Request spans: the SDK's own Span, started without the SDK tracer's generic per-call work.
+"""Tandem's tracer: the SDK's own Span, started without the SDK tracer's generic per-call work.
 
 `Tracer.start_span` spends about 18 µs on a server span like Tandem's, most
-of it passing each attribute through the generic validation that
-application code needs (any type, any key, length limits) and taking a
-lock per call. The middleware and the client run once per request and give
-only attributes they built themselves: non-empty string keys, and str/int
-values. `RequestTracer` starts the same SDK `Span` (the configured sampler,
-id generator, processors, limits, resource and scope all apply), and fills
-such attributes straight in; anything else, or any configured length or
-count limit they could hit, takes the SDK's path. The span behaves as any
-SDK span afterwards: application code may set attributes, add events or
-record exceptions on it. tests/telemetry/test_spans.py holds it to
-`Tracer.start_span`, field for field.
+of it passing each attribute through the generic validation (any type, any
+key, length limits) and copying the span for the processors at its end.
+Most spans here carry only plain attributes: non-empty string keys and
+str/int/float/bool values, which that validation keeps unchanged.
+`RequestTracer` starts the same SDK `Span` (the configured sampler, id
+generator, processors, limits, resource and scope all apply) and stores
+such attributes directly; anything else, or a configured length or count
+limit they could reach, takes the SDK's path. The span behaves as any SDK
+span afterwards: code may set attributes, add events or record exceptions
+on it. tests/telemetry/test_spans.py holds it to `Tracer.start_span`, field
+for field.
 """
 
 from __future__ import annotations
@@ -63,7 +63,6 @@ class RequestSpan(Span):
                         stored[key] = value
                     return
         super().set_attributes(attributes)
-
 
     def _readable_span(self) -> ReadableSpan:
         # What Span.end hands the processors. The SDK copies the span into a
