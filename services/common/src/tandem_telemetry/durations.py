@@ -41,10 +41,6 @@ class DurationHistogram:
         self._storages = getattr(consumer, "_reader_storages", None)
         self._prepared: dict[tuple[tuple[str, Any], ...], tuple[Mapping[str, Any], list[_Target]]] = {}
 
-    @property
-    def name(self) -> str:
-        return self._histogram.name
-
     def record(self, amount: float, attributes: dict[str, Any]) -> None:
         histogram = self._histogram
         key = tuple(attributes.items())

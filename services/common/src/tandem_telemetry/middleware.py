@@ -87,7 +87,7 @@ class TracingMiddleware:
         method = scope["method"]
         if method not in KNOWN_METHODS:
             method = "_OTHER"
-        attributes = self._request_attributes(scope, method, found[_HOST], found[_USER_AGENT])
+        attributes = self._cached_request_attributes(scope, method, found[_HOST], found[_USER_AGENT])
         span = tracer.start_span("HTTP" if method == "_OTHER" else method, parent, SpanKind.SERVER, attributes, links, start)
         token = attach(trace.set_span_in_context(span, parent))
         status_code = 0
@@ -146,7 +146,7 @@ class TracingMiddleware:
                 # Cancelled (client gone) or the app returned without a full response.
                 finish(None if status_code else "incomplete_response")
 
-    def _request_attributes(self, scope: Scope, method: str, host: bytes | None, user_agent: bytes | None) -> dict[str, str | int]:
+    def _cached_request_attributes(self, scope: Scope, method: str, host: bytes | None, user_agent: bytes | None) -> dict[str, str | int]:
         """The span's request attributes: a fresh dict, from a bounded cache."""
         client = scope.get("client")
         key = (scope["path"], scope["method"], scope["scheme"], scope["http_version"], host, user_agent,
