@@ -4,23 +4,37 @@
     BENCH_APP=benchmarks.apps:tandem     (b) tandem_telemetry.instrument (TracingMiddleware)
     BENCH_APP=benchmarks.apps:contrib    (c) opentelemetry-instrumentation-asgi, exclude_spans send/receive
     BENCH_APP=benchmarks.apps:starlette  (d) starlette.middleware.opentelemetry.OpenTelemetryMiddleware
+    BENCH_APP=benchmarks.apps:floor_sdk     (e) one bare span per request through the SDK's Tracer, nothing else
+    BENCH_APP=benchmarks.apps:floor_tandem  (f) the same bare span through Tandem's RequestTracer
 
 and, for section 3, the worker stand-in the hop is measured against:
 
     BENCH_APP=benchmarks.apps:hop_worker  POST /tasks: read the JSON task, answer a worker-sized JSON body
 
-(b), (c) and (d) export through the same pipeline: tandem_telemetry's
+(b) to (f) export through the same pipeline: tandem_telemetry's
 TracerProvider with the SDK's BatchSpanProcessor and OTLP/gRPC exporter, and
 its MeterProvider, configured by the same OTEL_* variables. Each variant is
 built only when asked for, in the serving process.
+
+(e) and (f) are not instrumentations anyone should ship: they measure the
+floor. A span with no attributes that the app cannot see, no metric, no
+propagation and no response header is the least a middleware that traces
+each request through the SDK can do; whatever (b) adds on top of (f) is
+Tandem's to answer for, and no middleware can score above (e) by making
+its spans the SDK's standard way.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 TRIVIAL_PATH = "/hello"
 UNTRACED_PATHS = "healthz,readyz"
@@ -81,6 +95,43 @@ def build_starlette() -> Starlette:
     return app
 
 
+class OneBareSpan:
+    """Start and end one SERVER span per HTTP request, and do nothing else (see (e) and (f) above)."""
+
+    def __init__(self, app: ASGIApp, tracer: Any) -> None:
+        self.app = app
+        self.tracer = tracer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == "/readyz":
+            await self.app(scope, receive, send)
+            return
+        span = self.tracer.start_span("GET", Context(), SpanKind.SERVER)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            span.end()
+
+
+def build_floor_sdk() -> Starlette:
+    from tandem_telemetry import setup
+
+    telemetry = setup("bench-trivial")
+    app = _app()
+    # The SDK's own Tracer, from the same provider (processor, exporter, resource) as (b).
+    app.add_middleware(OneBareSpan, tracer=telemetry.tracer_provider.get_tracer("benchmarks.floor"))  # type: ignore[arg-type]
+    return app
+
+
+def build_floor_tandem() -> Starlette:
+    from tandem_telemetry import setup
+
+    telemetry = setup("bench-trivial")
+    app = _app()
+    app.add_middleware(OneBareSpan, tracer=telemetry.tracer)  # type: ignore[arg-type]
+    return app
+
+
 async def tasks(request: Request) -> JSONResponse:
     task = (await request.json())["task"]
     return JSONResponse({"task": task, "digest": "0" * 64, "quota": {"task": task, "allowed": True, "granted": 1}, "baggage": {}})
@@ -96,6 +147,8 @@ BUILDERS = {
     "tandem": build_tandem,
     "contrib": build_contrib,
     "starlette": build_starlette,
+    "floor_sdk": build_floor_sdk,
+    "floor_tandem": build_floor_tandem,
     "hop_worker": build_hop_worker,
 }
 

@@ -5,6 +5,8 @@ never by `make bench`. DIAG is a comma-separated list:
 
     null  spans are made and batched as usual, but the exporter drops them:
           what the request path costs without the OTLP encoding and send
+    dropnow  no batch processor: each span is dropped as it ends, so it is
+          freed at once, on the serving thread
     nogc  the cyclic garbage collector is disabled once serving starts
     gcstats  time every garbage collection, by generation; written to $DIAG_GCSTATS at exit
     mainfree  exported span batches are released on the serving thread (event loop), not the exporter's
@@ -33,6 +35,10 @@ if "null" in modes:
             return SpanExportResult.SUCCESS
 
     tandem_telemetry.setup(os.environ["DIAG_SERVICE"], span_exporter=_Drop())
+if "dropnow" in modes:
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    tandem_telemetry.setup(os.environ["DIAG_SERVICE"], span_processor=SpanProcessor())
 if "nohist" in modes:
     from opentelemetry.metrics import NoOpHistogram
 

@@ -16,8 +16,9 @@ tandem_collector.localstack.Stack and served like the services
    services' handlers wired with the contrib ASGI and httpx instrumentations
    (benchmarks.contrib_services).
 3. The hop: one client process, 32 requests in flight, POST /tasks, through
-   Tandem's create_client (tracing on), raw aiohttp, and httpx's default
-   transport; against a worker stand-in served like the worker (the target's
+   Tandem's create_client (tracing on and off), raw aiohttp, httpx's
+   default transport, and two floors, one bare SDK span per call around raw
+   aiohttp and around Tandem's client with its own tracing off; against a worker stand-in served like the worker (the target's
    basis) and against a raw-socket server that costs nothing (the clients'
    own cost, in isolation).
 4. Span delivery: fresh collector and services, the full path for 60 s at
@@ -69,6 +70,8 @@ TRIVIAL_VARIANTS = {
     "tandem": "(b) Tandem's TracingMiddleware",
     "contrib": "(c) contrib ASGI middleware, exclude_spans send/receive",
     "starlette": "(d) Starlette's OpenTelemetryMiddleware",
+    "floor_sdk": "(e) floor: one bare span per request through the SDK's Tracer; no attributes, context, metric or header",
+    "floor_tandem": "(f) floor: the same bare span through Tandem's RequestTracer",
 }
 FULL_VARIANTS = {
     "traced": "Tandem, traced",
@@ -80,6 +83,8 @@ HOP_CLIENTS = {
     "tandem_untraced": "Tandem's create_client, OTEL_SDK_DISABLED",
     "aiohttp": "raw aiohttp",
     "httpx": "httpx, default transport",
+    "aiohttp_span": "floor: raw aiohttp + one bare span per call through the SDK's Tracer",
+    "tandem_bare_span": "floor: Tandem's client, its tracing off, + one bare span per call through Tandem's RequestTracer",
 }
 HOP_SERVERS = {
     "worker": "worker stand-in (Starlette on hypercorn, like the worker)",
@@ -108,7 +113,7 @@ class Size:
 
 
 SIZES = {
-    # About 12 minutes on the 2-core machine: 5 rounds of (4 × 7 s + 3 × 9 s + 8 × (4 s + 1 s warm-up)),
+    # About 15 minutes on the 2-core machine: 5 rounds of (6 × 7 s + 3 × 9 s + 12 × (4 s + 1 s warm-up)),
     # the 60 s delivery run, process start-ups and the micro-benchmarks.
     "full": Size("full", rounds=5, trivial_seconds=7, full_seconds=9, hop_seconds=4, hop_warmup=1.0,
                  warmup_seconds=3, delivery_seconds=60, pause=0.5, settle_timeout=60),

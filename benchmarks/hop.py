@@ -1,7 +1,7 @@
 """Section 3: the gateway->worker hop, client side only.
 
     python -m benchmarks.hop server --port P
-    python -m benchmarks.hop client --kind tandem|aiohttp|httpx --url URL --concurrency 32 --seconds S
+    python -m benchmarks.hop client --kind KIND --url URL --concurrency 32 --seconds S
 
 The server is a worker stand-in that costs next to nothing: a raw asyncio
 protocol on uvloop that reads each HTTP/1.1 request (body by Content-Length)
@@ -15,7 +15,13 @@ The client process fires POST /tasks with a JSON body through one client,
 is tandem_telemetry.create_client as the gateway uses it, tracing on and
 exporting to the collector named by OTEL_EXPORTER_OTLP_ENDPOINT; `aiohttp` a
 raw aiohttp.ClientSession; `httpx` an httpx.AsyncClient with its default
-transport and limits.
+transport and limits. Two floors wrap a client's call in one bare CLIENT
+span (started before, ended after; no attributes, metric or propagation)
+exported through the same pipeline as `tandem`: `aiohttp_span` around the
+raw aiohttp session, started through the SDK's Tracer (the floor for any
+client traced the SDK's standard way); `tandem_bare_span` around Tandem's
+client with its own tracing off, started through Tandem's RequestTracer
+(the floor for a traced httpx client).
 """
 
 from __future__ import annotations
@@ -97,40 +103,67 @@ async def _measure(send: Callable[[int], Awaitable[None]], concurrency: int, sec
     return completed, errors, time.perf_counter() - start
 
 
+def _with_bare_span(send: Callable[[int], Awaitable[None]], *, lean: bool) -> tuple[Callable[[int], Awaitable[None]], Callable[[], object]]:
+    """`send` inside one CLIENT span per call and nothing else; and the flush.
+
+    The span is started through the SDK's own Tracer, or with `lean` through
+    Tandem's RequestTracer, the cheapest start of an SDK span Tandem has.
+    """
+    from opentelemetry.trace import SpanKind
+
+    import tandem_telemetry
+
+    telemetry = tandem_telemetry.setup("bench-hop")
+    assert telemetry.tracer_provider is not None, "the floor needs a live pipeline (OTEL_SDK_DISABLED is set)"
+    tracer = telemetry.tracer if lean else telemetry.tracer_provider.get_tracer("benchmarks.floor")
+
+    async def traced(n: int) -> None:
+        span = tracer.start_span("POST", kind=SpanKind.CLIENT)
+        try:
+            await send(n)
+        finally:
+            span.end()
+
+    return traced, lambda: telemetry.shutdown(10)
+
+
 async def _client(kind: str, url: str, concurrency: int, seconds: float, warmup: float) -> dict[str, Any]:
     close: Callable[[], Awaitable[None]]
     flush: Callable[[], object] | None = None
-    if kind == "tandem":
+    if kind in ("tandem", "tandem_bare_span"):
         import tandem_telemetry
-        from tandem_telemetry import Timeouts, create_client
+        from tandem_telemetry import TelemetrySettings, Timeouts, create_client
+        from tandem_telemetry.bootstrap import build_telemetry
 
-        telemetry = tandem_telemetry.setup("bench-hop")
-        client = create_client(url, timeouts=Timeouts(connect=1.0, read=5.0, total=5.0))
+        # The floor keeps Tandem's client (httpx over aiohttp, retries, timeouts) with its own tracing off.
+        own = build_telemetry("bench-hop", settings=TelemetrySettings(disabled=True)) if kind == "tandem_bare_span" else None
+        client = create_client(url, timeouts=Timeouts(connect=1.0, read=5.0, total=5.0), telemetry=own)
 
-        async def send(n: int) -> None:
+        async def post(n: int) -> None:
             response = await client.post("/tasks", json={"task": n})
             if response.status_code != 200:
                 raise RuntimeError(response.status_code)
             response.json()
 
+        if kind == "tandem":
+            telemetry = tandem_telemetry.setup("bench-hop")
+            send, flush = post, lambda: telemetry.shutdown(10)
+        else:
+            send, flush = _with_bare_span(post, lean=True)
         close = client.aclose
-
-        def flush() -> object:
-            return telemetry.shutdown(10)
-
     elif kind == "httpx":
         import httpx
 
-        client = httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(5.0, connect=1.0))
+        plain = httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(5.0, connect=1.0))
 
         async def send(n: int) -> None:
-            response = await client.post("/tasks", json={"task": n})
+            response = await plain.post("/tasks", json={"task": n})
             if response.status_code != 200:
                 raise RuntimeError(response.status_code)
             response.json()
 
-        close = client.aclose
-    elif kind == "aiohttp":
+        close = plain.aclose
+    elif kind in ("aiohttp", "aiohttp_span"):
         import aiohttp
 
         session = aiohttp.ClientSession(
@@ -138,12 +171,13 @@ async def _client(kind: str, url: str, concurrency: int, seconds: float, warmup:
         )
         target = url.rstrip("/") + "/tasks"
 
-        async def send(n: int) -> None:
+        async def raw(n: int) -> None:
             async with session.post(target, json={"task": n}) as response:
                 if response.status != 200:
                     raise RuntimeError(response.status)
                 await response.json()
 
+        send, flush = (raw, None) if kind == "aiohttp" else _with_bare_span(raw, lean=False)
         close = session.close
     else:
         raise SystemExit(f"unknown client kind {kind!r}")
@@ -165,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     server.add_argument("--host", default="127.0.0.1")
     server.add_argument("--port", type=int, required=True)
     client = sub.add_parser("client")
-    client.add_argument("--kind", choices=("tandem", "aiohttp", "httpx"), required=True)
+    client.add_argument("--kind", choices=("tandem", "tandem_bare_span", "aiohttp", "aiohttp_span", "httpx"), required=True)
     client.add_argument("--url", required=True)
     client.add_argument("--concurrency", type=int, default=32)
     client.add_argument("--seconds", type=float, default=5.0)

@@ -21,6 +21,17 @@ TARGETS = {
 }
 
 
+# Chart labels and colours, keyed like harness.TRIVIAL_VARIANTS and HOP_CLIENTS.
+TRIVIAL_SHORT = {"untraced": "(a) untraced", "tandem": "(b) Tandem", "contrib": "(c) contrib", "starlette": "(d) Starlette",
+                 "floor_sdk": "(e) bare SDK span", "floor_tandem": "(f) bare span,\nRequestTracer"}
+TRIVIAL_COLORS = {"untraced": "#999999", "tandem": "#2a7ab9", "contrib": "#d98c2b", "starlette": "#8c6bb1",
+                  "floor_sdk": "#cccccc", "floor_tandem": "#a9c9e4"}
+HOP_SHORT = {"tandem": "Tandem, traced", "tandem_untraced": "Tandem, SDK off", "aiohttp": "raw aiohttp", "httpx": "httpx default",
+             "aiohttp_span": "aiohttp +\nbare SDK span", "tandem_bare_span": "Tandem, SDK off\n+ bare SDK span"}
+HOP_COLORS = {"tandem": "#2a7ab9", "tandem_untraced": "#7fb3dd", "aiohttp": "#999999", "httpx": "#d98c2b", "aiohttp_span": "#cccccc",
+              "tandem_bare_span": "#c6dbef"}
+
+
 def _s(spread: dict[str, float], fmt: str = "{:.0f}") -> str:
     return f"{fmt.format(spread['median'])} [{fmt.format(spread['min'])}–{fmt.format(spread['max'])}]"
 
@@ -51,6 +62,41 @@ def target_rows(data: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
          _r(tutorial), tutorial["median"] >= TARGETS["full_vs_tutorial"]),
         ("Hop: Tandem's client / raw aiohttp (worker stand-in)", f"≥ {TARGETS['hop']:.2f}", _r(hop), hop["median"] >= TARGETS["hop"]),
         ("Span delivery at the maximum sustained rate", "= 1.0", f"{delivery:.6f}", delivery == TARGETS["delivery"]),
+    ]
+
+
+def floor_lines(data: dict[str, Any]) -> list[str]:
+    """What a bare span alone allows, measured in the same run, set beside the two ratio targets it bounds."""
+    s = data["summary"]
+    trivial, hop = s["trivial"], s["hop"]["worker"]
+    floors = ((trivial, "floor_sdk"), (trivial, "floor_tandem"), (hop, "aiohttp_span"), (hop, "tandem_bare_span"))
+    if not all(row.get(key, {}).get("rps", {}).get("median") for row, key in floors):
+        return []  # a run from before the floors were measured
+
+    def against(floor: dict[str, float], target: float) -> str:
+        relation = "below" if floor["median"] < target else "at or above"
+        return f"{_r(floor)}, {relation} the target of {target:.2f}"
+
+    return [
+        "**The floors.** The same run measured what one span costs when nothing else is done: no attribute, no "
+        "context for the app, no metric, no propagation, no header; the span exported like the others.",
+        "",
+        "| Floor | ratio, median [min–max] |",
+        "|---|---|",
+        f"| (e) a middleware starting and ending one SERVER span through the SDK's `Tracer.start_span`, / (a) | "
+        f"{against(trivial['floor_sdk']['ratio'], TARGETS['trivial'])} |",
+        f"| (f) the same SDK span started through Tandem's `RequestTracer`, / (a) | "
+        f"{against(trivial['floor_tandem']['ratio'], TARGETS['trivial'])} |",
+        f"| raw aiohttp with one bare CLIENT span per call, / raw aiohttp (worker stand-in) | "
+        f"{against(hop['aiohttp_span']['ratio'], TARGETS['hop'])} |",
+        f"| Tandem's client (httpx API) with its tracing off and one bare CLIENT span per call, started through "
+        f"`RequestTracer`, / raw aiohttp | "
+        f"{against(hop['tandem_bare_span']['ratio'], TARGETS['hop'])} |",
+        "",
+        "A floor below its target means no instrumentation built that way can meet the target on this machine, "
+        "whatever else it leaves out. Sections 1 and 3 hold the rows; section 6 and the notes at the end itemise "
+        "what Tandem's middleware and client add to them.",
+        "",
     ]
 
 
@@ -93,12 +139,14 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
     for measure, target, measured, ok in target_rows(data):
         add(f"| {measure} | {target} | {measured} | {_met(ok)} |")
     add("")
+    for line in floor_lines(data):
+        add(line)
 
     add("## 1. Middleware overhead on a trivial route")
     add("")
     add(f"`GET /hello` on one Starlette app, served like the services (hypercorn, uvloop, one process). "
         f"wrk -t{load['trivial_threads']} -c{load['trivial_connections']}, {size['trivial_seconds']:.0f} s per measurement. "
-        "(b)–(d) sample 100% and export through the SDK's BatchSpanProcessor and OTLP/gRPC exporter to the "
+        "(b)–(f) sample 100% and export through the SDK's BatchSpanProcessor and OTLP/gRPC exporter to the "
         "collector, a separate process. Ratios are per round, to (a) of the same round.")
     add("")
     add("| Variant | req/s | ratio to (a) | requests | errors |")
@@ -252,7 +300,7 @@ def write_chart(data: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     s = data["summary"]
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    fig, axes = plt.subplots(2, 2, figsize=(15, 9))
     m = data["machine"]
     fig.suptitle(f"Tandem benchmarks — {m['nproc']} × {m['cpu']}, Python {m['python']}, {m['date']} "
                  f"(median, bars: min–max over {data['size']['rounds']} rounds)", fontsize=11)
@@ -269,8 +317,7 @@ def write_chart(data: dict[str, Any], path: Path) -> None:
 
     ax = axes[0][0]
     names = list(TRIVIAL_VARIANTS)
-    bars(ax, ["(a) untraced", "(b) Tandem", "(c) contrib ASGI", "(d) Starlette"], [s["trivial"][v]["ratio"] for v in names],
-         ["#999999", "#2a7ab9", "#d98c2b", "#8c6bb1"])
+    bars(ax, [TRIVIAL_SHORT[v] for v in names], [s["trivial"][v]["ratio"] for v in names], [TRIVIAL_COLORS[v] for v in names])
     ax.axhline(0.85, color="#2a7ab9", linestyle="--", linewidth=1, label="target for (b): 0.85")
     ax.set_title("1. Trivial route: req/s as a ratio to (a)", fontsize=10)
     ax.set_ylim(0, 1.15)
@@ -287,15 +334,14 @@ def write_chart(data: dict[str, Any], path: Path) -> None:
 
     ax = axes[1][0]
     width = 0.38
-    colors = {"tandem": "#2a7ab9", "tandem_untraced": "#7fb3dd", "aiohttp": "#999999", "httpx": "#d98c2b"}
     for j, server in enumerate(HOP_SERVERS):
         for i, kind in enumerate(HOP_CLIENTS):
             spread = s["hop"][server][kind]["rps"]
             x = i + (j - 0.5) * width
             ax.bar(x, spread["median"], width, yerr=[[spread["median"] - spread["min"]], [spread["max"] - spread["median"]]],
-                   capsize=3, color=colors[kind], alpha=1.0 if server == "worker" else 0.45)
+                   capsize=3, color=HOP_COLORS[kind], alpha=1.0 if server == "worker" else 0.45)
             ax.annotate(f"{spread['median']:.0f}", (x, spread["max"]), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=7)
-    ax.set_xticks(range(len(HOP_CLIENTS)), ["Tandem, traced", "Tandem, SDK off", "raw aiohttp", "httpx default"], fontsize=8)
+    ax.set_xticks(range(len(HOP_CLIENTS)), [HOP_SHORT[k] for k in HOP_CLIENTS], fontsize=8)
     ax.set_title("3. Hop, 32 in flight: req/s (solid: worker stand-in; pale: raw-socket server)", fontsize=10)
 
     ax = axes[1][1]

@@ -12,7 +12,7 @@ BENCH_SUDO := $(shell [ "$$(id -u 2>/dev/null)" = 0 ] || command -v sudo 2>/dev/
 
 .PHONY: bench bench-wrk
 
-bench: install bench-wrk ## Benchmark on loopback with wrk (~12 min); writes docs/benchmarks.md and .png.
+bench: install bench-wrk ## Benchmark on loopback with wrk (~15 min); writes docs/benchmarks.md and .png.
 	BENCH_COMMAND="make bench" $(VENV_PY) -m benchmarks --loadgen wrk --out $(CURDIR)/docs --raw $(CURDIR)/benchmarks/results.json $(BENCH_ARGS)
 
 bench-wrk:
