@@ -113,22 +113,11 @@ class OneBareSpan:
             span.end()
 
 
-def build_floor_sdk() -> Starlette:
-    from tandem_telemetry import setup
+def _build_floor(lean: bool) -> Starlette:
+    from benchmarks.floors import floor_tracer
 
-    telemetry = setup("bench-trivial")
     app = _app()
-    # The SDK's own Tracer, from the same provider (processor, exporter, resource) as (b).
-    app.add_middleware(OneBareSpan, tracer=telemetry.tracer_provider.get_tracer("benchmarks.floor"))  # type: ignore[arg-type]
-    return app
-
-
-def build_floor_tandem() -> Starlette:
-    from tandem_telemetry import setup
-
-    telemetry = setup("bench-trivial")
-    app = _app()
-    app.add_middleware(OneBareSpan, tracer=telemetry.tracer)  # type: ignore[arg-type]
+    app.add_middleware(OneBareSpan, tracer=floor_tracer("bench-trivial", lean=lean)[0])  # type: ignore[arg-type]
     return app
 
 
@@ -147,8 +136,8 @@ BUILDERS = {
     "tandem": build_tandem,
     "contrib": build_contrib,
     "starlette": build_starlette,
-    "floor_sdk": build_floor_sdk,
-    "floor_tandem": build_floor_tandem,
+    "floor_sdk": lambda: _build_floor(lean=False),
+    "floor_tandem": lambda: _build_floor(lean=True),
     "hop_worker": build_hop_worker,
 }
 

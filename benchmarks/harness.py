@@ -17,10 +17,11 @@ tandem_collector.localstack.Stack and served like the services
    (benchmarks.contrib_services).
 3. The hop: one client process, 32 requests in flight, POST /tasks, through
    Tandem's create_client (tracing on and off), raw aiohttp, httpx's
-   default transport, and two floors, one bare SDK span per call around raw
-   aiohttp and around Tandem's client with its own tracing off; against a worker stand-in served like the worker (the target's
-   basis) and against a raw-socket server that costs nothing (the clients'
-   own cost, in isolation).
+   default transport, and two floors (one bare SDK span per call around raw
+   aiohttp, and around Tandem's client with its own tracing off); against a
+   worker stand-in served like the worker (the target's basis) and against
+   a raw-socket server that costs nothing (the clients' own cost, in
+   isolation).
 4. Span delivery: fresh collector and services, the full path for 60 s at
    the rate wrk drives with the full-path settings; spans received by the
    collector against 1 + 6N per request the gateway served.

@@ -104,18 +104,12 @@ async def _measure(send: Callable[[int], Awaitable[None]], concurrency: int, sec
 
 
 def _with_bare_span(send: Callable[[int], Awaitable[None]], *, lean: bool) -> tuple[Callable[[int], Awaitable[None]], Callable[[], object]]:
-    """`send` inside one CLIENT span per call and nothing else; and the flush.
-
-    The span is started through the SDK's own Tracer, or with `lean` through
-    Tandem's RequestTracer, the cheapest start of an SDK span Tandem has.
-    """
+    """`send` inside one CLIENT span per call and nothing else (benchmarks.floors); and the flush."""
     from opentelemetry.trace import SpanKind
 
-    import tandem_telemetry
+    from benchmarks.floors import floor_tracer
 
-    telemetry = tandem_telemetry.setup("bench-hop")
-    assert telemetry.tracer_provider is not None, "the floor needs a live pipeline (OTEL_SDK_DISABLED is set)"
-    tracer = telemetry.tracer if lean else telemetry.tracer_provider.get_tracer("benchmarks.floor")
+    tracer, telemetry = floor_tracer("bench-hop", lean=lean)
 
     async def traced(n: int) -> None:
         span = tracer.start_span("POST", kind=SpanKind.CLIENT)
