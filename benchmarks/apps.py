@@ -62,13 +62,10 @@ def build_tandem() -> Starlette:
     return instrument(_app(), "bench-trivial")
 
 
-def build_contrib() -> Starlette:
+def add_contrib_middleware(app: Starlette, telemetry: Any) -> None:
+    """(c)'s middleware, also the contrib-instrumented services' (benchmarks.contrib_services): one SERVER span per request."""
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-    from tandem_telemetry import setup
-
-    telemetry = setup("bench-trivial")
-    app = _app()
     app.add_middleware(
         OpenTelemetryMiddleware,  # type: ignore[arg-type]
         excluded_urls=UNTRACED_PATHS,
@@ -76,6 +73,13 @@ def build_contrib() -> Starlette:
         meter_provider=telemetry.meter_provider,
         exclude_spans=["send", "receive"],
     )
+
+
+def build_contrib() -> Starlette:
+    from tandem_telemetry import setup
+
+    app = _app()
+    add_contrib_middleware(app, setup("bench-trivial"))
     return app
 
 

@@ -23,11 +23,10 @@ import httpx
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from benchmarks.apps import UNTRACED_PATHS
+from benchmarks.apps import add_contrib_middleware
 
 
 def _contrib_app(service: str, routes: list[Route], client_url: str, timeout: httpx.Timeout, state: Callable[[Starlette, httpx.AsyncClient], None]) -> Starlette:
-    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
     from tandem_telemetry import setup
@@ -48,13 +47,7 @@ def _contrib_app(service: str, routes: list[Route], client_url: str, timeout: ht
                 telemetry.force_flush()
 
     app = Starlette(routes=[*routes, *HEALTH_ROUTES], lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
-    app.add_middleware(
-        OpenTelemetryMiddleware,  # type: ignore[arg-type]
-        excluded_urls=UNTRACED_PATHS,
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-        exclude_spans=["send", "receive"],
-    )
+    add_contrib_middleware(app, telemetry)
     # Like the services: the request guard, where the package has one, is added last and runs first.
     from tandem_telemetry import service
 
