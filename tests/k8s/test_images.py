@@ -1,4 +1,7 @@
-"""The two Dockerfiles: hadolint-clean, pinned, non-root, fed by current lock exports."""
+"""services/Dockerfile, for both images: hadolint-clean, pinned, non-root, fed by current lock exports.
+
+tests/containers builds and runs it; these checks read it.
+"""
 
 from __future__ import annotations
 
@@ -21,10 +24,11 @@ EXPORT_PACKAGES = {
 }
 UV_EXPORT_FLAGS = ["--frozen", "--no-dev", "--no-emit-workspace", "--no-header", "--format", "requirements.txt"]
 BASE_IMAGE = re.compile(r"^python:3\.12\.\d+-slim-bookworm@sha256:[0-9a-f]{64}$")
+DOCKERFILE = SERVICES / "Dockerfile"
 
 
-def dockerfile(service: str) -> str:
-    return (SERVICES / service / "Dockerfile").read_text()
+def dockerfile() -> str:
+    return DOCKERFILE.read_text()
 
 
 def instructions(text: str) -> list[tuple[str, str]]:
@@ -43,7 +47,8 @@ def stages(text: str) -> list[list[tuple[str, str]]]:
     for ins in instructions(text):
         if ins[0] == "FROM":
             result.append([])
-        result[-1].append(ins)
+        if result:  # an ARG before the first FROM belongs to no stage
+            result[-1].append(ins)
     return result
 
 
@@ -57,7 +62,7 @@ def uv() -> str:
 
 
 def test_hadolint_reports_nothing() -> None:
-    proc = run([tool("hadolint"), str(SERVICES / "gateway" / "Dockerfile"), str(SERVICES / "worker" / "Dockerfile")], check=False)
+    proc = run([tool("hadolint"), str(DOCKERFILE)], check=False)
     assert proc.returncode == 0 and not proc.stdout.strip() and not proc.stderr.strip(), proc.stdout + proc.stderr
 
 
@@ -83,36 +88,44 @@ def test_makefile_exports_the_same_packages() -> None:
     assert m and m.group(1).split() == UV_EXPORT_FLAGS
 
 
-@pytest.mark.parametrize("service", ["gateway", "worker"])
-def test_dockerfile_shape(service: str) -> None:
-    text = dockerfile(service)
+def test_one_dockerfile_for_both_services() -> None:
+    assert not list(SERVICES.glob("*/Dockerfile")), "services/Dockerfile builds every service (SERVICE=...)"
+
+
+def test_dockerfile_shape() -> None:
+    text = dockerfile()
+    header = text[: text.index("\nFROM ")]
+    default_base = re.search(r"^ARG BASE_IMAGE=(\S+)$", header, re.M)
+    assert default_base and BASE_IMAGE.match(default_base.group(1)), "the default base is the digest-pinned official image"
     build, runtime = stages(text)
-    # Both stages on the same pinned base: the venv links to its interpreter.
-    base = build[0][1].split()[0]
-    assert BASE_IMAGE.match(base), base
-    assert runtime[0][1].split()[0] == base
-    runtime_text = " ".join(args for _, args in runtime)
-    # Dependencies from the hash-pinned export, binary wheels only (no compiler).
+    # Both stages on the same base: the venv links to its interpreter.
+    assert build[0][1] == "${BASE_IMAGE} AS build" and runtime[0][1] == "${BASE_IMAGE} AS runtime"
     build_text = " ".join(args for _, args in build)
-    assert f"{service}/requirements.lock" in build_text
+    runtime_text = " ".join(args for _, args in runtime)
+    # Dependencies from the service's hash-pinned export, binary wheels only (no compiler).
+    assert "${SERVICE}/requirements.lock" in build_text
     assert "--require-hashes" in build_text and "--only-binary=:all:" in build_text
+    # The proxy CA arrives as a build secret on the steps that reach the index, never by COPY or ARG.
+    installs = [args for word, args in build if word == "RUN" and "pip install" in args]
+    assert installs and all("--mount=type=secret,id=ca-bundle" in args for args in installs)
+    assert not re.search(r"(COPY|ADD|ARG)\b[^\n]*(\.pem|\.crt|CERT|ca-bundle)", text.replace("id=ca-bundle", ""))
     # The runtime stage installs nothing and builds nothing.
     assert not re.search(r"\b(apt-get|apk|gcc|cc|make|build-essential)\b", runtime_text)
     assert "pip install" not in runtime_text
     # Non-root, numeric so runAsNonRoot can verify it.
-    users = [args for word, args in runtime if word == "USER"]
-    assert users == ["10001:10001"]
+    assert [args for word, args in runtime if word == "USER"] == ["10001:10001"]
     env = " ".join(args for word, args in runtime if word == "ENV")
-    assert "PYTHONDONTWRITEBYTECODE=1" in env and "PYTHONUNBUFFERED=1" in env
+    assert "PYTHONDONTWRITEBYTECODE=1" in env and "PYTHONUNBUFFERED=1" in env and "SERVICE=${SERVICE}" in env
+    # `python -m <service>`, exec'd so Python is PID 1 and gets SIGTERM.
     entrypoint = [args for word, args in runtime if word == "ENTRYPOINT"]
-    assert entrypoint == [f'["python", "-m", "{service}"]']
+    assert entrypoint == ['["/bin/sh", "-c", "exec python -m \\"$SERVICE\\" \\"$@\\"", "python"]']
 
 
 def test_gateway_image_carries_tracecheck() -> None:
     """The helm test pod runs `python -m tandem_tracecheck` from the gateway image."""
-    build = " ".join(args for _, args in stages(dockerfile("gateway"))[0])
-    assert "COPY tracecheck /src/tracecheck" in build or "tracecheck /src/tracecheck" in build
-    assert "/src/tracecheck" in build.split("install", 2)[-1]
+    build = " ".join(args for _, args in stages(dockerfile())[0])
+    assert "tracecheck /src/tracecheck" in build
+    assert 'if [ "$SERVICE" = gateway ]; then set -- "$@" /src/tracecheck; fi' in build
 
 
 @pytest.mark.parametrize("service", ["gateway", "worker"])
@@ -120,9 +133,9 @@ def test_dockerfile_copies_exist_in_the_build_context(service: str) -> None:
     """Every COPY source is inside services/ (the build context) and not ignored."""
     lines = (SERVICES / ".dockerignore").read_text().splitlines()
     ignored = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-    for word, args in instructions(dockerfile(service)):
+    for word, args in instructions(dockerfile()):
         if word == "COPY" and "--from=" not in args:
-            sources = shlex.split(args)[:-1]
+            sources = shlex.split(args.replace("${SERVICE}", service))[:-1]
             for src in sources:
                 path = SERVICES / src
                 assert path.exists(), f"{service}: COPY {src}: not in services/"
