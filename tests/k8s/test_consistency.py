@@ -54,9 +54,13 @@ def test_image_names_agree(values: dict[str, Any]) -> None:
         name = values[app]["image"]["repository"]
         assert name in artifacts, f"skaffold builds no {name}"
         assert artifacts[name]["context"] == "services"
-        assert artifacts[name]["docker"]["dockerfile"] == f"{app}/Dockerfile"
-        assert (REPO / "services" / app / "Dockerfile").exists()
+        assert artifacts[name]["docker"]["dockerfile"] == "Dockerfile"
+        assert artifacts[name]["docker"]["buildArgs"] == {"SERVICE": app}
+        assert (REPO / "services" / "Dockerfile").exists()
         assert re.search(rf"^{app.upper()}_IMAGE\s*:=\s*{re.escape(name)}\s*$", mk, re.M), f"mk: {app.upper()}_IMAGE"
+    containers_mk = (REPO / "mk" / "containers.mk").read_text()
+    for app in APPS:
+        assert f"$(call build_image,{app},$({app.upper()}_IMAGE))" in containers_mk, f"make images builds {app}"
         assert values[app]["image"]["tag"] == "", "the tag defaults to appVersion"
 
 
@@ -93,9 +97,10 @@ def test_app_version_is_the_services_version(app: str, chart_meta: dict[str, Any
 def test_ports_agree(app: str, values: dict[str, Any], rendered: dict[str, Rendered]) -> None:
     port = values[app]["port"]
     assert port == settings(app).DEFAULT_PORT, f"values {app}.port != {app}.settings.DEFAULT_PORT"
-    dockerfile = (REPO / "services" / app / "Dockerfile").read_text()
-    assert re.search(rf"^EXPOSE {port}$", dockerfile, re.M)
-    assert f"get('PORT', '{port}')" in dockerfile, "HEALTHCHECK's default port"
+    # The image's HEALTHCHECK takes PORT, else the service's own DEFAULT_PORT: no port is written in it.
+    dockerfile = (REPO / "services" / "Dockerfile").read_text()
+    assert "os.environ.get('PORT') or importlib.import_module(os.environ['SERVICE'] + '.settings').DEFAULT_PORT" in dockerfile
+    assert not re.search(r"^EXPOSE ", dockerfile, re.M)
     r = rendered["default"]
     container = r.container(app)
     assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
@@ -232,8 +237,16 @@ def test_dev_sync_targets_the_installed_packages() -> None:
             assert rule["src"] == f"{rule['strip']}**/*.py"
             package = src_dir.rsplit("/", 1)[-1]
             assert rule["dest"] == f"/opt/venv/lib/python3.12/site-packages/{package}"
-    for app in APPS:
-        dockerfile = (REPO / "services" / app / "Dockerfile").read_text()
-        assert "python -m venv --without-pip /opt/venv" in dockerfile
-        assert re.search(r"FROM python:3\.12\.", dockerfile)
-        assert f"$SITE/{app}" in dockerfile, "DEV_SYNC must make the synced package writable"
+    # The default base's Python is the one in the paths; tests/containers writes to them as UID 10001.
+    dockerfile = (REPO / "services" / "Dockerfile").read_text()
+    assert "python3 -m venv /opt/venv" in dockerfile
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.12\.", dockerfile, re.M)
+    assert 'chown -R 10001:10001 "$site/$SERVICE" "$site/tandem_telemetry"' in dockerfile
+
+
+def test_podman_ulimit_cap_agrees() -> None:
+    """make's builds and the container suite's runs ask podman for the same limits."""
+    from tests.containers.engine import PODMAN_ULIMIT_CAP
+
+    mk = (REPO / "mk" / "containers.mk").read_text()
+    assert re.search(rf"^PODMAN_ULIMIT_CAP\s*:=\s*{PODMAN_ULIMIT_CAP}$", mk, re.M)

@@ -1,0 +1,77 @@
+# Container images: `make images` builds both services from services/Dockerfile
+# with docker or podman. Included by the root Makefile, after mk/kubernetes.mk
+# (GATEWAY_IMAGE, WORKER_IMAGE, APP_VERSION). The container suite
+# (tests/containers) builds through this same target, on a local base image
+# that `make test-base-image` makes with debootstrap (no registry needed).
+
+# docker when its daemon answers, else podman. CONTAINER_ENGINE overrides.
+CONTAINER_ENGINE ?=
+ENGINE = $(or $(CONTAINER_ENGINE),$(shell if docker info >/dev/null 2>&1; then echo docker; elif command -v podman >/dev/null 2>&1; then echo podman; fi))
+IS_PODMAN = $(filter podman,$(notdir $(ENGINE)))
+
+# Podman only. runc: crun refuses hybrid (cgroup v1) hosts; empty keeps
+# podman's own choice. Ulimits: podman's defaults (1048576) exceed this
+# machine's hard limits, and then no container starts. A container gets no
+# more than podman itself runs with: this shell's hard limit, and for nproc
+# at most 32768, podman's own cap. tests/containers/engine.py does the same.
+# The build uses the host's network and the docker image format (OCI drops
+# HEALTHCHECK).
+PODMAN_RUNTIME ?= runc
+PODMAN_ULIMIT_CAP := 32768
+PODMAN_ULIMITS = $(shell for kind in nofile:n nproc:u; do \
+  hard=$$(ulimit -H$${kind#*:}); [ "$$hard" = unlimited ] || [ "$$hard" -gt $(PODMAN_ULIMIT_CAP) ] && hard=$(PODMAN_ULIMIT_CAP); \
+  printf -- '--ulimit %s=%s:%s ' "$${kind%:*}" "$$hard" "$$hard"; done)
+ENGINE_CMD = $(ENGINE) $(if $(IS_PODMAN),$(if $(PODMAN_RUNTIME),--runtime $(PODMAN_RUNTIME)))
+BUILD_FLAGS = $(if $(IS_PODMAN),--network host --format docker $(PODMAN_ULIMITS))
+
+# Empty: the Dockerfile's default, the digest-pinned official Python image.
+BASE_IMAGE ?=
+# The CA bundle pip trusts inside the build, for a TLS-intercepting proxy. It
+# is a build secret: mounted for the install steps only, in no layer. Default:
+# the bundle this machine's pip or Python is told to use, if any.
+CA_BUNDLE ?= $(firstword $(foreach f,$(PIP_CERT) $(REQUESTS_CA_BUNDLE) $(SSL_CERT_FILE),$(wildcard $(f))))
+IMAGE_TAG ?= $(APP_VERSION)
+# true: the variant skaffold's dev profile builds (synced packages writable).
+DEV_SYNC ?= false
+
+.PHONY: images test-base-image
+
+images: ## Build tandem-gateway and tandem-worker (docker or podman; CONTAINER_ENGINE, BASE_IMAGE, CA_BUNDLE).
+	@[ -n "$(ENGINE)" ] || { echo "make images: no container engine: start Docker, or install podman (CONTAINER_ENGINE=docker|podman picks one)" >&2; exit 1; }
+	@[ -z "$(CA_BUNDLE)" ] || [ -r "$(CA_BUNDLE)" ] || { echo "make images: CA_BUNDLE=$(CA_BUNDLE) is not a readable file" >&2; exit 1; }
+	$(call build_image,gateway,$(GATEWAY_IMAGE))
+	$(call build_image,worker,$(WORKER_IMAGE))
+
+define build_image
+$(ENGINE_CMD) build $(BUILD_FLAGS) -f services/Dockerfile \
+	  --build-arg SERVICE=$(1) --build-arg DEV_SYNC=$(DEV_SYNC) \
+	  $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+	  $(if $(CA_BUNDLE),--secret id=ca-bundle$(comma)src=$(CA_BUNDLE)) \
+	  -t $(2):$(IMAGE_TAG) services
+endef
+comma := ,
+
+# --- The container suite's base image ------------------------------------------
+# Debian bookworm (minbase) with its python3 (3.11, not the official image's
+# 3.12), made by debootstrap from Debian's archive and kept as a tarball under
+# .tools/, so a rerun imports it instead of bootstrapping again (~40 s).
+TEST_BASE_IMAGE := localhost/tandem-test-base:bookworm
+TEST_BASE_DIR   := $(TOOLS)/container-base
+TEST_BASE_TAR   := $(TEST_BASE_DIR)/bookworm-python3.tar
+DEBIAN_MIRROR   ?= http://deb.debian.org/debian
+
+$(TEST_BASE_TAR):
+	@command -v debootstrap >/dev/null || { echo "make test-base-image: debootstrap is not installed (apt-get install debootstrap)" >&2; exit 1; }
+	@[ "$$(id -u)" = 0 ] || { echo "make test-base-image: debootstrap needs root" >&2; exit 1; }
+	rm -rf $(TEST_BASE_DIR)/rootfs && mkdir -p $(TEST_BASE_DIR)
+	debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm $(TEST_BASE_DIR)/rootfs $(DEBIAN_MIRROR) > $(TEST_BASE_DIR)/debootstrap.log
+	rm -rf $(TEST_BASE_DIR)/rootfs/var/cache/apt/archives/*.deb $(TEST_BASE_DIR)/rootfs/var/lib/apt/lists/*
+	tar --numeric-owner -C $(TEST_BASE_DIR)/rootfs -cf $@.partial . && mv $@.partial $@
+	rm -rf $(TEST_BASE_DIR)/rootfs
+
+test-base-image: $(TEST_BASE_TAR) ## Make the local Debian base image the container suite builds on.
+	@[ -n "$(ENGINE)" ] || { echo "make test-base-image: no container engine (install podman)" >&2; exit 1; }
+	@if ! $(ENGINE_CMD) image inspect $(TEST_BASE_IMAGE) >/dev/null 2>&1 || [ $(TEST_BASE_TAR) -nt $(TEST_BASE_TAR).imported ]; then \
+	  echo "$(ENGINE) import $(TEST_BASE_TAR) $(TEST_BASE_IMAGE)"; \
+	  $(ENGINE_CMD) import $(TEST_BASE_TAR) $(TEST_BASE_IMAGE) >/dev/null && touch $(TEST_BASE_TAR).imported; \
+	fi
