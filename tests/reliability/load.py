@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from tandem_tracecheck import TempoClient
+
 
 @dataclass
 class LoadResult:
@@ -45,10 +47,14 @@ async def drive(
     duration: float | None = None,
     keep_going: Callable[[], bool] = lambda: True,
     timeout: float = 30.0,
+    result: LoadResult | None = None,
 ) -> LoadResult:
-    """Send GET `url` from `concurrency` loops until `requests` are sent, `duration` passes, or `keep_going()` is false."""
+    """Send GET `url` from `concurrency` loops until `requests` are sent, `duration` passes, or `keep_going()` is false.
+
+    Pass `result` to watch the answers while the load runs.
+    """
     assert requests is not None or duration is not None, "the load must be bounded"
-    result = LoadResult()
+    result = LoadResult() if result is None else result
     sent = 0
     deadline = time.monotonic() + duration if duration is not None else float("inf")
     client_timeout = aiohttp.ClientTimeout(total=timeout)
@@ -72,6 +78,29 @@ async def drive(
     async with aiohttp.ClientSession(timeout=client_timeout) as session:
         await asyncio.gather(*(loop(session) for _ in range(concurrency)))
     return result
+
+
+async def answered(result: LoadResult, count: int, load: asyncio.Task[LoadResult]) -> None:
+    """Return once `count` requests have been answered; fail if the load ends first."""
+    while len(result.statuses) < count:
+        if load.done():
+            raise AssertionError(f"the load ended after {result.requests} requests: {result.errors[:3]}")
+        await asyncio.sleep(0.05)
+
+
+def incomplete_traces(tempo_url: str, trace_ids: list[str], spans_per_trace: int, timeout: float) -> list[tuple[str, int]]:
+    """(trace id, spans found) for each trace that has not all its spans in Tempo within `timeout`."""
+    incomplete = []
+    with TempoClient(tempo_url) as tempo:
+        deadline = time.monotonic() + timeout
+        for trace_id in trace_ids:
+            spans = tempo.trace(trace_id) or []
+            while len(spans) < spans_per_trace and time.monotonic() < deadline:
+                time.sleep(0.2)
+                spans = tempo.trace(trace_id) or []
+            if len(spans) != spans_per_trace:
+                incomplete.append((trace_id, len(spans)))
+    return incomplete
 
 
 def run(url: str, **kwargs) -> LoadResult:

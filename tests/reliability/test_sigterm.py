@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import time
 
 import pytest
 
 from tandem_collector.localstack import Collector, Stack
-from tandem_tracecheck import TempoClient
 from tests.reliability import report
-from tests.reliability.load import drive
+from tests.reliability.load import LoadResult, answered, drive, incomplete_traces
 from tests.support import free_port
 
 GRACEFUL_TIMEOUT = 10
@@ -30,13 +28,15 @@ def test_sigterm_during_load(stack: Stack, collector: Collector, service: str) -
     target, other = (gateway, worker) if service == "gateway" else (worker, gateway)
     rss_before = report.rss_mb(target.popen.pid)
     stopping = False
+    live = LoadResult()
 
     async def scenario():
         nonlocal stopping
         load = asyncio.create_task(
-            drive(f"http://127.0.0.1:{gateway_port}/api/work?tasks=2&delay_ms=100", concurrency=8, duration=30, keep_going=lambda: not stopping)
+            drive(f"http://127.0.0.1:{gateway_port}/api/work?tasks=2&delay_ms=100", concurrency=8, duration=60,
+                  keep_going=lambda: not stopping, result=live)
         )
-        await asyncio.sleep(3)
+        await answered(live, 20, load)
         # As a load balancer would: the signal goes out, and new requests stop arriving; those in flight must finish.
         target.popen.send_signal(signal.SIGTERM)
         stopping = True
@@ -52,21 +52,11 @@ def test_sigterm_during_load(stack: Stack, collector: Collector, service: str) -
     assert result.failures == 0, result.errors[:5] + [s for s in result.statuses if s != 200][:5]
     assert result.requests > 20, "the load never got going"
 
-    received = 0
-    incomplete = []
-    with TempoClient(collector.tempo_url) as tempo:
-        deadline = time.monotonic() + 10
-        for _, trace_id in result.traces:
-            spans = tempo.trace(trace_id) or []
-            while len(spans) < SPANS_PER_REQUEST and time.monotonic() < deadline:
-                time.sleep(0.2)
-                spans = tempo.trace(trace_id) or []
-            received += len(spans)
-            if len(spans) != SPANS_PER_REQUEST:
-                incomplete.append((trace_id, len(spans)))
+    incomplete = incomplete_traces(collector.tempo_url, [t for _, t in result.traces], SPANS_PER_REQUEST, timeout=10)
+    received = len(result.traces) * SPANS_PER_REQUEST - sum(SPANS_PER_REQUEST - found for _, found in incomplete)
     expected = len(result.traces) * SPANS_PER_REQUEST
     report.record(report.Row(
-        f"SIGTERM to the {service} during load", "/api/work?tasks=2&delay_ms=100, 8 concurrent; SIGTERM at 3 s, then no new requests",
+        f"SIGTERM to the {service} during load", "/api/work?tasks=2&delay_ms=100, 8 concurrent; SIGTERM after 20 answers, then no new requests",
         result.requests, result.failures, expected, received, None, rss_before, None, f"exit code {exit_code}",
     ))
     assert incomplete == [], f"{len(incomplete)} traces incomplete, e.g. {incomplete[:3]}"

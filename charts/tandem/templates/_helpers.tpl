@@ -95,12 +95,15 @@ Call with (dict "root" $ "image" .Values.x.image).
 
 {{/*
 Pod-level settings every workload shares: no service account token (no pod
-talks to the Kubernetes API), pull secrets, scheduling.
+talks to the Kubernetes API), no Service links (they would add a *_SERVICE_HOST
+variable per Service, and TANDEM_* names are the services' own settings), pull
+secrets, scheduling.
 Call with (dict "root" $ "values" .Values.x).
 */}}
 {{- define "tandem.podCommon" -}}
 serviceAccountName: {{ include "tandem.fullname" .root }}
 automountServiceAccountToken: false
+enableServiceLinks: false
 {{- with .root.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
