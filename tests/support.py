@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import socket
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -39,7 +39,8 @@ def make_pipeline(service_name: str = "test-service", **settings: object) -> Pip
     reader = InMemoryMetricReader()
     telemetry = tandem_telemetry.setup(
         service_name,
-        settings=TelemetrySettings(**settings),  # type: ignore[arg-type]
+        # The environment's settings (TANDEM_FAST_PATH among them), with the test's overrides.
+        settings=dataclasses.replace(TelemetrySettings.from_env(), **settings),  # type: ignore[arg-type]
         span_processor=SimpleSpanProcessor(spans),
         metric_reader=reader,
     )
@@ -47,9 +48,10 @@ def make_pipeline(service_name: str = "test-service", **settings: object) -> Pip
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free loopback port, below the ephemeral range (see tandem_collector.ports)."""
+    from tandem_collector.ports import free_port as collector_free_port
+
+    return collector_free_port()
 
 
 @asynccontextmanager

@@ -2,32 +2,57 @@
 
 from __future__ import annotations
 
+import random
 import socket
+from pathlib import Path
+
+# Where the kernel takes ports for outgoing connections, when /proc does not say.
+_DEFAULT_EPHEMERAL_LOW = 32768
+_LOWEST = 10000
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return _DEFAULT_EPHEMERAL_LOW
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port that is free on ``host`` right now.
-
-    There is a small race between closing the probe socket and the caller binding the
-    port; on a loopback test machine that is acceptable, and every server here also
-    accepts port 0 and reports the port it really bound.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that is free on ``host`` right now; see `free_ports`."""
+    return free_ports(1, host)[0]
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Return ``count`` distinct free ports (held open together so none repeats)."""
+    """``count`` distinct TCP ports that are free on ``host`` right now.
+
+    They are chosen below the kernel's ephemeral range, so no outgoing
+    connection (this machine makes many during a test run) can take one
+    between this check and the caller's bind; the ports are held open
+    together while they are chosen, so none repeats.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    socks = [socket.socket(family, socket.SOCK_STREAM) for _ in range(count)]
+    low = _ephemeral_low()
+    candidates = random.sample(range(_LOWEST, low), k=min(low - _LOWEST, 200)) if low - _LOWEST >= 100 else []
+    held: list[socket.socket] = []
     try:
-        for sock in socks:
+        for port in candidates:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                sock.close()
+                continue
+            held.append(sock)
+            if len(held) == count:
+                break
+        while len(held) < count:  # no room below the ephemeral range: the kernel's choice
+            sock = socket.socket(family, socket.SOCK_STREAM)
             sock.bind((host, 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
+            held.append(sock)
+        return [int(sock.getsockname()[1]) for sock in held]
     finally:
-        for sock in socks:
+        for sock in held:
             sock.close()
 
 

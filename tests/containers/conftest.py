@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from tandem_collector.localstack import Collector, Stack
+from tandem_collector.ports import free_port
 from tests.containers.engine import Engine, detect
 from tests.containers.podspec import PodRun, translate
 from tests.k8s.conftest import CHART, NAMESPACE, RELEASE, REPO, tool
@@ -233,9 +234,7 @@ def stand_in(chart: dict[str, dict[str, Any]], tmp_path_factory: pytest.TempPath
     ports = {"grpc": _port_of(env["OTEL_EXPORTER_OTLP_ENDPOINT"]), "query": _port_of(tempo_url), "prometheus": _port_of(metrics_url)}
     app_ports = {app: int(chart[app]["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]) for app in APPS}
     _require_free({**{f"collector {k}": v for k, v in ports.items()}, **app_ports})
-    with socket.socket() as sock:  # the stand-in's OTLP/HTTP port: nothing in the chart uses it
-        sock.bind(("127.0.0.1", 0))
-        ports["http"] = sock.getsockname()[1]
+    ports["http"] = free_port()  # the stand-in's OTLP/HTTP port: nothing in the chart uses it
     stack = Stack(tmp_path_factory.mktemp("stand-in"))
     collector = stack.start_collector(ports)
     _SUBSTITUTIONS[f"the Collector ({urlsplit(env['OTEL_EXPORTER_OTLP_ENDPOINT']).hostname}) and Tempo ({urlsplit(tempo_url).hostname}) → "
