@@ -19,6 +19,8 @@ from urllib.request import urlopen
 
 from tandem_collector.ports import free_ports
 
+# Settings the services take from the environment that starts them.
+INHERITED_SETTINGS = ("TANDEM_FAST_PATH",)
 # Short export intervals, so a trace shows within a second of the request.
 FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_METRIC_EXPORT_INTERVAL": "1000"}
 
@@ -59,7 +61,8 @@ class Stack:
     processes: list[Process] = field(default_factory=list)
 
     def start(self, name: str, module: str, env: dict[str, str], args: tuple[str, ...] = (), *, log: bool = True) -> Process:
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TANDEM_"))}
+        # A clean slate of settings, but for TANDEM_FAST_PATH: CI runs the suites once per path.
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TANDEM_")) or k in INHERITED_SETTINGS}
         full_env.update(env)
         full_env["PYTHONUNBUFFERED"] = "1"
         command = [sys.executable, "-m", module, *args]

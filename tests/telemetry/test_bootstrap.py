@@ -81,12 +81,11 @@ async def test_disabled_sdk_makes_no_spans_and_no_traceresponse(monkeypatch: pyt
 
 
 @pytest.mark.anyio
-async def test_lifespan_shutdown_flushes_batched_spans() -> None:
+async def test_lifespan_shutdown_flushes_batched_spans(monkeypatch: pytest.MonkeyPatch) -> None:
     exporter = InMemorySpanExporter()
     # The real BatchSpanProcessor, with a delay far longer than the test: only the shutdown flush can deliver.
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
     tandem_telemetry.setup("svc", span_exporter=exporter, settings=TelemetrySettings())
-    telemetry = tandem_telemetry.current()
-    telemetry.tracer_provider._active_span_processor._span_processors[0]._batch_processor._schedule_delay = 60
 
     async def ok(request) -> PlainTextResponse:
         return PlainTextResponse("ok")

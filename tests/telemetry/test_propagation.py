@@ -1,4 +1,4 @@
-"""W3C parsing rules, and malformed headers through the middleware (property-based)."""
+"""Propagation: the configured propagators, W3C Trace Context Level 2, and malformed headers through the middleware (property-based)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,16 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from tandem_telemetry import TracingMiddleware
-from tandem_telemetry.propagation import format_baggage, format_traceparent, parse_baggage, parse_traceparent, parse_tracestate
+from tandem_telemetry.propagation import (
+    W3CBaggagePropagator,
+    W3CTraceContextPropagator,
+    configured_propagator,
+    format_baggage,
+    format_traceparent,
+    parse_baggage,
+    parse_traceparent,
+    parse_tracestate,
+)
 from tests.support import Pipeline
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -36,41 +45,115 @@ SPAN = "00f067aa0ba902b7"
     ],
 )
 def test_invalid_traceparent_is_rejected(value: str) -> None:
-    assert parse_traceparent(value.encode()) is None
+    assert parse_traceparent(value) is None
 
 
 def test_future_version_with_extra_fields_is_accepted() -> None:
-    context = parse_traceparent(f"cc-{TRACE}-{SPAN}-01-what-the-future-holds".encode())
+    context = parse_traceparent(f"cc-{TRACE}-{SPAN}-01-what-the-future-holds")
     assert context is not None
     assert f"{context.trace_id:032x}" == TRACE
     assert context.is_remote and context.trace_flags.sampled
 
 
-def test_tracestate_rules() -> None:
-    assert parse_tracestate(b"a=1, b=2").to_header() == "a=1,b=2"
-    assert parse_tracestate(b"tenant@vendor=x").to_header() == "tenant@vendor=x"
-    assert parse_tracestate(",".join(f"k{i}=v" for i in range(32)).encode()) is not None
-    assert parse_tracestate(",".join(f"k{i}=v" for i in range(33)).encode()) is None
-    assert parse_tracestate(b"a=1,a=2") is None  # duplicate key
-    assert parse_tracestate(b"A=1") is None  # invalid key
-    assert parse_tracestate(b"a=1=2,") is None  # '=' not allowed in a value
-    assert parse_tracestate(("k=" + "v" * 600).encode()) is None  # over 512 characters
+KEY_256 = "a" * 100 + "@" + "b" * 155
+
+
+@pytest.mark.parametrize(
+    ("header", "members"),
+    [
+        ("a=1, b=2", [("a", "1"), ("b", "2")]),
+        ("tenant@vendor=x", [("tenant@vendor", "x")]),
+        # Level 2 keys: "@" anywhere but first, a leading digit, 256 characters.
+        ("foo@=1,foo@@bar=2,a@b@c=3,1abc=4,9@z=5", [("foo@", "1"), ("foo@@bar", "2"), ("a@b@c", "3"), ("1abc", "4"), ("9@z", "5")]),
+        (f"{KEY_256}=v", [(KEY_256, "v")]),
+        # An invalid member goes alone: a 257-character key, a leading "@", upper case, "=" in a value.
+        (f"a=1,{KEY_256}x=v,@foo=2,B=3,c=4=4,d=5", [("a", "1"), ("d", "5")]),
+        # A duplicate keeps the first (the most recent); the list is kept.
+        ("a=1,b=2,a=3", [("a", "1"), ("b", "2")]),
+        (" , a=1 ,,b=2, ", [("a", "1"), ("b", "2")]),
+        # At most 32 members: the rest go from the end.
+        (",".join(f"k{i}=v" for i in range(40)), [(f"k{i}", "v") for i in range(32)]),
+        ("A=1", []),
+    ],
+)
+def test_tracestate_follows_level_2(header: str, members: list[tuple[str, str]]) -> None:
+    assert parse_tracestate([header]) == members
+
+
+def test_tracestate_headers_combine_in_order() -> None:
+    assert parse_tracestate(["a=1,b=2", "c=3,a=4"]) == [("a", "1"), ("b", "2"), ("c", "3")]
+
+
+def test_tracestate_round_trips_whole_through_the_propagator(caplog: pytest.LogCaptureFixture) -> None:
+    """Extract then inject on the same trace sends what arrived, Level 2 keys included, and the API logs nothing."""
+    from opentelemetry import trace
+
+    header = f"vendor=1,foo@@bar=2,1abc=3,{KEY_256}=4,t@v=5"
+    propagator = W3CTraceContextPropagator()
+    with caplog.at_level("WARNING"):
+        context = propagator.extract({"traceparent": f"00-{TRACE}-{SPAN}-01", "tracestate": header})
+        span_context = trace.get_current_span(context).get_span_context()
+        # The API's TraceState holds what its grammar allows; the rest travels beside it.
+        assert list(span_context.trace_state.items()) == [("vendor", "1"), ("t@v", "5")]
+        child = trace.NonRecordingSpan(trace.SpanContext(span_context.trace_id, 0xABC, False, span_context.trace_flags, span_context.trace_state))
+        carrier: dict[str, str] = {}
+        propagator.inject(carrier, trace.set_span_in_context(child, context))
+    assert carrier == {"traceparent": f"00-{TRACE}-{0xABC:016x}-01", "tracestate": header}
+    assert not caplog.records
+
+
+def test_a_changed_tracestate_leads_and_the_rest_follows() -> None:
+    from opentelemetry import trace
+
+    propagator = W3CTraceContextPropagator()
+    context = propagator.extract({"traceparent": f"00-{TRACE}-{SPAN}-01", "tracestate": "a=1,foo@@bar=2"})
+    span_context = trace.get_current_span(context).get_span_context()
+    changed = span_context.trace_state.add("mine", "x")
+    child = trace.NonRecordingSpan(trace.SpanContext(span_context.trace_id, 0xABC, False, span_context.trace_flags, changed))
+    carrier: dict[str, str] = {}
+    propagator.inject(carrier, trace.set_span_in_context(child, context))
+    assert carrier["tracestate"] == "mine=x,a=1,foo@@bar=2"
+    # Another trace never gets this one's tracestate.
+    other = trace.NonRecordingSpan(trace.SpanContext(1, 2, False, span_context.trace_flags))
+    carrier = {}
+    propagator.inject(carrier, trace.set_span_in_context(other, context))
+    assert "tracestate" not in carrier
 
 
 def test_baggage_rules() -> None:
-    assert parse_baggage(b"a=1, b=hello%20world;prop=x") == {"a": "1", "b": "hello world"}
-    assert parse_baggage(b"a=%zz,b=2") == {"b": "2"}  # invalid percent-encoding drops that member
-    assert parse_baggage(b"a=%ff") == {}  # not UTF-8
-    assert parse_baggage(("a=" + "x" * 8200).encode()) == {}  # over 8192 bytes
-    assert parse_baggage(",".join(f"k{i}=v" for i in range(65)).encode()) == {}  # over 64 members
-    assert len(parse_baggage(",".join(f"k{i}=v" for i in range(64)).encode())) == 64
+    assert parse_baggage("a=1, b=hello%20world;prop=x") == {"a": "1", "b": "hello world"}  # properties are no value
+    assert parse_baggage("a=%zz,b=2") == {"b": "2"}  # invalid percent-encoding drops that member
+    assert parse_baggage("a=%ff") == {}  # not UTF-8
+    assert parse_baggage("a=caf\xe9") == {}  # not ASCII
+    assert parse_baggage("a=" + "x" * 8200) == {}  # over 8192 bytes
+    assert parse_baggage(",".join(f"k{i}=v" for i in range(65))) == {}  # over 64 members
+    assert len(parse_baggage(",".join(f"k{i}=v" for i in range(64)))) == 64
 
 
 @given(st.dictionaries(st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True), st.text(max_size=30), max_size=10))
-def test_baggage_round_trips(entries: dict[str, str]) -> None:
-    header = format_baggage(entries)
-    parsed = parse_baggage(header.encode()) if header is not None else {}
-    assert parsed == entries
+def test_baggage_round_trips_through_the_propagator(entries: dict[str, str]) -> None:
+    from opentelemetry import baggage
+    from opentelemetry.context import Context
+
+    context = Context()
+    for key, value in entries.items():
+        context = baggage.set_baggage(key, value, context)
+    carrier: dict[str, str] = {}
+    W3CBaggagePropagator().inject(carrier, context)
+    assert carrier.get("baggage") == format_baggage(entries)
+    assert dict(baggage.get_all(W3CBaggagePropagator().extract(carrier))) == entries
+
+
+def test_otel_propagators_chooses_the_propagators(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTEL_PROPAGATORS", raising=False)
+    assert configured_propagator().fields == {"traceparent", "tracestate", "baggage"}
+    monkeypatch.setenv("OTEL_PROPAGATORS", "tracecontext,baggage,b3multi")
+    assert {"traceparent", "x-b3-traceid", "baggage"} <= configured_propagator().fields
+    monkeypatch.setenv("OTEL_PROPAGATORS", "none")
+    assert configured_propagator().fields == set()
+    monkeypatch.setenv("OTEL_PROPAGATORS", "tracecontext,zipkin-ish")
+    with pytest.raises(ValueError, match="OTEL_PROPAGATORS.*'zipkin-ish'.*installed: .*b3multi"):
+        configured_propagator()
 
 
 header_bytes = st.one_of(
@@ -117,7 +200,7 @@ def test_malformed_headers_never_raise_and_start_a_new_trace(pipeline: Pipeline,
     sent = anyio.run(call)
     assert sent[0]["status"] == 200
     traceresponse = dict(sent[0]["headers"])[b"traceresponse"].decode()
-    parsed = parse_traceparent(traceparent)
+    parsed = parse_traceparent(traceparent.decode("latin-1"))
     if parsed is None:
         (span,) = pipeline.finished()
         assert span.parent is None
@@ -138,5 +221,5 @@ def test_format_traceparent_round_trips_and_matches_the_w3c_layout(trace_id: int
 
     header = format_traceparent(SpanContext(trace_id, span_id, False, TraceFlags(flags)))
     assert header == f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
-    parsed = parse_traceparent(header.encode())
+    parsed = parse_traceparent(header)
     assert parsed is not None and (parsed.trace_id, parsed.span_id, int(parsed.trace_flags)) == (trace_id, span_id, flags)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
@@ -9,22 +10,21 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from types import ModuleType
+from typing import Any, Protocol
+
 from opentelemetry import metrics, propagate, trace
-from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.metrics import Meter
-from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import Tracer
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from tandem_telemetry.delivery import AccountedBatchSpanProcessor, AccountedMetricExporter, AccountedSpanExporter, DeliveryReport
-from tandem_telemetry.durations import DurationHistogram
+from tandem_telemetry.delivery import AccountedBatchSpanProcessor, AccountedOTLPMetricExporter, AccountedSpanExporter, DeliveryReport
+from tandem_telemetry.propagation import configured_propagator
 from tandem_telemetry.settings import TelemetrySettings
-from tandem_telemetry.spans import RequestTracer
 
 logger = logging.getLogger("tandem_telemetry")
 
@@ -32,6 +32,16 @@ SERVICE_NAMESPACE = "tandem"
 INSTRUMENTATION_SCOPE = "tandem_telemetry"
 # Stable HTTP semconv: http.{server,client}.request.duration bucket boundaries, in seconds.
 HTTP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+
+
+class DurationRecorder(Protocol):
+    """What records a request duration: the SDK's Histogram, or the fast path's."""
+
+    def record(self, amount: float, attributes: dict[str, Any]) -> None: ...
+
+
+class FastPathUnavailable(RuntimeError):
+    """TANDEM_FAST_PATH=on, but the fast path cannot run with the installed SDK."""
 
 
 @dataclass
@@ -46,12 +56,13 @@ class Telemetry:
     resource: Resource
     tracer: Tracer
     meter: Meter
-    server_duration: DurationHistogram
-    client_duration: DurationHistogram
+    server_duration: DurationRecorder
+    client_duration: DurationRecorder
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
     delivery: DeliveryReport | None = None
     exporters: tuple[object, ...] = ()
+    fast_path: bool = False
     pid: int = field(default_factory=os.getpid)
 
     @property
@@ -140,46 +151,76 @@ def build_telemetry(
         meter_provider = metrics.NoOpMeterProvider()
         tracer = tracer_provider.get_tracer(INSTRUMENTATION_SCOPE)
         meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE)
-        return Telemetry(settings, resource, tracer, meter, *_http_histograms(meter))
+        return Telemetry(settings, resource, tracer, meter, *_http_histograms(meter))  # type: ignore[arg-type]
 
+    fast = load_fast_path(settings.fast_path)
     delivery = DeliveryReport()
     exporters: list[object] = []
     if span_processor is None:
         if span_exporter is None:
-            from tandem_telemetry.otlp import FastOTLPSpanExporter
+            if fast is not None:
+                span_exporter = fast.FastOTLPSpanExporter()
+            else:
+                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-            span_exporter = FastOTLPSpanExporter()
+                span_exporter = OTLPSpanExporter()
         accounted_spans = AccountedSpanExporter(span_exporter, delivery)
         exporters.append(accounted_spans)
-        span_processor = AccountedBatchSpanProcessor(accounted_spans, delivery)
+        span_processor = AccountedBatchSpanProcessor(accounted_spans, delivery, settings.max_queue_size)
     if metric_reader is None:
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-
-        accounted_metrics = AccountedMetricExporter(OTLPMetricExporter(), delivery)
+        accounted_metrics = AccountedOTLPMetricExporter(delivery)
         exporters.append(accounted_metrics)
         metric_reader = PeriodicExportingMetricReader(accounted_metrics)
 
     tracer_provider = TracerProvider(resource=resource)
     tracer_provider.add_span_processor(span_processor)
     meter_provider = MeterProvider(resource=resource, metric_readers=[metric_reader])
-    # The SDK's tracer, with spans started by tandem_telemetry.spans (see there why).
-    tracer = RequestTracer(tracer_provider.get_tracer(INSTRUMENTATION_SCOPE))  # type: ignore[arg-type]
+    tracer: Tracer = tracer_provider.get_tracer(INSTRUMENTATION_SCOPE)
     meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE)
+    server_duration, client_duration = _http_histograms(meter)
+    if fast is not None:
+        tracer = fast.RequestTracer(tracer)
+        server_duration, client_duration = fast.DurationHistogram(server_duration), fast.DurationHistogram(client_duration)
     delivery.count_losses_on(meter)
     return Telemetry(
         settings,
         resource,
         tracer,
         meter,
-        *_http_histograms(meter),
+        server_duration,
+        client_duration,
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
         delivery=delivery,
         exporters=tuple(exporters),
+        fast_path=fast is not None,
     )
 
 
-def _http_histograms(meter: Meter) -> tuple[DurationHistogram, DurationHistogram]:
+def load_fast_path(mode: str) -> ModuleType | None:
+    """The fast-path module when TANDEM_FAST_PATH allows it and the installed SDK is one it was tested on.
+
+    auto: the fast path where it was tested, else the public path and one
+    INFO line saying why. on: the fast path, or FastPathUnavailable. off:
+    the public path; the module is never imported.
+    """
+    if mode == "off":
+        return None
+    try:
+        fastpath = importlib.import_module("tandem_telemetry.fastpath")
+        reason = fastpath.unsupported_reason()
+    except Exception as exc:  # an SDK that moved or renamed what the fast path reads: never a failure
+        fastpath, reason = None, f"it cannot load with the installed SDK ({type(exc).__name__}: {exc})"
+    if reason is None:
+        return fastpath
+    if mode == "on":
+        raise FastPathUnavailable(f"TANDEM_FAST_PATH=on, but the fast path cannot be used: {reason}. "
+                                  "Use TANDEM_FAST_PATH=auto (or off) to run on OpenTelemetry's public API.")
+    logger.info("TANDEM_FAST_PATH=auto: the public OpenTelemetry API path is used, since %s", reason)
+    return None
+
+
+def _http_histograms(meter: Meter) -> tuple[metrics.Histogram, metrics.Histogram]:
     server = meter.create_histogram(
         "http.server.request.duration",
         unit="s",
@@ -192,7 +233,7 @@ def _http_histograms(meter: Meter) -> tuple[DurationHistogram, DurationHistogram
         description="Duration of HTTP client requests.",
         explicit_bucket_boundaries_advisory=HTTP_DURATION_BUCKETS,
     )
-    return DurationHistogram(server), DurationHistogram(client)
+    return server, client
 
 
 _lock = threading.Lock()
@@ -236,7 +277,9 @@ def setup(
             trace.set_tracer_provider(telemetry.tracer_provider)  # type: ignore[arg-type]
             metrics.set_meter_provider(telemetry.meter_provider)  # type: ignore[arg-type]
             _globals_installed = True
-        propagate.set_global_textmap(CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]))
+        # OTEL_PROPAGATORS (default tracecontext,baggage), with Tandem's W3C
+        # Trace Context Level 2 parser for "tracecontext" (see propagation).
+        propagate.set_global_textmap(configured_propagator())
         return telemetry
 
 

@@ -9,12 +9,15 @@ from dataclasses import dataclass
 from time import monotonic, time_ns
 
 import httpx
-from opentelemetry import baggage as otel_baggage
+import logging
+
+from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from tandem_telemetry.bootstrap import Telemetry, current, setup
 from tandem_telemetry.middleware import KNOWN_METHODS
-from tandem_telemetry.propagation import format_baggage, format_traceparent
+
+logger = logging.getLogger(__name__)
 
 # Seconds an idle pooled connection is kept: under the servers' 5 s keep-alive
 # timeout, so the client never sends on a connection the server is closing.
@@ -54,7 +57,13 @@ class Timeouts:
 
 
 class TracingTransport(httpx.AsyncBaseTransport):
-    """Wrap a transport: one CLIENT span per attempt, W3C context injected, retries per `RetryPolicy`."""
+    """Wrap a transport: one CLIENT span per attempt, context injected, retries per `RetryPolicy`.
+
+    Each attempt starts a CLIENT span as a child of the current span, injects
+    that span's context into the request headers with the configured
+    propagators (OTEL_PROPAGATORS), sends, and ends the span when the
+    response body has been read.
+    """
 
     def __init__(
         self,
@@ -112,15 +121,11 @@ class TracingTransport(httpx.AsyncBaseTransport):
         if attempt:
             attributes["http.request.resend_count"] = attempt
         span = telemetry.tracer.start_span(target.span_name, None, SpanKind.CLIENT, attributes, None, start)
-        span_context = span.get_span_context()
-        headers = request.headers
-        headers["traceparent"] = format_traceparent(span_context)
-        state = span_context.trace_state
-        if state:
-            headers["tracestate"] = state.to_header()
-        entries = otel_baggage.get_all()
-        if entries and (value := format_baggage(dict(entries))) is not None:
-            headers["baggage"] = value
+        try:
+            # The callee continues this attempt's span: its context, and the current baggage.
+            propagate.inject(request.headers, context=trace.set_span_in_context(span))
+        except Exception:  # a propagator failing must not fail the call
+            logger.debug("context injection failed; the request goes without it", exc_info=True)
         return span, start
 
     async def _send_within(self, request: httpx.Request, deadline: float | None) -> httpx.Response:

@@ -17,15 +17,19 @@ import threading
 import time
 from collections.abc import Sequence
 
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.metrics.export import MetricExportResult, MetricsData
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 logger = logging.getLogger("tandem_telemetry.delivery")
 
 _EXPORTER_LOGGER = "opentelemetry.exporter.otlp.proto.grpc.exporter"
-_PROCESSOR_LOGGER = "opentelemetry.sdk._shared_internal"
+
 
 
 class DeliveryReport:
@@ -40,6 +44,9 @@ class DeliveryReport:
         self._failed_at_outage = 0
         self._dropped_at_outage = 0
         self._lock = threading.Lock()
+        # Spans handed to the batch processor and not yet to the exporter.
+        self.queued = 0
+        self._queue_lock = threading.Lock()
 
     def count_losses_on(self, meter: Meter) -> None:
         """Publish the losses as `tandem.telemetry.spans.lost`, read at each metric export (no cost per span)."""
@@ -92,9 +99,18 @@ class DeliveryReport:
                 self._reason or "no reason given",
             )
 
-    def dropped_from_queue(self) -> None:
-        # On the request path: one increment. (A lost increment between threads would only undercount a loss.)
-        self.queue_dropped += 1
+    def admit(self, capacity: int) -> bool:
+        """Take a span into the batch queue if fewer than `capacity` wait there; else count it dropped."""
+        with self._queue_lock:
+            if self.queued >= capacity:
+                self.queue_dropped += 1
+                return False
+            self.queued += 1
+            return True
+
+    def handed_to_exporter(self, spans: int) -> None:
+        with self._queue_lock:
+            self.queued = max(0, self.queued - spans)
 
     def close(self) -> None:
         """Say what was lost if the collector never came back."""
@@ -121,12 +137,9 @@ class _Exporting:
 
 
 class _HoldBack(logging.Filter):
-    """Installed once per process on the SDK's two loggers; inert outside an accounted export."""
+    """Installed once per process on the exporter's logger; inert outside an accounted export."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name == _PROCESSOR_LOGGER:
-            # "Queue full, dropping Span.": AccountedBatchSpanProcessor counts these (and rarely lets one through).
-            return not str(record.msg).startswith("Queue full")
         report = getattr(_exporting_for, "report", None)
         if report is None:
             return True
@@ -137,7 +150,6 @@ class _HoldBack(logging.Filter):
 
 _HOLD_BACK = _HoldBack()
 logging.getLogger(_EXPORTER_LOGGER).addFilter(_HOLD_BACK)
-logging.getLogger(_PROCESSOR_LOGGER).addFilter(_HOLD_BACK)
 
 
 class AccountedSpanExporter(SpanExporter):
@@ -149,6 +161,7 @@ class AccountedSpanExporter(SpanExporter):
         self._shut_down = threading.Event()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self._report.handed_to_exporter(len(spans))
         with self._report.exporting():
             result = self.exporter.export(spans)
         if result is SpanExportResult.SUCCESS:
@@ -167,56 +180,57 @@ class AccountedSpanExporter(SpanExporter):
         return self.exporter.force_flush(timeout_millis)
 
 
-class AccountedMetricExporter(MetricExporter):
-    """Report metric exports to the same DeliveryReport, so an outage is one story for both signals."""
+class AccountedBatchSpanProcessor(SpanProcessor):
+    """The SDK's BatchSpanProcessor, behind a count of the spans it holds.
 
-    def __init__(self, exporter: MetricExporter, report: DeliveryReport) -> None:
-        super().__init__(
-            preferred_temporality=exporter._preferred_temporality,  # noqa: SLF001 - pass the wrapped exporter's choices through
-            preferred_aggregation=exporter._preferred_aggregation,  # noqa: SLF001
-        )
-        self.exporter = exporter
+    When its queue is full the SDK drops the oldest span and logs a warning
+    (de-duplicated, so the lines cannot be counted). Here a span that would
+    not fit is dropped before it reaches the queue, and counted: the spans
+    handed in and not yet handed to the exporter never exceed the queue's
+    size, so the SDK's own queue never overflows. The cost on the request
+    path is one lock and one comparison.
+    """
+
+    def __init__(self, exporter: AccountedSpanExporter, report: DeliveryReport, max_queue_size: int) -> None:
+        self._processor = BatchSpanProcessor(exporter, max_queue_size=max_queue_size)
+        self._report = report
+        self._capacity = max_queue_size
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self._processor.on_start(span, parent_context=parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        context = span.context
+        # The batch processor takes sampled spans only.
+        if context is not None and context.trace_flags.sampled and self._report.admit(self._capacity):
+            self._processor.on_end(span)
+
+    def shutdown(self) -> None:
+        self._processor.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._processor.force_flush(timeout_millis)
+
+
+class AccountedOTLPMetricExporter(OTLPMetricExporter):
+    """The SDK's OTLP metric exporter, reporting to the same DeliveryReport, so an outage is one story for both signals."""
+
+    def __init__(self, report: DeliveryReport) -> None:
+        super().__init__()
         self._report = report
         self._shut_down = threading.Event()
 
-    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: object) -> MetricExportResult:
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
         with self._report.exporting():
-            result = self.exporter.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+            result = super().export(metrics_data, timeout_millis=timeout_millis, **kwargs)
         if result is MetricExportResult.SUCCESS:
             self._report.succeeded(0)
         else:
             self._report.failed_export(0)
         return result
 
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return self.exporter.force_flush(timeout_millis)
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: object) -> None:
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        # Idempotent: a bounded shutdown may interrupt the exporter before the reader stops it.
         if not self._shut_down.is_set():
             self._shut_down.set()
-            self.exporter.shutdown(timeout_millis=timeout_millis, **kwargs)
-
-
-class AccountedBatchSpanProcessor(BatchSpanProcessor):
-    """A BatchSpanProcessor that counts the spans a full queue costs, cheaply.
-
-    When the queue is full the SDK drops its oldest span and logs a warning
-    for every one, which during an outage puts a log call on the request path
-    of each span. Here the new span is dropped and counted instead: one
-    comparison, no log call. The queue is the SDK's own (an internal of
-    opentelemetry-sdk 1.3x/1.4x, looked up once).
-    """
-
-    def __init__(self, exporter: SpanExporter, report: DeliveryReport) -> None:
-        super().__init__(exporter)
-        self._report = report
-        batch = self._batch_processor
-        self._queue = batch._queue  # noqa: SLF001
-        self._max_queue_size = batch._max_queue_size  # noqa: SLF001
-
-    def on_end(self, span: ReadableSpan) -> None:
-        if len(self._queue) >= self._max_queue_size:
-            if span.context and span.context.trace_flags.sampled:
-                self._report.dropped_from_queue()
-            return
-        super().on_end(span)
+            super().shutdown(timeout_millis=timeout_millis, **kwargs)

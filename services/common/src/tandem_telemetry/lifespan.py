@@ -9,9 +9,10 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from tandem_telemetry.bootstrap import shutdown
+from tandem_telemetry.bootstrap import load_fast_path, shutdown
 from tandem_telemetry.logs import configure_logging
 from tandem_telemetry.middleware import TracingMiddleware
+from tandem_telemetry.propagation import configured_propagator
 from tandem_telemetry.settings import TelemetrySettings
 
 
@@ -23,7 +24,12 @@ def instrument(app: Starlette, service_name: str, *, service_version: str | None
     TANDEM_SHUTDOWN_TIMEOUT) after the app's own shutdown. The pipeline
     itself starts in the serving process, on the app's first ASGI call.
     """
-    settings = TelemetrySettings.from_env()  # fail at import on a malformed variable, not per request
+    # Fail at import, not on a request: a malformed variable, an unknown
+    # propagator, or TANDEM_FAST_PATH=on with an SDK the fast path was not tested on.
+    settings = TelemetrySettings.from_env()
+    configured_propagator()
+    if settings.fast_path == "on" and not settings.disabled:
+        load_fast_path("on")
     configure_logging(settings.log_level, service_name=service_name)
     app.add_middleware(TracingMiddleware, service_name=service_name, service_version=service_version)
     app.router.lifespan_context = flushing_lifespan(app.router.lifespan_context)

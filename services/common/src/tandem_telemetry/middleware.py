@@ -6,13 +6,17 @@ import re
 from time import time_ns
 from urllib.parse import urlsplit
 
-from opentelemetry import trace
+import logging
+
+from opentelemetry import propagate, trace
 from opentelemetry.context import Context, attach, detach
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tandem_telemetry.bootstrap import Telemetry, setup
-from tandem_telemetry.propagation import format_traceparent, remote_context
+from tandem_telemetry.propagation import ASGIHeaders, asgi_getter, format_traceparent
+
+logger = logging.getLogger(__name__)
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _PORT = re.compile(r"[0-9]{1,5}")
@@ -20,16 +24,15 @@ _PORT = re.compile(r"[0-9]{1,5}")
 ATTRIBUTE_SETS_LIMIT = 1024
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 
-# Slots for the header values read in the single pass over the ASGI header list.
-_TRACEPARENT, _TRACESTATE, _BAGGAGE, _HOST, _USER_AGENT = range(5)
-_WANTED_HEADERS = {b"traceparent": _TRACEPARENT, b"tracestate": _TRACESTATE, b"baggage": _BAGGAGE, b"host": _HOST, b"user-agent": _USER_AGENT}
 
 
 class TracingMiddleware:
     """Trace each HTTP request from its arrival to the last byte of its response body.
 
-    Continues the caller's W3C trace (or, with untrusted context, starts a
-    new one linked to it), names the span "{METHOD} {route template}",
+    Extracts the caller's context with the configured propagators
+    (OTEL_PROPAGATORS), starts a SERVER span in it (or, with untrusted
+    context, a new trace linked to it), runs the app inside that span, and
+    ends the span at the last body byte. It names the span "{METHOD} {route template}",
     records http.server.request.duration, and returns a `traceresponse`
     header. The pipeline is set up on first use, which is in the serving
     process: Starlette builds its middleware stack on the first ASGI call.
@@ -64,30 +67,25 @@ class TracingMiddleware:
             return
 
         start = time_ns()
-        found: list[bytes | None] = [None, None, None, None, None]
-        for name, value in scope["headers"]:
-            slot = _WANTED_HEADERS.get(name)
-            if slot is not None:
-                # Repeated headers combine as a list, as HTTP says; a repeated
-                # traceparent thereby becomes invalid, which is what W3C wants.
-                previous = found[slot]
-                found[slot] = value if previous is None else previous + b"," + value
-
-        parent: Context | None = None
+        # 1. Extract: one pass over the header list; the propagators read from it.
+        headers = ASGIHeaders(scope["headers"])
+        try:
+            parent = propagate.extract(headers, context=Context(), getter=asgi_getter)
+        except Exception:  # a propagator that fails on odd input must not fail the request
+            logger.debug("context extraction failed; the request starts a new trace", exc_info=True)
+            parent = Context()
         links: list[Link] | None = None
-        if found[_TRACEPARENT] is not None or found[_BAGGAGE] is not None:
-            trust = self._trust or scope["path"].startswith(self._trusted_prefixes)
-            parent, caller = remote_context(found[_TRACEPARENT], found[_TRACESTATE], found[_BAGGAGE], trust=trust)
-            if not trust and caller is not None:
-                links = [Link(caller)]
-        if parent is None:
-            # Explicit: a server span never inherits whatever context the server runs in.
+        if not (self._trust or scope["path"].startswith(self._trusted_prefixes)):
+            # Untrusted: the caller's trace is worth a link, not a parent; its baggage is dropped.
+            caller = trace.get_current_span(parent).get_span_context()
+            links = [Link(caller)] if caller.is_valid else None
             parent = Context()
 
         method = scope["method"]
         if method not in KNOWN_METHODS:
             method = "_OTHER"
-        attributes = self._cached_request_attributes(scope, method, found[_HOST], found[_USER_AGENT])
+        attributes = self._cached_request_attributes(scope, method, headers.first(b"host"), headers.first(b"user-agent"))
+        # 2. Start the SERVER span in the caller's context, and make it current for the app.
         span = tracer.start_span("HTTP" if method == "_OTHER" else method, parent, SpanKind.SERVER, attributes, links, start)
         token = attach(trace.set_span_in_context(span, parent))
         status_code = 0
@@ -133,6 +131,7 @@ class TracingMiddleware:
             if not ended and message["type"] == "http.response.body" and not message.get("more_body", False):
                 finish(None)
 
+        # 3. Run the app; 4. the span ends with the last body byte (finish).
         try:
             await self.app(scope, receive, send_traced)
         except Exception as exc:

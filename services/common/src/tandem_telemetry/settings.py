@@ -27,15 +27,18 @@ ENV_VARS: Mapping[str, str] = {
     "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "Batch span processor: spans per export. Default 512.",
     "OTEL_BSP_EXPORT_TIMEOUT": "Batch span processor: export timeout in ms. Default 30000.",
     "OTEL_METRIC_EXPORT_INTERVAL": "Metric export interval in ms. Default 60000.",
+    "OTEL_PROPAGATORS": "Context propagators, in order, e.g. `tracecontext,baggage,b3multi`; `none` for none. Default `tracecontext,baggage`. `tracecontext` and `baggage` are Tandem's W3C implementations (see Propagation); other names load the installed propagator packages.",
     # Tandem's own.
     "TANDEM_UNTRUSTED_CONTEXT": "`true`: treat incoming trace context as untrusted: start a new trace linked to the caller's, drop incoming baggage. Default `false`.",
     "TANDEM_TRUSTED_PATHS": "Comma-separated path prefixes whose incoming context is kept even when TANDEM_UNTRUSTED_CONTEXT is true: calls from Tandem's own services. Default `/internal/`.",
     "TANDEM_UNTRACED_PATHS": "Comma-separated paths that get no span. Default `/healthz,/readyz`.",
     "TANDEM_SHUTDOWN_TIMEOUT": "Seconds that flushing telemetry may hold shutdown. Default 3.",
+    "TANDEM_FAST_PATH": "`auto`: the fast path (SDK internals, faster) on the SDK releases it was tested on, else the public API. `on`: the fast path, or refuse to start. `off`: the public API only. Default `auto`.",
     "LOG_LEVEL": "Level of the JSON logs on stderr. Default `INFO`.",
 }
 
 DEFAULT_UNTRACED_PATHS = ("/healthz", "/readyz")
+FAST_PATH_MODES = ("auto", "on", "off")
 DEFAULT_TRUSTED_PATH_PREFIXES = ("/internal/",)
 
 
@@ -57,6 +60,26 @@ def env_flag(name: str, default: bool = False) -> bool:
     if raw in ("false", "0", "no", "off"):
         return False
     raise ValueError(f"{name}={raw!r} is not a boolean; use true or false")
+
+
+def env_choice(name: str, choices: tuple[str, ...]) -> str:
+    """Read one of `choices` (any case); unset means the first."""
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return choices[0]
+    if raw not in choices:
+        raise ValueError(f"{name}={raw!r}: use one of {', '.join(choices)}")
+    return raw
+
+
+def env_int(name: str, default: int) -> int:
+    """Read a whole number of at least 1; a malformed value is an error that names the variable."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{name}={raw!r} must be a whole number of at least 1")
+    return int(raw)
 
 
 def env_float(name: str, default: float) -> float:
@@ -83,6 +106,9 @@ class TelemetrySettings:
     trusted_path_prefixes: tuple[str, ...] = DEFAULT_TRUSTED_PATH_PREFIXES
     shutdown_timeout: float = 3.0
     log_level: str = "INFO"
+    fast_path: str = "auto"
+    # OTEL_BSP_MAX_QUEUE_SIZE, read here too: delivery counts against the same size.
+    max_queue_size: int = 2048
 
     @classmethod
     def from_env(cls) -> TelemetrySettings:
@@ -94,4 +120,6 @@ class TelemetrySettings:
             trusted_path_prefixes=env_list("TANDEM_TRUSTED_PATHS", DEFAULT_TRUSTED_PATH_PREFIXES),
             shutdown_timeout=env_float("TANDEM_SHUTDOWN_TIMEOUT", 3.0),
             log_level=os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO",
+            fast_path=env_choice("TANDEM_FAST_PATH", FAST_PATH_MODES),
+            max_queue_size=env_int("OTEL_BSP_MAX_QUEUE_SIZE", 2048),
         )
