@@ -29,8 +29,34 @@ install: $(VENV)/.synced ## Build .venv from uv.lock.
 run: install ## Run the local collector, the worker and the gateway on loopback.
 	$(VENV_PY) -m tandem_collector.localstack
 
-test: install k8s-tools ## Run the whole test suite.
+# --- The oldest supported OpenTelemetry ------------------------------------------
+# services/common/pyproject.toml's lower bound, in a venv of its own: the lock's
+# versions of everything else, OpenTelemetry (and the protobuf packages it accepts) at
+# that release. `make test` runs the public-path suites there.
+OTEL_FLOOR      := $(shell sed -n 's/.*"opentelemetry-sdk>=\([0-9.]*\),.*/\1/p' services/common/pyproject.toml)
+OTEL_FLOOR_VENV := $(TOOLS)/venvs/otel-floor-$(OTEL_FLOOR)
+PUBLIC_PATH_SUITES := tests/telemetry tests/integration --ignore=tests/telemetry/fastpath -m "not fast_path"
+WORKSPACE_PACKAGES := services/common services/gateway services/worker services/tracecheck collector
+
+$(OTEL_FLOOR_VENV)/.installed: uv.lock pyproject.toml services/*/pyproject.toml collector/pyproject.toml | $(UV)
+	@[ -n "$(OTEL_FLOOR)" ] || { echo "make: no opentelemetry-sdk lower bound in services/common/pyproject.toml" >&2; exit 1; }
+	rm -rf $(OTEL_FLOOR_VENV)
+	$(UV) venv --quiet --python $(PYTHON) $(OTEL_FLOOR_VENV)
+	$(UV) export --quiet --frozen --all-packages --no-hashes --no-emit-workspace --format requirements.txt \
+	  | grep -vE '^(opentelemetry-|protobuf==|googleapis-common-protos==)' > $(OTEL_FLOOR_VENV)/constraints.txt
+	$(UV) pip install --quiet --python $(OTEL_FLOOR_VENV)/bin/python --constraint $(OTEL_FLOOR_VENV)/constraints.txt \
+	  $(addprefix -e ,$(WORKSPACE_PACKAGES)) pytest hypothesis pyyaml trustme \
+	  $(foreach p,api sdk exporter-otlp-proto-grpc propagator-b3,opentelemetry-$(p)==$(OTEL_FLOOR))
+	@touch $@
+
+test: install k8s-tools $(OTEL_FLOOR_VENV)/.installed ## Run the whole test suite, then the telemetry and integration suites on the public path and on the oldest supported OpenTelemetry.
 	$(VENV_PY) -m pytest
+	@echo "make test: tests/telemetry and tests/integration again, with TANDEM_FAST_PATH=off (the public API path)"
+	TANDEM_FAST_PATH=off $(VENV_PY) -m pytest -p no:cacheprovider $(PUBLIC_PATH_SUITES)
+	@echo "make test: tests/telemetry and tests/integration on the oldest supported OpenTelemetry, $(OTEL_FLOOR), where TANDEM_FAST_PATH=auto takes the public path;"
+	@echo "make test: the fast path's differential tests (tests/telemetry/fastpath, marker fast_path) ran above, on the release it lists"
+	$(OTEL_FLOOR_VENV)/bin/python -m pytest -p no:cacheprovider $(PUBLIC_PATH_SUITES)
+
 
 # Kubernetes targets (chart, skaffold, linters) and the container images live
 # in their own files.
