@@ -66,21 +66,30 @@ BSP_SETTINGS = {
     "OTEL_BSP_SCHEDULE_DELAY": "1000",
 }
 
+# The public API path (TANDEM_FAST_PATH=off) beside the default (auto: the fast path on the lock's SDK).
+PUBLIC_PATH = {"TANDEM_FAST_PATH": "off"}
+
 TRIVIAL_VARIANTS = {
     "untraced": "(a) no tracing middleware",
     "tandem": "(b) Tandem's TracingMiddleware",
+    "tandem_public": "(b′) Tandem's TracingMiddleware on the public API path (TANDEM_FAST_PATH=off)",
     "contrib": "(c) contrib ASGI middleware, exclude_spans send/receive",
     "starlette": "(d) Starlette's OpenTelemetryMiddleware",
     "floor_sdk": "(e) floor: one bare span per request through the SDK's Tracer; no attributes, context, metric or header",
     "floor_tandem": "(f) floor: the same bare span through Tandem's RequestTracer",
 }
+# Variants that run another's app with PUBLIC_PATH: variant -> the app (or client) they share.
+ON_THE_PUBLIC_PATH = {"tandem_public": "tandem", "traced_public": "traced"}
+
 FULL_VARIANTS = {
     "traced": "Tandem, traced",
+    "traced_public": "Tandem, traced, public API path (TANDEM_FAST_PATH=off)",
     "disabled": "Tandem, OTEL_SDK_DISABLED=true",
     "contrib": "contrib ASGI + httpx instrumentations",
 }
 HOP_CLIENTS = {
     "tandem": "Tandem's create_client, traced",
+    "tandem_public": "Tandem's create_client, traced, public API path (TANDEM_FAST_PATH=off)",
     "tandem_untraced": "Tandem's create_client, OTEL_SDK_DISABLED",
     "aiohttp": "raw aiohttp",
     "httpx": "httpx, default transport",
@@ -110,7 +119,7 @@ class Size:
     quick_micro: bool = False
 
     def telemetry_env(self) -> dict[str, str]:
-        return {**BSP_SETTINGS, "OTEL_METRIC_EXPORT_INTERVAL": "5000", **dict(self.export_overrides)}
+        return {**BSP_SETTINGS, "OTEL_METRIC_EXPORT_INTERVAL": "5000", "TANDEM_FAST_PATH": "auto", **dict(self.export_overrides)}
 
 
 SIZES = {
@@ -333,6 +342,9 @@ def hop_client(kind: str, url: str, collector: Collector, size: Size, concurrenc
     env["PYTHONPATH"] = _pythonpath()
     if kind == "tandem_untraced":
         kind, env["OTEL_SDK_DISABLED"] = "tandem", "true"
+    elif kind in ON_THE_PUBLIC_PATH:
+        kind = ON_THE_PUBLIC_PATH[kind]
+        env.update(PUBLIC_PATH)
     command = [sys.executable, "-m", "benchmarks.hop", "client", "--kind", kind, "--url", url,
                "--concurrency", str(concurrency), "--seconds", str(size.hop_seconds), "--warmup", str(size.hop_warmup)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=size.hop_seconds + size.hop_warmup + 60)
@@ -357,7 +369,8 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
         collector = procs.collector()
         trivial_urls: dict[str, str] = {}
         for variant, port in zip(TRIVIAL_VARIANTS, free_ports(len(TRIVIAL_VARIANTS))):
-            procs.service(f"trivial-{variant}", "benchmarks.serve", port, collector, {"BENCH_APP": f"benchmarks.apps:{variant}"})
+            app, extra = ON_THE_PUBLIC_PATH.get(variant, variant), PUBLIC_PATH if variant in ON_THE_PUBLIC_PATH else {}
+            procs.service(f"trivial-{variant}", "benchmarks.serve", port, collector, {"BENCH_APP": f"benchmarks.apps:{app}", **extra})
             trivial_urls[variant] = f"http://127.0.0.1:{port}/hello"
         full_urls: dict[str, str] = {}
         for variant in FULL_VARIANTS:
@@ -370,7 +383,7 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
                 procs.service("gateway-contrib", "benchmarks.serve", gateway_port, collector,
                               {**gateway_env, "BENCH_APP": "benchmarks.contrib_services:gateway"})
             else:
-                extra = {"OTEL_SDK_DISABLED": "true"} if variant == "disabled" else {}
+                extra = {"OTEL_SDK_DISABLED": "true"} if variant == "disabled" else PUBLIC_PATH if variant in ON_THE_PUBLIC_PATH else {}
                 procs.service(f"worker-{variant}", "worker", worker_port, collector, {**worker_env, **extra})
                 procs.service(f"gateway-{variant}", "gateway", gateway_port, collector, {**gateway_env, **extra})
             full_urls[variant] = f"http://127.0.0.1:{gateway_port}/api/work?tasks={TASKS}"

@@ -120,7 +120,7 @@ async def _client(case: str) -> float:
 
 def _export() -> dict[str, float]:
     """OTLP encoding cost per span, for a server span and a client span as Tandem makes them: the SDK's
-    encoder (build the protobuf objects, serialize) and Tandem's (tandem_telemetry.otlp, straight to bytes)."""
+    encoder (build the protobuf objects, serialize) and Tandem's (tandem_telemetry.fastpath, straight to bytes)."""
     from opentelemetry.context import Context
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -129,7 +129,7 @@ def _export() -> dict[str, float]:
     from opentelemetry.trace import SpanKind
 
     import tandem_telemetry
-    from tandem_telemetry.otlp import encode_spans
+    from tandem_telemetry.fastpath import encode_spans
 
     memory = InMemorySpanExporter()
     telemetry = tandem_telemetry.setup("bench-micro", span_processor=SimpleSpanProcessor(memory), metric_reader=InMemoryMetricReader())

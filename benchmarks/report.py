@@ -22,13 +22,13 @@ TARGETS = {
 
 
 # Chart labels and colours, keyed like harness.TRIVIAL_VARIANTS and HOP_CLIENTS.
-TRIVIAL_SHORT = {"untraced": "(a) untraced", "tandem": "(b) Tandem", "contrib": "(c) contrib", "starlette": "(d) Starlette",
+TRIVIAL_SHORT = {"untraced": "(a) untraced", "tandem": "(b) Tandem", "tandem_public": "(b′) Tandem,\npublic path", "contrib": "(c) contrib", "starlette": "(d) Starlette",
                  "floor_sdk": "(e) bare SDK span", "floor_tandem": "(f) bare span,\nRequestTracer"}
-TRIVIAL_COLORS = {"untraced": "#999999", "tandem": "#2a7ab9", "contrib": "#d98c2b", "starlette": "#8c6bb1",
+TRIVIAL_COLORS = {"untraced": "#999999", "tandem": "#2a7ab9", "tandem_public": "#6baed6", "contrib": "#d98c2b", "starlette": "#8c6bb1",
                   "floor_sdk": "#cccccc", "floor_tandem": "#a9c9e4"}
-HOP_SHORT = {"tandem": "Tandem, traced", "tandem_untraced": "Tandem, SDK off", "aiohttp": "raw aiohttp", "httpx": "httpx default",
+HOP_SHORT = {"tandem": "Tandem, traced", "tandem_public": "Tandem, traced,\npublic path", "tandem_untraced": "Tandem, SDK off", "aiohttp": "raw aiohttp", "httpx": "httpx default",
              "aiohttp_span": "aiohttp +\nbare SDK span", "tandem_bare_span": "Tandem, SDK off\n+ bare SDK span"}
-HOP_COLORS = {"tandem": "#2a7ab9", "tandem_untraced": "#7fb3dd", "aiohttp": "#999999", "httpx": "#d98c2b", "aiohttp_span": "#cccccc",
+HOP_COLORS = {"tandem": "#2a7ab9", "tandem_public": "#6baed6", "tandem_untraced": "#7fb3dd", "aiohttp": "#999999", "httpx": "#d98c2b", "aiohttp_span": "#cccccc",
               "tandem_bare_span": "#c6dbef"}
 
 
@@ -100,6 +100,32 @@ def floor_lines(data: dict[str, Any]) -> list[str]:
     ]
 
 
+def path_lines(data: dict[str, Any]) -> list[str]:
+    """The fast path beside the public API path (TANDEM_FAST_PATH=off), measured in the same rounds."""
+    s = data["summary"]
+    pairs = (
+        ("Trivial route, ratio to (a)", s["trivial"], "tandem", "tandem_public", "ratio"),
+        ("Full path, req/s", s["full"], "traced", "traced_public", "rps"),
+        ("Hop (worker stand-in), ratio to raw aiohttp", s["hop"]["worker"], "tandem", "tandem_public", "ratio"),
+    )
+    if not all(public in section for _, section, _, public, _ in pairs):
+        return []  # a run from before the public path was measured
+    lines = [
+        "**Both paths.** The same rounds measured Tandem on OpenTelemetry's public API path (`TANDEM_FAST_PATH=off`: "
+        "`Tracer.start_span`, `Histogram.record`, the SDK's OTLP encoder) beside the default, which on this SDK "
+        "release is the fast path (`tandem_telemetry/fastpath.py`).",
+        "",
+        "| Measure | fast path (auto), median [min–max] | public path (off) | public / fast |",
+        "|---|---|---|---|",
+    ]
+    for label, section, fast, public, key in pairs:
+        fmt = _r if key == "ratio" else _s
+        ratio = section[public][key]["median"] / section[fast][key]["median"] if section[fast][key]["median"] else 0.0
+        lines.append(f"| {label} | {fmt(section[fast][key])} | {fmt(section[public][key])} | {ratio:.2f} |")
+    lines.append("")
+    return lines
+
+
 def write_markdown(data: dict[str, Any], path: Path) -> None:
     s = data["summary"]
     m = data["machine"]
@@ -140,6 +166,8 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
         add(f"| {measure} | {target} | {measured} | {_met(ok)} |")
     add("")
     for line in floor_lines(data):
+        add(line)
+    for line in path_lines(data):
         add(line)
 
     add("## 1. Middleware overhead on a trivial route")
@@ -325,7 +353,9 @@ def write_chart(data: dict[str, Any], path: Path) -> None:
 
     ax = axes[0][1]
     names = list(FULL_VARIANTS)
-    bars(ax, ["traced", "OTEL_SDK_DISABLED", "contrib ASGI+httpx"], [s["full"][v]["rps"] for v in names], ["#2a7ab9", "#999999", "#d98c2b"])
+    full_labels = {"traced": "traced", "traced_public": "traced,\npublic path", "disabled": "OTEL_SDK_DISABLED", "contrib": "contrib ASGI+httpx"}
+    full_colors = {"traced": "#2a7ab9", "traced_public": "#6baed6", "disabled": "#999999", "contrib": "#d98c2b"}
+    bars(ax, [full_labels[v] for v in names], [s["full"][v]["rps"] for v in names], [full_colors[v] for v in names])
     ax.axhline(4 * TUTORIAL_RPS, color="#2a7ab9", linestyle="--", linewidth=1, label=f"4 × tutorial-style ({4 * TUTORIAL_RPS:.0f})")
     disabled = s["full"]["disabled"]["rps"]["median"]
     ax.axhline(0.8 * disabled, color="#555555", linestyle=":", linewidth=1, label="0.80 × disabled")
