@@ -26,6 +26,7 @@ BUILD_FLAGS = $(if $(IS_PODMAN),--network host --format docker $(PODMAN_ULIMITS)
 
 # Empty: the Dockerfile's default, the digest-pinned official Python image.
 BASE_IMAGE ?=
+DEFAULT_BASE_IMAGE := $(shell sed -n 's/^ARG BASE_IMAGE=//p' services/Dockerfile)
 # The CA bundle pip trusts inside the build, for a TLS-intercepting proxy. It
 # is a build secret: mounted for the install steps only, in no layer. Default:
 # the bundle this machine's pip or Python is told to use, if any.
@@ -39,6 +40,10 @@ DEV_SYNC ?= false
 images: ## Build tandem-gateway and tandem-worker (docker or podman; CONTAINER_ENGINE, BASE_IMAGE, CA_BUNDLE).
 	@[ -n "$(ENGINE)" ] || { echo "make images: no container engine: start Docker, or install podman (CONTAINER_ENGINE=docker|podman picks one)" >&2; exit 1; }
 	@[ -z "$(CA_BUNDLE)" ] || [ -r "$(CA_BUNDLE)" ] || { echo "make images: CA_BUNDLE=$(CA_BUNDLE) is not a readable file" >&2; exit 1; }
+	@base='$(or $(BASE_IMAGE),$(DEFAULT_BASE_IMAGE))'; \
+	$(ENGINE_CMD) image inspect "$$base" >/dev/null 2>&1 || $(ENGINE_CMD) pull "$$base" || { \
+	  echo "make images: cannot get the base image $$base (is a registry reachable from here?)." >&2; \
+	  echo "make images: without one, build on a local Debian base: make test-base-image && make images BASE_IMAGE=$(TEST_BASE_IMAGE)" >&2; exit 1; }
 	$(call build_image,gateway,$(GATEWAY_IMAGE))
 	$(call build_image,worker,$(WORKER_IMAGE))
 

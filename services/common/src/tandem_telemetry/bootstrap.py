@@ -105,11 +105,16 @@ class Telemetry:
             if self.delivery is not None:
                 self.delivery.close()
             return True
-        # Interrupt the exporters' retry backoff; the threads then finish promptly.
-        for exporter in self.exporters:
-            exporter.shutdown()  # type: ignore[attr-defined]
-        for worker in workers:
-            worker.join(0.5)
+        # Interrupt the exporters' retry backoff, so the threads finish promptly. Off
+        # this thread too: some SDK releases make shutdown wait for the export in
+        # progress, backoff and all. Past half a second, the daemon threads are left.
+        stoppers = [threading.Thread(target=exporter.shutdown, name="tandem-exporter-shutdown", daemon=True)  # type: ignore[attr-defined]
+                    for exporter in self.exporters]
+        for thread in stoppers:
+            thread.start()
+        deadline = time.monotonic() + 0.5
+        for thread in [*stoppers, *workers]:
+            thread.join(max(0.0, deadline - time.monotonic()))
         logger.warning("telemetry shutdown exceeded %.1fs; unexported telemetry was dropped", bound)
         if self.delivery is not None:
             self.delivery.close()

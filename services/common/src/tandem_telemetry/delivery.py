@@ -1,13 +1,14 @@
 """Telemetry delivery accounting: what a collector outage cost, said once, never per batch.
 
-The OTLP exporters log every retry and every failed batch, and the batch
-processor logs a full queue; during an outage that is a stream of lines for
-as long as it lasts. Here the exporters are wrapped: their own lines are
-held back, and the pipeline says two things instead: one warning when
-exports start failing (with the exporter's reason), one line when they
-recover, naming how many spans were lost in between and why. The losses
-are also published as `tandem.telemetry.spans.lost`, which reaches the
-collector once it answers again.
+The OTLP exporters log every retry and every failed batch, and the SDK's
+batch processor logs a full queue; during an outage that is a stream of
+lines for as long as it lasts. Here the exporters are wrapped: their own
+lines are held back, and spans that would overflow the processor's queue
+are counted before they reach it. The pipeline says two things instead: one
+warning when exports start failing (with the exporter's reason), one line
+when they recover, naming how many spans were lost in between and why. The
+losses are also published as `tandem.telemetry.spans.lost`, which reaches
+the collector once it answers again. Public SDK API only.
 """
 
 from __future__ import annotations
