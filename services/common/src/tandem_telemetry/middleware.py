@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from time import time_ns
 from urllib.parse import urlsplit
-
-import logging
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context, attach, detach
@@ -23,7 +22,6 @@ _PORT = re.compile(r"[0-9]{1,5}")
 # Distinct (path, Host, client address, user agent...) combinations whose span attributes are cached.
 ATTRIBUTE_SETS_LIMIT = 1024
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
-
 
 
 class TracingMiddleware:
