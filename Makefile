@@ -12,7 +12,7 @@ VENV_PY    := $(VENV)/bin/python
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS    := never
 
-.PHONY: help install run test
+.PHONY: help install run test reliability-report
 
 help: ## List the targets.
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ $(VENV)/.synced: uv.lock pyproject.toml services/*/pyproject.toml collector/pypr
 	@touch $@
 
 install: $(VENV)/.synced ## Build .venv from uv.lock.
+
+reliability-report: install ## Run tests/reliability and rewrite docs/reliability.md from it (make test writes .run/ instead).
+	TANDEM_RELIABILITY_REPORT=$(CURDIR)/docs/reliability.md $(VENV_PY) -m pytest tests/reliability
 
 run: install ## Run the local collector, the worker and the gateway on loopback.
 	$(VENV_PY) -m tandem_collector.localstack

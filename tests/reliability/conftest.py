@@ -9,7 +9,7 @@ import pytest
 from tandem_collector.localstack import Collector, Stack, free_collector_ports
 from tests.reliability import report
 
-# One row each in docs/reliability.md; the report is written only when all of them ran.
+# One row each in the report (see report.py); it is written only when all of them ran.
 SCENARIOS = (
     "collector down from the start",
     "collector flaps for 10 s",

@@ -1,4 +1,9 @@
-"""Rows of docs/reliability.md: each scenario records its load and figures; the session writes the table."""
+"""The reliability report: each scenario records its load and figures; the session writes the table.
+
+A test run writes it outside the tree, to .run/reliability.md, so `make test`
+leaves `git status` clean. `make reliability-report` runs the suite with
+TANDEM_RELIABILITY_REPORT pointing at the tracked docs/reliability.md.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ import platform
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-REPORT = Path(__file__).parents[2] / "docs" / "reliability.md"
+REPO = Path(__file__).parents[2]
+DEFAULT_REPORT = REPO / ".run" / "reliability.md"
 
 
 @dataclass
@@ -54,15 +60,16 @@ def _cell(value: object) -> str:
 
 
 def write(expected_scenarios: int) -> Path | None:
-    """Write docs/reliability.md when every scenario ran in this session; a partial run leaves it alone."""
+    """Write the report when every scenario ran in this session; a partial run leaves it alone."""
+    report = Path(os.environ.get("TANDEM_RELIABILITY_REPORT") or DEFAULT_REPORT)
     if len(_rows) < expected_scenarios:
         return None
     names = [f.name for f in fields(Row)]
     lines = [
         "# Reliability report",
         "",
-        "Written by the fault-injection suite (`tests/reliability`) on its last full run:",
-        "`make test` (or `.venv/bin/python -m pytest tests/reliability`).",
+        "Written by the fault-injection suite (`tests/reliability`) on its last full run by",
+        "`make reliability-report` (`make test` writes the same table to `.run/reliability.md`).",
         f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()} {platform.machine()}.",
         "Every request here is on loopback; no figure is a test assertion except the failure counts and span counts.",
         "",
@@ -71,6 +78,6 @@ def write(expected_scenarios: int) -> Path | None:
     ]
     for row in sorted(_rows.values(), key=lambda r: r.scenario):
         lines.append("| " + " | ".join(_cell(getattr(row, n)) for n in names) + " |")
-    REPORT.parent.mkdir(exist_ok=True)
-    REPORT.write_text("\n".join(lines) + "\n")
-    return REPORT
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text("\n".join(lines) + "\n")
+    return report
