@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 
 PODMAN_ULIMIT_CAP = 32768
+DEFAULT_PODMAN_RUNTIME = "runc"
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Engine:
     def command(self, *args: str) -> list[str]:
         """The engine's argv. Podman gets runc (crun refuses hybrid cgroup v1
         hosts); PODMAN_RUNTIME= (empty) keeps podman's own choice, as in make."""
-        runtime = os.environ.get("PODMAN_RUNTIME", "runc")
+        runtime = os.environ.get("PODMAN_RUNTIME", DEFAULT_PODMAN_RUNTIME)
         prefix = [self.name, "--runtime", runtime] if self.is_podman and runtime else [self.name]
         return [*prefix, *args]
 

@@ -34,6 +34,8 @@ KNOWN_CONTAINER_KEYS = {"name", "image", "imagePullPolicy", "command", "args", "
 POD_SECURITY_KEYS = {"runAsUser", "runAsGroup", "runAsNonRoot", "fsGroup", "seccompProfile"}
 CONTAINER_SECURITY_KEYS = {"runAsUser", "runAsGroup", "runAsNonRoot", "readOnlyRootFilesystem", "allowPrivilegeEscalation",
                            "privileged", "capabilities", "seccompProfile"}
+# imagePullPolicy as the engine's --pull (the same three meanings).
+PULL_POLICIES = {"Always": "always", "IfNotPresent": "missing", "Never": "never"}
 # Kubernetes' default when a pod does not set terminationGracePeriodSeconds.
 DEFAULT_GRACE_SECONDS = 30
 
@@ -140,7 +142,8 @@ def translate(
     cluster_only = sorted({CLUSTER_ONLY_POD_KEYS[k] for k in pod_spec if k in CLUSTER_ONLY_POD_KEYS})
     if cluster_only:
         notes.append("not applied locally: " + "; ".join(cluster_only))
-    args: list[str] = ["--name", pod_name, "--hostname", pod_name, "--pull", "missing" if container.get("imagePullPolicy") != "Never" else "never"]
+    pull = PULL_POLICIES[container.get("imagePullPolicy", "IfNotPresent")]
+    args: list[str] = ["--name", pod_name, "--hostname", pod_name, "--pull", pull]
 
     # Network: one shared loopback stands in for the pod network and the Services.
     args += ["--network", "host"]

@@ -244,9 +244,10 @@ def test_dev_sync_targets_the_installed_packages() -> None:
     assert 'chown -R 10001:10001 "$site/$SERVICE" "$site/tandem_telemetry"' in dockerfile
 
 
-def test_podman_ulimit_cap_agrees() -> None:
-    """make's builds and the container suite's runs ask podman for the same limits."""
-    from tests.containers.engine import PODMAN_ULIMIT_CAP
+def test_podman_settings_agree() -> None:
+    """make's builds and the container suite's runs ask podman for the same runtime and limits."""
+    from tests.containers.engine import DEFAULT_PODMAN_RUNTIME, PODMAN_ULIMIT_CAP
 
     mk = (REPO / "mk" / "containers.mk").read_text()
     assert re.search(rf"^PODMAN_ULIMIT_CAP\s*:=\s*{PODMAN_ULIMIT_CAP}$", mk, re.M)
+    assert re.search(rf"^PODMAN_RUNTIME\s*\?=\s*{DEFAULT_PODMAN_RUNTIME}$", mk, re.M)

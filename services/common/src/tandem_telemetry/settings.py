@@ -38,7 +38,9 @@ ENV_VARS: Mapping[str, str] = {
 }
 
 DEFAULT_UNTRACED_PATHS = ("/healthz", "/readyz")
-FAST_PATH_MODES = ("auto", "on", "off")
+FAST_PATH_MODES = ("auto", "on", "off")  # the first is the default
+# The SDK's own default for OTEL_BSP_MAX_QUEUE_SIZE.
+DEFAULT_MAX_QUEUE_SIZE = 2048
 DEFAULT_TRUSTED_PATH_PREFIXES = ("/internal/",)
 
 
@@ -106,9 +108,9 @@ class TelemetrySettings:
     trusted_path_prefixes: tuple[str, ...] = DEFAULT_TRUSTED_PATH_PREFIXES
     shutdown_timeout: float = 3.0
     log_level: str = "INFO"
-    fast_path: str = "auto"
+    fast_path: str = FAST_PATH_MODES[0]
     # OTEL_BSP_MAX_QUEUE_SIZE, read here too: delivery counts against the same size.
-    max_queue_size: int = 2048
+    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
 
     @classmethod
     def from_env(cls) -> TelemetrySettings:
@@ -121,5 +123,5 @@ class TelemetrySettings:
             shutdown_timeout=env_float("TANDEM_SHUTDOWN_TIMEOUT", 3.0),
             log_level=os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO",
             fast_path=env_choice("TANDEM_FAST_PATH", FAST_PATH_MODES),
-            max_queue_size=env_int("OTEL_BSP_MAX_QUEUE_SIZE", 2048),
+            max_queue_size=env_int("OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_MAX_QUEUE_SIZE),
         )
