@@ -12,7 +12,7 @@ VENV_PY    := $(VENV)/bin/python
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS    := never
 
-.PHONY: help install run test reliability-report
+.PHONY: help install run test lint reliability-report
 
 help: ## List the targets.
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,7 +52,12 @@ $(OTEL_FLOOR_VENV)/.installed: uv.lock pyproject.toml services/*/pyproject.toml 
 	  $(foreach p,api sdk exporter-otlp-proto-grpc propagator-b3,opentelemetry-$(p)==$(OTEL_FLOOR))
 	@touch $@
 
-test: install k8s-tools $(OTEL_FLOOR_VENV)/.installed ## Run the whole test suite, then the telemetry and integration suites on the public path and on the oldest supported OpenTelemetry.
+lint: install ## ruff (lint and format) and mypy, as configured in pyproject.toml.
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: install lint k8s-tools $(OTEL_FLOOR_VENV)/.installed ## Lint, then the whole test suite, then the telemetry and integration suites on the public path and on the oldest supported OpenTelemetry.
 	$(VENV_PY) -m pytest
 	@echo "make test: tests/telemetry and tests/integration again, with TANDEM_FAST_PATH=off (the public API path)"
 	TANDEM_FAST_PATH=off $(VENV_PY) -m pytest -p no:cacheprovider $(PUBLIC_PATH_SUITES)

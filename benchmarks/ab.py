@@ -34,7 +34,13 @@ def before_package(rev: str, files: list[str]) -> Path:
     shutil.copytree(PACKAGE, target, ignore=shutil.ignore_patterns("__pycache__"))
     for name in files:
         path = f"services/common/src/tandem_telemetry/{name}"
-        text = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=harness.REPO, capture_output=True, text=True, check=True).stdout
+        text = subprocess.run(
+            ["git", "show", f"{rev}:{path}"],
+            cwd=harness.REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         (target / name).write_text(text)
     return root
 
@@ -50,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     before = before_package(args.rev, args.files.split(","))
     size = harness.SIZES["full"]
     procs = harness.Processes(Path(tempfile.mkdtemp(prefix="tandem-ab-")), size.telemetry_env())
-    paths = {"before": f"{before}{os.pathsep}{harness._pythonpath()}", "after": harness._pythonpath()}
+    paths = {
+        "before": f"{before}{os.pathsep}{harness._pythonpath()}",
+        "after": harness._pythonpath(),
+    }
     rows: dict[tuple[str, str], list[float]] = {}
     try:
         collector = procs.collector()
@@ -58,15 +67,43 @@ def main(argv: list[str] | None = None) -> int:
         for version, pythonpath in paths.items():
             for variant in ("traced", "disabled"):
                 gateway_port, worker_port = free_ports(2)
-                extra = {"PYTHONPATH": pythonpath, **({"OTEL_SDK_DISABLED": "true"} if variant == "disabled" else {})}
-                procs.service(f"worker-{version}-{variant}", "worker", worker_port, collector, {"GATEWAY_URL": f"http://127.0.0.1:{gateway_port}", **extra})
-                procs.service(f"gateway-{version}-{variant}", "gateway", gateway_port, collector, {"WORKER_URL": f"http://127.0.0.1:{worker_port}", **extra})
-                urls[(version, f"full path, {variant}")] = f"http://127.0.0.1:{gateway_port}/api/work?tasks={harness.TASKS}"
+                extra = {
+                    "PYTHONPATH": pythonpath,
+                    **({"OTEL_SDK_DISABLED": "true"} if variant == "disabled" else {}),
+                }
+                procs.service(
+                    f"worker-{version}-{variant}",
+                    "worker",
+                    worker_port,
+                    collector,
+                    {"GATEWAY_URL": f"http://127.0.0.1:{gateway_port}", **extra},
+                )
+                procs.service(
+                    f"gateway-{version}-{variant}",
+                    "gateway",
+                    gateway_port,
+                    collector,
+                    {"WORKER_URL": f"http://127.0.0.1:{worker_port}", **extra},
+                )
+                urls[(version, f"full path, {variant}")] = (
+                    f"http://127.0.0.1:{gateway_port}/api/work?tasks={harness.TASKS}"
+                )
             port = free_ports(1)[0]
-            procs.service(f"trivial-{version}", "benchmarks.serve", port, collector, {"BENCH_APP": "benchmarks.apps:tandem", "PYTHONPATH": pythonpath})
+            procs.service(
+                f"trivial-{version}",
+                "benchmarks.serve",
+                port,
+                collector,
+                {"BENCH_APP": "benchmarks.apps:tandem", "PYTHONPATH": pythonpath},
+            )
             urls[(version, "trivial route, Tandem's middleware")] = f"http://127.0.0.1:{port}/hello"
         raw_port = free_ports(1)[0]
-        raw = procs.stack.start("hop-raw", "benchmarks.hop", {"PYTHONPATH": harness._pythonpath()}, ("server", "--port", str(raw_port)))
+        raw = procs.stack.start(
+            "hop-raw",
+            "benchmarks.hop",
+            {"PYTHONPATH": harness._pythonpath()},
+            ("server", "--port", str(raw_port)),
+        )
         procs.expect_ready(raw, f"http://127.0.0.1:{raw_port}/readyz")
         procs.wait_ready()
         for url in urls.values():
@@ -76,31 +113,43 @@ def main(argv: list[str] | None = None) -> int:
                 for (v, what), url in urls.items():
                     if v == version:
                         connections = 32
-                        rows.setdefault((version, what), []).append(loadgen.run_wrk(url, args.seconds, threads=1, connections=connections).rps)
+                        rows.setdefault((version, what), []).append(
+                            loadgen.run_wrk(
+                                url, args.seconds, threads=1, connections=connections
+                            ).rps
+                        )
                         time.sleep(0.5)
                 for kind in ("tandem", "tandem_untraced"):
                     env_path = os.environ.get("PYTHONPATH")
                     os.environ["PYTHONPATH"] = paths[version]
                     try:
                         hop_size = harness.Size("ab", 1, 0, 0, args.seconds, 1.0, 0, 0, 0, 0)
-                        result = harness.hop_client(kind, f"http://127.0.0.1:{raw_port}", collector, hop_size, 32)
+                        result = harness.hop_client(
+                            kind, f"http://127.0.0.1:{raw_port}", collector, hop_size, 32
+                        )
                     finally:
                         if env_path is None:
                             os.environ.pop("PYTHONPATH", None)
                         else:
                             os.environ["PYTHONPATH"] = env_path
-                    label = "hop (raw server), Tandem's client " + ("traced" if kind == "tandem" else "untraced")
+                    label = "hop (raw server), Tandem's client " + (
+                        "traced" if kind == "tandem" else "untraced"
+                    )
                     rows.setdefault((version, label), []).append(result["rps"])
             harness.log(f"round {r + 1}/{args.rounds} done")
     finally:
         procs.stop_all()
         shutil.rmtree(before, ignore_errors=True)
-    print(f"| req/s, median [min–max] over {args.rounds} rounds | before ({args.rev}: {args.files}) | after (working tree) | after / before |")
+    print(
+        f"| req/s, median [min–max] over {args.rounds} rounds | before ({args.rev}: {args.files}) | after (working tree) | after / before |"
+    )
     print("|---|---|---|---|")
     for what in dict.fromkeys(w for _, w in rows):
         b, a = rows[("before", what)], rows[("after", what)]
         fmt = lambda xs: f"{statistics.median(xs):.0f} [{min(xs):.0f}–{max(xs):.0f}]"  # noqa: E731
-        print(f"| {what} | {fmt(b)} | {fmt(a)} | {statistics.median(a) / statistics.median(b):.2f} |")
+        print(
+            f"| {what} | {fmt(b)} | {fmt(a)} | {statistics.median(a) / statistics.median(b):.2f} |"
+        )
     return 0
 
 

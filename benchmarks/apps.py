@@ -49,7 +49,12 @@ async def readyz(request: Request) -> PlainTextResponse:
 
 
 def _app() -> Starlette:
-    return Starlette(routes=[Route(TRIVIAL_PATH, hello, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])])
+    return Starlette(
+        routes=[
+            Route(TRIVIAL_PATH, hello, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ]
+    )
 
 
 def build_untraced() -> Starlette:
@@ -127,12 +132,21 @@ def _build_floor(lean: bool) -> Starlette:
 
 async def tasks(request: Request) -> JSONResponse:
     task = (await request.json())["task"]
-    return JSONResponse({"task": task, "digest": "0" * 64, "quota": {"task": task, "allowed": True, "granted": 1}, "baggage": {}})
+    return JSONResponse(
+        {
+            "task": task,
+            "digest": "0" * 64,
+            "quota": {"task": task, "allowed": True, "granted": 1},
+            "baggage": {},
+        }
+    )
 
 
 def build_hop_worker() -> Starlette:
     """Untraced, so that every client meets the same server cost."""
-    return Starlette(routes=[Route("/tasks", tasks, methods=["POST"]), Route("/readyz", readyz, methods=["GET"])])
+    return Starlette(
+        routes=[Route("/tasks", tasks, methods=["POST"]), Route("/readyz", readyz, methods=["GET"])]
+    )
 
 
 BUILDERS = {

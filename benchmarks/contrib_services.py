@@ -26,7 +26,13 @@ from starlette.routing import Route
 from benchmarks.apps import add_contrib_middleware
 
 
-def _contrib_app(service: str, routes: list[Route], client_url: str, timeout: httpx.Timeout, state: Callable[[Starlette, httpx.AsyncClient], None]) -> Starlette:
+def _contrib_app(
+    service: str,
+    routes: list[Route],
+    client_url: str,
+    timeout: httpx.Timeout,
+    state: Callable[[Starlette, httpx.AsyncClient], None],
+) -> Starlette:
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
     from tandem_telemetry import setup
@@ -37,7 +43,11 @@ def _contrib_app(service: str, routes: list[Route], client_url: str, timeout: ht
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with httpx.AsyncClient(base_url=client_url, timeout=timeout) as client:
-            HTTPXClientInstrumentor.instrument_client(client, tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider)
+            HTTPXClientInstrumentor.instrument_client(
+                client,
+                tracer_provider=telemetry.tracer_provider,
+                meter_provider=telemetry.meter_provider,
+            )
             state(app, client)
             app.state.ready = True
             try:
@@ -46,7 +56,9 @@ def _contrib_app(service: str, routes: list[Route], client_url: str, timeout: ht
                 app.state.ready = False
                 telemetry.force_flush()
 
-    app = Starlette(routes=[*routes, *HEALTH_ROUTES], lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
+    app = Starlette(
+        routes=[*routes, *HEALTH_ROUTES], lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS
+    )  # type: ignore[arg-type]
     add_contrib_middleware(app, telemetry)
     # Like the services: the request guard, where the package has one, is added last and runs first.
     from tandem_telemetry import service
@@ -67,7 +79,10 @@ def build_gateway() -> Starlette:
         app.state.worker = client
         app.state.quota_counter = itertools.count(1)
 
-    routes = [Route("/api/work", work, methods=["GET"]), Route("/internal/quota", quota, methods=["GET"])]
+    routes = [
+        Route("/api/work", work, methods=["GET"]),
+        Route("/internal/quota", quota, methods=["GET"]),
+    ]
     timeout = httpx.Timeout(settings.worker_timeout, connect=1.0)
     return _contrib_app(SERVICE_NAME, routes, settings.worker_url, timeout, state)
 
@@ -82,7 +97,13 @@ def build_worker() -> Starlette:
         app.state.gateway = client
 
     timeout = httpx.Timeout(2.0, connect=1.0)
-    return _contrib_app(SERVICE_NAME, [Route("/tasks", tasks, methods=["POST"])], settings.gateway_url, timeout, state)
+    return _contrib_app(
+        SERVICE_NAME,
+        [Route("/tasks", tasks, methods=["POST"])],
+        settings.gateway_url,
+        timeout,
+        state,
+    )
 
 
 BUILDERS = {"gateway": build_gateway, "worker": build_worker}

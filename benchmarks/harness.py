@@ -119,18 +119,46 @@ class Size:
     quick_micro: bool = False
 
     def telemetry_env(self) -> dict[str, str]:
-        return {**BSP_SETTINGS, "OTEL_METRIC_EXPORT_INTERVAL": "5000", "TANDEM_FAST_PATH": "auto", **dict(self.export_overrides)}
+        return {
+            **BSP_SETTINGS,
+            "OTEL_METRIC_EXPORT_INTERVAL": "5000",
+            "TANDEM_FAST_PATH": "auto",
+            **dict(self.export_overrides),
+        }
 
 
 SIZES = {
     # About 15 minutes on the 2-core machine: 5 rounds of (6 × 7 s + 3 × 9 s + 12 × (4 s + 1 s warm-up)),
     # the 60 s delivery run, process start-ups and the micro-benchmarks.
-    "full": Size("full", rounds=5, trivial_seconds=7, full_seconds=9, hop_seconds=4, hop_warmup=1.0,
-                 warmup_seconds=3, delivery_seconds=60, pause=0.5, settle_timeout=60),
-    "smoke": Size("smoke", rounds=1, trivial_seconds=1, full_seconds=1, hop_seconds=0.5, hop_warmup=0.2,
-                  warmup_seconds=0, delivery_seconds=1, pause=0.0, settle_timeout=30,
-                  export_overrides=(("OTEL_BSP_SCHEDULE_DELAY", "200"), ("OTEL_METRIC_EXPORT_INTERVAL", "500")),
-                  quick_micro=True),
+    "full": Size(
+        "full",
+        rounds=5,
+        trivial_seconds=7,
+        full_seconds=9,
+        hop_seconds=4,
+        hop_warmup=1.0,
+        warmup_seconds=3,
+        delivery_seconds=60,
+        pause=0.5,
+        settle_timeout=60,
+    ),
+    "smoke": Size(
+        "smoke",
+        rounds=1,
+        trivial_seconds=1,
+        full_seconds=1,
+        hop_seconds=0.5,
+        hop_warmup=0.2,
+        warmup_seconds=0,
+        delivery_seconds=1,
+        pause=0.0,
+        settle_timeout=30,
+        export_overrides=(
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
+        ),
+        quick_micro=True,
+    ),
 }
 
 
@@ -198,9 +226,20 @@ def machine_info(generator: str) -> dict[str, Any]:
     versions = {}
     from importlib import metadata
 
-    for package in ("opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-grpc", "opentelemetry-instrumentation-asgi",
-                    "opentelemetry-instrumentation-httpx", "starlette", "hypercorn", "httpx", "httpx-aiohttp", "aiohttp",
-                    "uvloop", "protobuf", "grpcio"):
+    for package in (
+        "opentelemetry-sdk",
+        "opentelemetry-exporter-otlp-proto-grpc",
+        "opentelemetry-instrumentation-asgi",
+        "opentelemetry-instrumentation-httpx",
+        "starlette",
+        "hypercorn",
+        "httpx",
+        "httpx-aiohttp",
+        "aiohttp",
+        "uvloop",
+        "protobuf",
+        "grpcio",
+    ):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -208,7 +247,11 @@ def machine_info(generator: str) -> dict[str, Any]:
     wrk_version = "-"
     if generator == "wrk" and loadgen.wrk_path():
         done = subprocess.run([loadgen.wrk_path(), "--version"], capture_output=True, text=True)  # type: ignore[list-item]
-        wrk_version = (done.stdout or done.stderr).splitlines()[0].strip() if (done.stdout or done.stderr) else "-"
+        wrk_version = (
+            (done.stdout or done.stderr).splitlines()[0].strip()
+            if (done.stdout or done.stderr)
+            else "-"
+        )
     return {
         "nproc": os.cpu_count(),
         "cpu": cpu,
@@ -236,7 +279,9 @@ class Processes:
         # Quiet: no waterfall per trace, which at thousands of traces a second would cost the collector more than receiving.
         return self.stack.start_collector(free_collector_ports(), name=name, args=("--quiet",))
 
-    def service(self, name: str, module: str, port: int, collector: Collector, env: dict[str, str]) -> Process:
+    def service(
+        self, name: str, module: str, port: int, collector: Collector, env: dict[str, str]
+    ) -> Process:
         full_env = {
             "HOST": "127.0.0.1",
             "PORT": str(port),
@@ -293,7 +338,12 @@ def scrape(metrics_url: str) -> dict[str, float]:
     """The numbers section 4 needs from the collector's /metrics page."""
     with urlopen(metrics_url, timeout=10) as response:
         text = response.read().decode()
-    values = {"spans_received": 0.0, "work_requests": 0.0, "work_requests_ok": 0.0, "spans_lost_reported": 0.0}
+    values = {
+        "spans_received": 0.0,
+        "work_requests": 0.0,
+        "work_requests_ok": 0.0,
+        "spans_lost_reported": 0.0,
+    }
     for line in text.splitlines():
         if line.startswith("#") or not line.strip():
             continue
@@ -301,8 +351,11 @@ def scrape(metrics_url: str) -> dict[str, float]:
         name = name_labels.split("{", 1)[0]
         if name == "tandem_collector_spans_received_total":
             values["spans_received"] = float(value)
-        elif name == "http_server_request_duration_seconds_count" and 'http_route="/api/work"' in name_labels \
-                and 'job="tandem/gateway"' in name_labels:
+        elif (
+            name == "http_server_request_duration_seconds_count"
+            and 'http_route="/api/work"' in name_labels
+            and 'job="tandem/gateway"' in name_labels
+        ):
             values["work_requests"] += float(value)
             if 'http_response_status_code="200"' in name_labels:
                 values["work_requests_ok"] += float(value)
@@ -335,7 +388,9 @@ def rotated(names: list[str], round_index: int) -> list[str]:
     return names[shift:] + names[:shift]
 
 
-def hop_client(kind: str, url: str, collector: Collector, size: Size, concurrency: int) -> dict[str, Any]:
+def hop_client(
+    kind: str, url: str, collector: Collector, size: Size, concurrency: int
+) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TANDEM_"))}
     env.update(size.telemetry_env())
     env["OTEL_EXPORTER_OTLP_ENDPOINT"] = collector.grpc_endpoint
@@ -345,13 +400,35 @@ def hop_client(kind: str, url: str, collector: Collector, size: Size, concurrenc
     elif kind in ON_THE_PUBLIC_PATH:
         kind = ON_THE_PUBLIC_PATH[kind]
         env.update(PUBLIC_PATH)
-    command = [sys.executable, "-m", "benchmarks.hop", "client", "--kind", kind, "--url", url,
-               "--concurrency", str(concurrency), "--seconds", str(size.hop_seconds), "--warmup", str(size.hop_warmup)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=size.hop_seconds + size.hop_warmup + 60)
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.hop",
+        "client",
+        "--kind",
+        kind,
+        "--url",
+        url,
+        "--concurrency",
+        str(concurrency),
+        "--seconds",
+        str(size.hop_seconds),
+        "--warmup",
+        str(size.hop_warmup),
+    ]
+    done = subprocess.run(
+        command,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=size.hop_seconds + size.hop_warmup + 60,
+    )
     for line in done.stdout.splitlines():
         if line.startswith("HOP_JSON "):
-            return json.loads(line[len("HOP_JSON "):])
-    raise RuntimeError(f"hop client {kind} failed (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
+            return json.loads(line[len("HOP_JSON ") :])
+    raise RuntimeError(
+        f"hop client {kind} failed (exit {done.returncode}):\n{done.stdout}\n{done.stderr}"
+    )
 
 
 def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) -> Run:
@@ -362,15 +439,26 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
     procs = Processes(logdir, size.telemetry_env())
 
     def drive(url: str, seconds: float, threads: int, connections: int) -> loadgen.LoadResult:
-        return loadgen.run_load(url, seconds, generator=generator, threads=threads, connections=connections)
+        return loadgen.run_load(
+            url, seconds, generator=generator, threads=threads, connections=connections
+        )
 
     try:
         log("starting the collector and every variant")
         collector = procs.collector()
         trivial_urls: dict[str, str] = {}
         for variant, port in zip(TRIVIAL_VARIANTS, free_ports(len(TRIVIAL_VARIANTS))):
-            app, extra = ON_THE_PUBLIC_PATH.get(variant, variant), PUBLIC_PATH if variant in ON_THE_PUBLIC_PATH else {}
-            procs.service(f"trivial-{variant}", "benchmarks.serve", port, collector, {"BENCH_APP": f"benchmarks.apps:{app}", **extra})
+            app, extra = (
+                ON_THE_PUBLIC_PATH.get(variant, variant),
+                PUBLIC_PATH if variant in ON_THE_PUBLIC_PATH else {},
+            )
+            procs.service(
+                f"trivial-{variant}",
+                "benchmarks.serve",
+                port,
+                collector,
+                {"BENCH_APP": f"benchmarks.apps:{app}", **extra},
+            )
             trivial_urls[variant] = f"http://127.0.0.1:{port}/hello"
         full_urls: dict[str, str] = {}
         for variant in FULL_VARIANTS:
@@ -378,20 +466,55 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
             gateway_env = {"WORKER_URL": f"http://127.0.0.1:{worker_port}"}
             worker_env = {"GATEWAY_URL": f"http://127.0.0.1:{gateway_port}"}
             if variant == "contrib":
-                procs.service("worker-contrib", "benchmarks.serve", worker_port, collector,
-                              {**worker_env, "BENCH_APP": "benchmarks.contrib_services:worker"})
-                procs.service("gateway-contrib", "benchmarks.serve", gateway_port, collector,
-                              {**gateway_env, "BENCH_APP": "benchmarks.contrib_services:gateway"})
+                procs.service(
+                    "worker-contrib",
+                    "benchmarks.serve",
+                    worker_port,
+                    collector,
+                    {**worker_env, "BENCH_APP": "benchmarks.contrib_services:worker"},
+                )
+                procs.service(
+                    "gateway-contrib",
+                    "benchmarks.serve",
+                    gateway_port,
+                    collector,
+                    {**gateway_env, "BENCH_APP": "benchmarks.contrib_services:gateway"},
+                )
             else:
-                extra = {"OTEL_SDK_DISABLED": "true"} if variant == "disabled" else PUBLIC_PATH if variant in ON_THE_PUBLIC_PATH else {}
-                procs.service(f"worker-{variant}", "worker", worker_port, collector, {**worker_env, **extra})
-                procs.service(f"gateway-{variant}", "gateway", gateway_port, collector, {**gateway_env, **extra})
+                extra = (
+                    {"OTEL_SDK_DISABLED": "true"}
+                    if variant == "disabled"
+                    else PUBLIC_PATH
+                    if variant in ON_THE_PUBLIC_PATH
+                    else {}
+                )
+                procs.service(
+                    f"worker-{variant}", "worker", worker_port, collector, {**worker_env, **extra}
+                )
+                procs.service(
+                    f"gateway-{variant}",
+                    "gateway",
+                    gateway_port,
+                    collector,
+                    {**gateway_env, **extra},
+                )
             full_urls[variant] = f"http://127.0.0.1:{gateway_port}/api/work?tasks={TASKS}"
         hop_urls: dict[str, str] = {}
         hop_port, raw_port = free_ports(2)
-        procs.service("hop-worker", "benchmarks.serve", hop_port, collector, {"BENCH_APP": "benchmarks.apps:hop_worker"})
+        procs.service(
+            "hop-worker",
+            "benchmarks.serve",
+            hop_port,
+            collector,
+            {"BENCH_APP": "benchmarks.apps:hop_worker"},
+        )
         hop_urls["worker"] = f"http://127.0.0.1:{hop_port}"
-        raw = procs.stack.start("hop-raw", "benchmarks.hop", {"PYTHONPATH": _pythonpath()}, ("server", "--port", str(raw_port)))
+        raw = procs.stack.start(
+            "hop-raw",
+            "benchmarks.hop",
+            {"PYTHONPATH": _pythonpath()},
+            ("server", "--port", str(raw_port)),
+        )
         procs.expect_ready(raw, f"http://127.0.0.1:{raw_port}/readyz")
         hop_urls["raw"] = f"http://127.0.0.1:{raw_port}"
         procs.wait_ready()
@@ -406,22 +529,35 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
         for r in range(size.rounds):
             log(f"round {r + 1}/{size.rounds}: trivial route")
             for variant in rotated(list(TRIVIAL_VARIANTS), r):
-                result = drive(trivial_urls[variant], size.trivial_seconds, load.trivial_threads, load.trivial_connections)
+                result = drive(
+                    trivial_urls[variant],
+                    size.trivial_seconds,
+                    load.trivial_threads,
+                    load.trivial_connections,
+                )
                 run.trivial.append({"round": r, "variant": variant, **result.to_dict()})
                 log(f"  {variant:10} {result.rps:8.0f} req/s  errors {result.errors}")
                 time.sleep(size.pause)
             log(f"round {r + 1}/{size.rounds}: full path")
             for variant in rotated(list(FULL_VARIANTS), r):
-                result = drive(full_urls[variant], size.full_seconds, load.full_threads, load.full_connections)
+                result = drive(
+                    full_urls[variant], size.full_seconds, load.full_threads, load.full_connections
+                )
                 run.full.append({"round": r, "variant": variant, **result.to_dict()})
-                log(f"  {variant:10} {result.rps:8.0f} req/s  p50 {result.p50_ms:.1f} ms  p99 {result.p99_ms:.1f} ms  errors {result.errors}")
+                log(
+                    f"  {variant:10} {result.rps:8.0f} req/s  p50 {result.p50_ms:.1f} ms  p99 {result.p99_ms:.1f} ms  errors {result.errors}"
+                )
                 time.sleep(size.pause)
             log(f"round {r + 1}/{size.rounds}: hop")
             for server in HOP_SERVERS:
                 for kind in rotated(list(HOP_CLIENTS), r):
-                    result = hop_client(kind, hop_urls[server], collector, size, load.hop_concurrency)
+                    result = hop_client(
+                        kind, hop_urls[server], collector, size, load.hop_concurrency
+                    )
                     run.hop.append({"round": r, "server": server, **result, "client": kind})
-                    log(f"  {server:6} {kind:8} {result['rps']:8.0f} req/s  errors {result['errors']}")
+                    log(
+                        f"  {server:6} {kind:8} {result['rps']:8.0f} req/s  errors {result['errors']}"
+                    )
                     time.sleep(size.pause)
 
         log("stopping sections 1-3")
@@ -439,17 +575,35 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
 
 def measure_delivery(procs: Processes, size: Size, load: Load, drive) -> dict[str, Any]:
     """Sections 4 and 5: fresh collector and services, the full path for `delivery_seconds`."""
-    log(f"span delivery: fresh collector and services, {size.delivery_seconds:.0f} s at the full-path load")
+    log(
+        f"span delivery: fresh collector and services, {size.delivery_seconds:.0f} s at the full-path load"
+    )
     collector = procs.collector("collector-delivery")
     gateway_port, worker_port = free_ports(2)
-    worker = procs.service("worker-delivery", "worker", worker_port, collector, {"GATEWAY_URL": f"http://127.0.0.1:{gateway_port}"})
-    gateway = procs.service("gateway-delivery", "gateway", gateway_port, collector, {"WORKER_URL": f"http://127.0.0.1:{worker_port}"})
+    worker = procs.service(
+        "worker-delivery",
+        "worker",
+        worker_port,
+        collector,
+        {"GATEWAY_URL": f"http://127.0.0.1:{gateway_port}"},
+    )
+    gateway = procs.service(
+        "gateway-delivery",
+        "gateway",
+        gateway_port,
+        collector,
+        {"WORKER_URL": f"http://127.0.0.1:{worker_port}"},
+    )
     procs.wait_ready()
     url = f"http://127.0.0.1:{gateway_port}/api/work?tasks={TASKS}"
     # Warm up, so that "before" is a running service (pools, caches), not a fresh import.
     drive(url, max(1.0, size.warmup_seconds), load.full_threads, load.full_connections)
     env = size.telemetry_env()
-    quiet_for = int(env["OTEL_METRIC_EXPORT_INTERVAL"]) / 1000 + int(env["OTEL_BSP_SCHEDULE_DELAY"]) / 1000 + 1
+    quiet_for = (
+        int(env["OTEL_METRIC_EXPORT_INTERVAL"]) / 1000
+        + int(env["OTEL_BSP_SCHEDULE_DELAY"]) / 1000
+        + 1
+    )
     before = wait_settled(collector.metrics_url, quiet_for, size.settle_timeout)
     rss_before = {"gateway": rss_kib(gateway.popen.pid), "worker": rss_kib(worker.popen.pid)}
     result = drive(url, size.delivery_seconds, load.full_threads, load.full_connections)
@@ -475,7 +629,9 @@ def measure_delivery(procs: Processes, size: Size, load: Load, drive) -> dict[st
         "rss_kib": {"before": rss_before, "end_of_run": rss_end, "settled": rss_settled},
         "bsp_settings": {k: v for k, v in env.items() if k.startswith("OTEL_BSP_")},
     }
-    log(f"  {result.rps:.0f} req/s; served {served:.0f}; spans {received:.0f} of {expected:.0f} = {delivery['ratio']:.6f}")
+    log(
+        f"  {result.rps:.0f} req/s; served {served:.0f}; spans {received:.0f} of {expected:.0f} = {delivery['ratio']:.6f}"
+    )
     log(f"  RSS KiB before {rss_before}, end {rss_end}, settled {rss_settled}")
     procs.stop([gateway, worker])
     procs.stop([p for p in procs.stack.processes if p.name == "collector-delivery"])
@@ -486,10 +642,16 @@ def measure_delivery(procs: Processes, size: Size, load: Load, drive) -> dict[st
 
 
 def spread(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else {"median": 0.0, "min": 0.0, "max": 0.0}
+    return (
+        {"median": statistics.median(values), "min": min(values), "max": max(values)}
+        if values
+        else {"median": 0.0, "min": 0.0, "max": 0.0}
+    )
 
 
-def paired_ratios(rows: list[dict[str, Any]], key: str, variant: str, baseline: str, value: str = "rps") -> list[float]:
+def paired_ratios(
+    rows: list[dict[str, Any]], key: str, variant: str, baseline: str, value: str = "rps"
+) -> list[float]:
     by_round: dict[int, dict[str, float]] = {}
     for row in rows:
         by_round.setdefault(row["round"], {})[row[key]] = row[value]
@@ -513,7 +675,9 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
             "rps": spread([r["rps"] for r in rows]),
             "p50_ms": spread([r["p50_ms"] for r in rows]),
             "p99_ms": spread([r["p99_ms"] for r in rows]),
-            "ratio_to_disabled": spread(paired_ratios(data["full"], "variant", variant, "disabled")),
+            "ratio_to_disabled": spread(
+                paired_ratios(data["full"], "variant", variant, "disabled")
+            ),
             "ratio_to_contrib": spread(paired_ratios(data["full"], "variant", variant, "contrib")),
             "errors": sum(r["errors"] for r in rows),
             "requests": sum(r["requests"] for r in rows),
@@ -535,15 +699,32 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description="Tandem's benchmark harness (make bench).")
-    parser.add_argument("--smoke", action="store_true", help="a tiny run of seconds, for the test suite")
-    parser.add_argument("--out", type=Path, default=REPO / "docs", help="where benchmarks.md and benchmarks.png go")
-    parser.add_argument("--raw", type=Path, default=None, help="also write the raw results as JSON here")
-    parser.add_argument("--loadgen", choices=("wrk", "python", "auto"), default="wrk",
-                        help="wrk (default; required for published figures), or the aiohttp stand-in, or wrk if installed")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description="Tandem's benchmark harness (make bench)."
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="a tiny run of seconds, for the test suite"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "docs", help="where benchmarks.md and benchmarks.png go"
+    )
+    parser.add_argument(
+        "--raw", type=Path, default=None, help="also write the raw results as JSON here"
+    )
+    parser.add_argument(
+        "--loadgen",
+        choices=("wrk", "python", "auto"),
+        default="wrk",
+        help="wrk (default; required for published figures), or the aiohttp stand-in, or wrk if installed",
+    )
     parser.add_argument("--logdir", type=Path, default=None, help="keep the processes' logs here")
-    parser.add_argument("--render", type=Path, default=None, metavar="RAW",
-                        help="measure nothing: write benchmarks.md and .png to --out from a --raw file of an earlier run")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="RAW",
+        help="measure nothing: write benchmarks.md and .png to --out from a --raw file of an earlier run",
+    )
     args = parser.parse_args(argv)
 
     from benchmarks import report
@@ -567,7 +748,14 @@ def main(argv: list[str] | None = None) -> int:
     logdir.mkdir(parents=True, exist_ok=True)
     log(f"size {size.name}, load generator {generator}, logs in {logdir}")
     run = run_all(size, generator, logdir)
-    run.command = os.environ.get("BENCH_COMMAND") or " ".join([Path(sys.executable).name, "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])])
+    run.command = os.environ.get("BENCH_COMMAND") or " ".join(
+        [
+            Path(sys.executable).name,
+            "-m",
+            "benchmarks",
+            *(argv if argv is not None else sys.argv[1:]),
+        ]
+    )
     data = run.to_dict()
     data["summary"] = summarize(data)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 _BODY = json.dumps(
-    {"task": 0, "digest": "0" * 64, "quota": {"task": 0, "allowed": True, "granted": 1}, "baggage": {}}
+    {
+        "task": 0,
+        "digest": "0" * 64,
+        "quota": {"task": 0, "allowed": True, "granted": 1},
+        "baggage": {},
+    }
 ).encode()
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
@@ -82,7 +87,9 @@ async def _serve(host: str, port: int) -> None:
         await server.serve_forever()
 
 
-async def _measure(send: Callable[[int], Awaitable[None]], concurrency: int, seconds: float) -> tuple[int, int, float]:
+async def _measure(
+    send: Callable[[int], Awaitable[None]], concurrency: int, seconds: float
+) -> tuple[int, int, float]:
     """Run `concurrency` request loops for `seconds`; return (completed, errors, elapsed seconds)."""
     completed = errors = 0
     start = time.perf_counter()
@@ -103,7 +110,9 @@ async def _measure(send: Callable[[int], Awaitable[None]], concurrency: int, sec
     return completed, errors, time.perf_counter() - start
 
 
-def _with_bare_span(send: Callable[[int], Awaitable[None]], *, lean: bool) -> tuple[Callable[[int], Awaitable[None]], Callable[[], object]]:
+def _with_bare_span(
+    send: Callable[[int], Awaitable[None]], *, lean: bool
+) -> tuple[Callable[[int], Awaitable[None]], Callable[[], object]]:
     """`send` inside one CLIENT span per call and nothing else (benchmarks.floors); and the flush."""
     from opentelemetry.trace import SpanKind
 
@@ -121,7 +130,9 @@ def _with_bare_span(send: Callable[[int], Awaitable[None]], *, lean: bool) -> tu
     return traced, lambda: telemetry.shutdown(10)
 
 
-async def _client(kind: str, url: str, concurrency: int, seconds: float, warmup: float) -> dict[str, Any]:
+async def _client(
+    kind: str, url: str, concurrency: int, seconds: float, warmup: float
+) -> dict[str, Any]:
     close: Callable[[], Awaitable[None]]
     flush: Callable[[], object] | None = None
     if kind in ("tandem", "tandem_bare_span"):
@@ -130,8 +141,14 @@ async def _client(kind: str, url: str, concurrency: int, seconds: float, warmup:
         from tandem_telemetry.bootstrap import build_telemetry
 
         # The floor keeps Tandem's client (httpx over aiohttp, retries, timeouts) with its own tracing off.
-        own = build_telemetry("bench-hop", settings=TelemetrySettings(disabled=True)) if kind == "tandem_bare_span" else None
-        client = create_client(url, timeouts=Timeouts(connect=1.0, read=5.0, total=5.0), telemetry=own)
+        own = (
+            build_telemetry("bench-hop", settings=TelemetrySettings(disabled=True))
+            if kind == "tandem_bare_span"
+            else None
+        )
+        client = create_client(
+            url, timeouts=Timeouts(connect=1.0, read=5.0, total=5.0), telemetry=own
+        )
 
         async def post(n: int) -> None:
             response = await client.post("/tasks", json={"task": n})
@@ -161,7 +178,8 @@ async def _client(kind: str, url: str, concurrency: int, seconds: float, warmup:
         import aiohttp
 
         session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=100), timeout=aiohttp.ClientTimeout(total=5.0, connect=1.0)
+            connector=aiohttp.TCPConnector(limit=100),
+            timeout=aiohttp.ClientTimeout(total=5.0, connect=1.0),
         )
         target = url.rstrip("/") + "/tasks"
 
@@ -183,7 +201,13 @@ async def _client(kind: str, url: str, concurrency: int, seconds: float, warmup:
         await close()
     if flush is not None:
         flush()  # after the clock stopped: the tandem client's spans reach the collector
-    return {"kind": kind, "requests": completed, "errors": errors, "seconds": elapsed, "rps": completed / elapsed}
+    return {
+        "kind": kind,
+        "requests": completed,
+        "errors": errors,
+        "seconds": elapsed,
+        "rps": completed / elapsed,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,7 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     server.add_argument("--host", default="127.0.0.1")
     server.add_argument("--port", type=int, required=True)
     client = sub.add_parser("client")
-    client.add_argument("--kind", choices=("tandem", "tandem_bare_span", "aiohttp", "aiohttp_span", "httpx"), required=True)
+    client.add_argument(
+        "--kind",
+        choices=("tandem", "tandem_bare_span", "aiohttp", "aiohttp_span", "httpx"),
+        required=True,
+    )
     client.add_argument("--url", required=True)
     client.add_argument("--concurrency", type=int, default=32)
     client.add_argument("--seconds", type=float, default=5.0)

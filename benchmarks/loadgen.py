@@ -44,23 +44,33 @@ def wrk_path() -> str | None:
     return shutil.which("wrk")
 
 
-def run_wrk(url: str, seconds: float, *, threads: int, connections: int, timeout: float = 10.0) -> LoadResult:
+def run_wrk(
+    url: str, seconds: float, *, threads: int, connections: int, timeout: float = 10.0
+) -> LoadResult:
     """Run wrk for `seconds` (rounded up to whole seconds) and return its summary."""
     wrk = wrk_path()
     if wrk is None:
         raise RuntimeError("wrk is not installed (make bench installs it with apt-get)")
     duration = max(1, math.ceil(seconds))
     command = [
-        wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", f"--timeout={int(timeout)}s",
-        "-s", str(WRK_SCRIPT), url,
+        wrk,
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration}s",
+        f"--timeout={int(timeout)}s",
+        "-s",
+        str(WRK_SCRIPT),
+        url,
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=duration + timeout + 30)
     for line in done.stdout.splitlines():
         if line.startswith(_MARKER):
-            data = json.loads(line[len(_MARKER):])
+            data = json.loads(line[len(_MARKER) :])
             break
     else:
-        raise RuntimeError(f"wrk printed no summary (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
+        raise RuntimeError(
+            f"wrk printed no summary (exit {done.returncode}):\n{done.stdout}\n{done.stderr}"
+        )
     latency = data["latency_us"]
     return LoadResult(
         requests=data["requests"],
@@ -84,7 +94,9 @@ async def _python_load(url: str, seconds: float, connections: int, timeout: floa
     latencies: list[float] = []
     errors = 0
     connector = aiohttp.TCPConnector(limit=connections)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
+    ) as session:
         start = time.perf_counter()
         deadline = start + seconds
 
@@ -96,7 +108,7 @@ async def _python_load(url: str, seconds: float, connections: int, timeout: floa
                     async with session.get(url) as response:
                         await response.read()
                         ok = response.status < 400
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     ok = False
                 if ok:
                     latencies.append(time.perf_counter() - began)
@@ -112,10 +124,14 @@ async def _python_load(url: str, seconds: float, connections: int, timeout: floa
             return 0.0
         return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1000
 
-    return LoadResult(len(latencies), elapsed, errors, percentile(50), percentile(90), percentile(99), "python")
+    return LoadResult(
+        len(latencies), elapsed, errors, percentile(50), percentile(90), percentile(99), "python"
+    )
 
 
-def run_load(url: str, seconds: float, *, generator: str, threads: int, connections: int) -> LoadResult:
+def run_load(
+    url: str, seconds: float, *, generator: str, threads: int, connections: int
+) -> LoadResult:
     if generator == "wrk":
         return run_wrk(url, seconds, threads=threads, connections=connections)
     return run_python(url, seconds, connections=connections)

@@ -31,7 +31,14 @@ CLIENT_CASES = ("client-httpx", "client-disabled", "client-traced")
 CASES = (*SERVER_CASES, *CLIENT_CASES, "sdk", "export")
 QUICK = False
 
-_BODY = json.dumps({"task": 0, "digest": "0" * 64, "quota": {"task": 0, "allowed": True, "granted": 1}, "baggage": {}}).encode()
+_BODY = json.dumps(
+    {
+        "task": 0,
+        "digest": "0" * 64,
+        "quota": {"task": 0, "allowed": True, "granted": 1},
+        "baggage": {},
+    }
+).encode()
 
 
 def _pipeline(disabled: bool = False) -> Any:
@@ -45,7 +52,12 @@ def _pipeline(disabled: bool = False) -> Any:
             return SpanExportResult.SUCCESS
 
     settings = tandem_telemetry.TelemetrySettings(disabled=disabled)
-    return tandem_telemetry.setup("bench-micro", settings=settings, span_processor=BatchSpanProcessor(Drop()), metric_reader=InMemoryMetricReader())
+    return tandem_telemetry.setup(
+        "bench-micro",
+        settings=settings,
+        span_processor=BatchSpanProcessor(Drop()),
+        metric_reader=InMemoryMetricReader(),
+    )
 
 
 async def _best(call: Any, batches: int = 7, per_batch: int = 3000) -> float:
@@ -71,10 +83,18 @@ async def _server(case: str) -> float:
         _pipeline(disabled=case == "server-disabled")
         app = apps.build_tandem()
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-        "path": "/hello", "raw_path": b"/hello", "query_string": b"", "root_path": "",
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/hello",
+        "raw_path": b"/hello",
+        "query_string": b"",
+        "root_path": "",
         "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk"), (b"accept", b"*/*")],
-        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
     }
 
     async def receive() -> dict[str, Any]:
@@ -94,7 +114,10 @@ async def _client(case: str) -> float:
 
     class Canned(httpx.AsyncBaseTransport):
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(_BODY)).encode())]
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(_BODY)).encode()),
+            ]
             return httpx.Response(200, headers=headers, stream=httpx.ByteStream(_BODY))
 
     if case == "client-httpx":
@@ -122,7 +145,9 @@ def _export() -> dict[str, float]:
     """OTLP encoding cost per span, for a server span and a client span as Tandem makes them: the SDK's
     encoder (build the protobuf objects, serialize) and Tandem's (tandem_telemetry.fastpath, straight to bytes)."""
     from opentelemetry.context import Context
-    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import (
+        encode_spans as sdk_encode_spans,
+    )
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -132,14 +157,41 @@ def _export() -> dict[str, float]:
     from tandem_telemetry.fastpath import encode_spans
 
     memory = InMemorySpanExporter()
-    telemetry = tandem_telemetry.setup("bench-micro", span_processor=SimpleSpanProcessor(memory), metric_reader=InMemoryMetricReader())
-    server = {"http.request.method": "GET", "url.path": "/hello", "url.scheme": "http", "network.protocol.version": "1.1",
-              "server.address": "127.0.0.1", "server.port": 8000, "client.address": "127.0.0.1", "user_agent.original": "wrk"}
-    client = {"http.request.method": "POST", "server.address": "127.0.0.1", "server.port": 8081, "url.full": "http://127.0.0.1:8081/tasks"}
-    encoders = {"sdk": lambda spans: sdk_encode_spans(spans).SerializeToString(), "tandem": encode_spans}
+    telemetry = tandem_telemetry.setup(
+        "bench-micro",
+        span_processor=SimpleSpanProcessor(memory),
+        metric_reader=InMemoryMetricReader(),
+    )
+    server = {
+        "http.request.method": "GET",
+        "url.path": "/hello",
+        "url.scheme": "http",
+        "network.protocol.version": "1.1",
+        "server.address": "127.0.0.1",
+        "server.port": 8000,
+        "client.address": "127.0.0.1",
+        "user_agent.original": "wrk",
+    }
+    client = {
+        "http.request.method": "POST",
+        "server.address": "127.0.0.1",
+        "server.port": 8081,
+        "url.full": "http://127.0.0.1:8081/tasks",
+    }
+    encoders = {
+        "sdk": lambda spans: sdk_encode_spans(spans).SerializeToString(),
+        "tandem": encode_spans,
+    }
     results = {}
-    for name, kind, attributes, end in (("server span", SpanKind.SERVER, server, {"http.response.status_code": 200, "http.route": "/hello"}),
-                                         ("client span", SpanKind.CLIENT, client, {"http.response.status_code": 200})):
+    for name, kind, attributes, end in (
+        (
+            "server span",
+            SpanKind.SERVER,
+            server,
+            {"http.response.status_code": 200, "http.route": "/hello"},
+        ),
+        ("client span", SpanKind.CLIENT, client, {"http.response.status_code": 200}),
+    ):
         memory.clear()
         for _ in range(512):
             span = telemetry.tracer.start_span("GET", Context(), kind, attributes)
@@ -166,10 +218,23 @@ def _sdk() -> dict[str, float]:
     from opentelemetry.trace import SpanKind
 
     telemetry = _pipeline()
-    start = {"http.request.method": "GET", "url.path": "/hello", "url.scheme": "http", "network.protocol.version": "1.1",
-             "server.address": "127.0.0.1", "server.port": 8000, "client.address": "127.0.0.1", "user_agent.original": "wrk"}
+    start = {
+        "http.request.method": "GET",
+        "url.path": "/hello",
+        "url.scheme": "http",
+        "network.protocol.version": "1.1",
+        "server.address": "127.0.0.1",
+        "server.port": 8000,
+        "client.address": "127.0.0.1",
+        "user_agent.original": "wrk",
+    }
     outcome = {"http.response.status_code": 200, "http.route": "/hello"}
-    metric = {"http.request.method": "GET", "url.scheme": "http", "network.protocol.version": "1.1", **outcome}
+    metric = {
+        "http.request.method": "GET",
+        "url.scheme": "http",
+        "network.protocol.version": "1.1",
+        **outcome,
+    }
     tracer, sdk_tracer = telemetry.tracer, telemetry.tracer._tracer
     sdk_histogram = telemetry.server_duration._histogram
 
@@ -236,9 +301,13 @@ def main(argv: list[str]) -> int:
     print("µs per request, best of 7 batches:")
     for name, value in results.items():
         print(f"  {name:16} {value:7.1f}")
-    print(f"  server: tracing adds {results['server-traced'] - results['server-untraced']:.1f} µs per request")
-    print(f"  client: tracing adds {results['client-traced'] - results['client-disabled']:.1f} µs per call, "
-          f"Tandem's client {results['client-traced'] - results['client-httpx']:+.1f} µs against plain httpx")
+    print(
+        f"  server: tracing adds {results['server-traced'] - results['server-untraced']:.1f} µs per request"
+    )
+    print(
+        f"  client: tracing adds {results['client-traced'] - results['client-disabled']:.1f} µs per call, "
+        f"Tandem's client {results['client-traced'] - results['client-httpx']:+.1f} µs against plain httpx"
+    )
     return 0
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import FULL_VARIANTS, HOP_CLIENTS, HOP_SERVERS, SPANS_PER_REQUEST, TASKS, TRIVIAL_VARIANTS
+from benchmarks.harness import (
+    FULL_VARIANTS,
+    HOP_CLIENTS,
+    HOP_SERVERS,
+    SPANS_PER_REQUEST,
+    TASKS,
+    TRIVIAL_VARIANTS,
+)
 
 NOTES = Path(__file__).with_name("NOTES.md")
 # The issue's figure for a tutorial-style version of the full path on this machine (not measured by this harness).
@@ -22,18 +29,48 @@ TARGETS = {
 
 
 # Chart labels and colours, keyed like harness.TRIVIAL_VARIANTS and HOP_CLIENTS.
-TRIVIAL_SHORT = {"untraced": "(a) untraced", "tandem": "(b) Tandem", "tandem_public": "(b′) Tandem,\npublic path", "contrib": "(c) contrib", "starlette": "(d) Starlette",
-                 "floor_sdk": "(e) bare SDK span", "floor_tandem": "(f) bare span,\nRequestTracer"}
-TRIVIAL_COLORS = {"untraced": "#999999", "tandem": "#2a7ab9", "tandem_public": "#6baed6", "contrib": "#d98c2b", "starlette": "#8c6bb1",
-                  "floor_sdk": "#cccccc", "floor_tandem": "#a9c9e4"}
-HOP_SHORT = {"tandem": "Tandem, traced", "tandem_public": "Tandem, traced,\npublic path", "tandem_untraced": "Tandem, SDK off", "aiohttp": "raw aiohttp", "httpx": "httpx default",
-             "aiohttp_span": "aiohttp +\nbare SDK span", "tandem_bare_span": "Tandem, SDK off\n+ bare SDK span"}
-HOP_COLORS = {"tandem": "#2a7ab9", "tandem_public": "#6baed6", "tandem_untraced": "#7fb3dd", "aiohttp": "#999999", "httpx": "#d98c2b", "aiohttp_span": "#cccccc",
-              "tandem_bare_span": "#c6dbef"}
+TRIVIAL_SHORT = {
+    "untraced": "(a) untraced",
+    "tandem": "(b) Tandem",
+    "tandem_public": "(b′) Tandem,\npublic path",
+    "contrib": "(c) contrib",
+    "starlette": "(d) Starlette",
+    "floor_sdk": "(e) bare SDK span",
+    "floor_tandem": "(f) bare span,\nRequestTracer",
+}
+TRIVIAL_COLORS = {
+    "untraced": "#999999",
+    "tandem": "#2a7ab9",
+    "tandem_public": "#6baed6",
+    "contrib": "#d98c2b",
+    "starlette": "#8c6bb1",
+    "floor_sdk": "#cccccc",
+    "floor_tandem": "#a9c9e4",
+}
+HOP_SHORT = {
+    "tandem": "Tandem, traced",
+    "tandem_public": "Tandem, traced,\npublic path",
+    "tandem_untraced": "Tandem, SDK off",
+    "aiohttp": "raw aiohttp",
+    "httpx": "httpx default",
+    "aiohttp_span": "aiohttp +\nbare SDK span",
+    "tandem_bare_span": "Tandem, SDK off\n+ bare SDK span",
+}
+HOP_COLORS = {
+    "tandem": "#2a7ab9",
+    "tandem_public": "#6baed6",
+    "tandem_untraced": "#7fb3dd",
+    "aiohttp": "#999999",
+    "httpx": "#d98c2b",
+    "aiohttp_span": "#cccccc",
+    "tandem_bare_span": "#c6dbef",
+}
 
 
 def _s(spread: dict[str, float], fmt: str = "{:.0f}") -> str:
-    return f"{fmt.format(spread['median'])} [{fmt.format(spread['min'])}–{fmt.format(spread['max'])}]"
+    return (
+        f"{fmt.format(spread['median'])} [{fmt.format(spread['min'])}–{fmt.format(spread['max'])}]"
+    )
 
 
 def _r(spread: dict[str, float]) -> str:
@@ -53,15 +90,42 @@ def target_rows(data: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
     tutorial = {k: v / TUTORIAL_RPS for k, v in traced["rps"].items()}
     delivery = data["delivery"]["ratio"]
     return [
-        ("Trivial route: (b) Tandem / (a) untraced", f"≥ {TARGETS['trivial']:.2f}", _r(trivial), trivial["median"] >= TARGETS["trivial"]),
-        ("Full path: traced / OTEL_SDK_DISABLED", f"≥ {TARGETS['full_vs_disabled']:.2f}", _r(traced["ratio_to_disabled"]),
-         traced["ratio_to_disabled"]["median"] >= TARGETS["full_vs_disabled"]),
-        ("Full path: traced / contrib-instrumented", f"≥ {TARGETS['full_vs_contrib']:.1f}", _r(traced["ratio_to_contrib"]),
-         traced["ratio_to_contrib"]["median"] >= TARGETS["full_vs_contrib"]),
-        (f"Full path: traced req/s / {TUTORIAL_RPS:.0f} (tutorial-style, the issue's figure)", f"≥ {TARGETS['full_vs_tutorial']:.1f}",
-         _r(tutorial), tutorial["median"] >= TARGETS["full_vs_tutorial"]),
-        ("Hop: Tandem's client / raw aiohttp (worker stand-in)", f"≥ {TARGETS['hop']:.2f}", _r(hop), hop["median"] >= TARGETS["hop"]),
-        ("Span delivery at the maximum sustained rate", "= 1.0", f"{delivery:.6f}", delivery == TARGETS["delivery"]),
+        (
+            "Trivial route: (b) Tandem / (a) untraced",
+            f"≥ {TARGETS['trivial']:.2f}",
+            _r(trivial),
+            trivial["median"] >= TARGETS["trivial"],
+        ),
+        (
+            "Full path: traced / OTEL_SDK_DISABLED",
+            f"≥ {TARGETS['full_vs_disabled']:.2f}",
+            _r(traced["ratio_to_disabled"]),
+            traced["ratio_to_disabled"]["median"] >= TARGETS["full_vs_disabled"],
+        ),
+        (
+            "Full path: traced / contrib-instrumented",
+            f"≥ {TARGETS['full_vs_contrib']:.1f}",
+            _r(traced["ratio_to_contrib"]),
+            traced["ratio_to_contrib"]["median"] >= TARGETS["full_vs_contrib"],
+        ),
+        (
+            f"Full path: traced req/s / {TUTORIAL_RPS:.0f} (tutorial-style, the issue's figure)",
+            f"≥ {TARGETS['full_vs_tutorial']:.1f}",
+            _r(tutorial),
+            tutorial["median"] >= TARGETS["full_vs_tutorial"],
+        ),
+        (
+            "Hop: Tandem's client / raw aiohttp (worker stand-in)",
+            f"≥ {TARGETS['hop']:.2f}",
+            _r(hop),
+            hop["median"] >= TARGETS["hop"],
+        ),
+        (
+            "Span delivery at the maximum sustained rate",
+            "= 1.0",
+            f"{delivery:.6f}",
+            delivery == TARGETS["delivery"],
+        ),
     ]
 
 
@@ -69,7 +133,12 @@ def floor_lines(data: dict[str, Any]) -> list[str]:
     """What a bare span alone allows, measured in the same run, set beside the two ratio targets it bounds."""
     s = data["summary"]
     trivial, hop = s["trivial"], s["hop"]["worker"]
-    floors = ((trivial, "floor_sdk"), (trivial, "floor_tandem"), (hop, "aiohttp_span"), (hop, "tandem_bare_span"))
+    floors = (
+        (trivial, "floor_sdk"),
+        (trivial, "floor_tandem"),
+        (hop, "aiohttp_span"),
+        (hop, "tandem_bare_span"),
+    )
     if not all(row.get(key, {}).get("rps", {}).get("median") for row, key in floors):
         return []  # a run from before the floors were measured
 
@@ -106,7 +175,13 @@ def path_lines(data: dict[str, Any]) -> list[str]:
     pairs = (
         ("Trivial route, ratio to (a)", s["trivial"], "tandem", "tandem_public", "ratio"),
         ("Full path, req/s", s["full"], "traced", "traced_public", "rps"),
-        ("Hop (worker stand-in), ratio to raw aiohttp", s["hop"]["worker"], "tandem", "tandem_public", "ratio"),
+        (
+            "Hop (worker stand-in), ratio to raw aiohttp",
+            s["hop"]["worker"],
+            "tandem",
+            "tandem_public",
+            "ratio",
+        ),
     )
     if not all(public in section for _, section, _, public, _ in pairs):
         return []  # a run from before the public path was measured
@@ -120,8 +195,14 @@ def path_lines(data: dict[str, Any]) -> list[str]:
     ]
     for label, section, fast, public, key in pairs:
         fmt = _r if key == "ratio" else _s
-        ratio = section[public][key]["median"] / section[fast][key]["median"] if section[fast][key]["median"] else 0.0
-        lines.append(f"| {label} | {fmt(section[fast][key])} | {fmt(section[public][key])} | {ratio:.2f} |")
+        ratio = (
+            section[public][key]["median"] / section[fast][key]["median"]
+            if section[fast][key]["median"]
+            else 0.0
+        )
+        lines.append(
+            f"| {label} | {fmt(section[fast][key])} | {fmt(section[public][key])} | {ratio:.2f} |"
+        )
     lines.append("")
     return lines
 
@@ -136,8 +217,10 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
     add = lines.append
     add("# Benchmarks")
     add("")
-    add(f"Produced by `{data['command']}` on {m['date']}, in {data['seconds'] / 60:.1f} minutes "
-        f"({size['name']} size: {size['rounds']} interleaved rounds). The chart: [benchmarks.png](benchmarks.png).")
+    add(
+        f"Produced by `{data['command']}` on {m['date']}, in {data['seconds'] / 60:.1f} minutes "
+        f"({size['name']} size: {size['rounds']} interleaved rounds). The chart: [benchmarks.png](benchmarks.png)."
+    )
     if data["generator"] != "wrk":
         add("")
         add("> **Not publishable**: this run used the Python stand-in load generator, not wrk.")
@@ -155,8 +238,10 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
     add("| Packages | " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()) + " |")
     add(f"| Command | `{data['command']}` |")
     add("")
-    add("Everything ran on this one machine, on loopback: wrk, the services, the collector. The machine is shared "
-        "and noisy; hence several interleaved rounds, and every figure below is the **median [min–max]** over them.")
+    add(
+        "Everything ran on this one machine, on loopback: wrk, the services, the collector. The machine is shared "
+        "and noisy; hence several interleaved rounds, and every figure below is the **median [min–max]** over them."
+    )
     add("")
     add("## Against the targets")
     add("")
@@ -172,78 +257,107 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
 
     add("## 1. Middleware overhead on a trivial route")
     add("")
-    add(f"`GET /hello` on one Starlette app, served like the services (hypercorn, uvloop, one process). "
+    add(
+        f"`GET /hello` on one Starlette app, served like the services (hypercorn, uvloop, one process). "
         f"wrk -t{load['trivial_threads']} -c{load['trivial_connections']}, {size['trivial_seconds']:.0f} s per measurement. "
         "(b)–(f) sample 100% and export through the SDK's BatchSpanProcessor and OTLP/gRPC exporter to the "
-        "collector, a separate process. Ratios are per round, to (a) of the same round.")
+        "collector, a separate process. Ratios are per round, to (a) of the same round."
+    )
     add("")
     add("| Variant | req/s | ratio to (a) | requests | errors |")
     add("|---|---|---|---|---|")
     for variant, label in TRIVIAL_VARIANTS.items():
         row = s["trivial"][variant]
-        add(f"| {label} | {_s(row['rps'])} | {_r(row['ratio'])} | {row['requests']} | {row['errors']} |")
+        add(
+            f"| {label} | {_s(row['rps'])} | {_r(row['ratio'])} | {row['requests']} | {row['errors']} |"
+        )
     add("")
 
     add("## 2. The full path")
     add("")
-    add(f"`GET /api/work?tasks={TASKS}`: gateway → {TASKS} × worker → gateway (quota), {SPANS_PER_REQUEST} spans per request "
-        f"when traced. wrk -t{load['full_threads']} -c{load['full_connections']}, {size['full_seconds']:.0f} s per measurement.")
+    add(
+        f"`GET /api/work?tasks={TASKS}`: gateway → {TASKS} × worker → gateway (quota), {SPANS_PER_REQUEST} spans per request "
+        f"when traced. wrk -t{load['full_threads']} -c{load['full_connections']}, {size['full_seconds']:.0f} s per measurement."
+    )
     add("")
-    add("| Variant | req/s | p50 ms | p99 ms | ratio to disabled | ratio to contrib | requests | errors |")
+    add(
+        "| Variant | req/s | p50 ms | p99 ms | ratio to disabled | ratio to contrib | requests | errors |"
+    )
     add("|---|---|---|---|---|---|---|---|")
     for variant, label in FULL_VARIANTS.items():
         row = s["full"][variant]
-        add(f"| {label} | {_s(row['rps'])} | {_s(row['p50_ms'], '{:.1f}')} | {_s(row['p99_ms'], '{:.1f}')} | "
-            f"{_r(row['ratio_to_disabled'])} | {_r(row['ratio_to_contrib'])} | {row['requests']} | {row['errors']} |")
+        add(
+            f"| {label} | {_s(row['rps'])} | {_s(row['p50_ms'], '{:.1f}')} | {_s(row['p99_ms'], '{:.1f}')} | "
+            f"{_r(row['ratio_to_disabled'])} | {_r(row['ratio_to_contrib'])} | {row['requests']} | {row['errors']} |"
+        )
     traced_rps = s["full"]["traced"]["rps"]["median"]
     add("")
-    add(f"Against the issue's tutorial-style figure ({TUTORIAL_RPS:.0f} req/s on this machine; hypercorn CLI defaults, "
+    add(
+        f"Against the issue's tutorial-style figure ({TUTORIAL_RPS:.0f} req/s on this machine; hypercorn CLI defaults, "
         f"httpx default transport, a start_as_current_span middleware; not re-measured here): "
-        f"{traced_rps / TUTORIAL_RPS:.1f} ×. The contrib row above is the closest measured relative of it.")
+        f"{traced_rps / TUTORIAL_RPS:.1f} ×. The contrib row above is the closest measured relative of it."
+    )
     add("")
 
     add("## 3. The hop")
     add("")
-    add(f"One client process, {load['hop_concurrency']} requests in flight, `POST /tasks` with a JSON body, the JSON answer "
+    add(
+        f"One client process, {load['hop_concurrency']} requests in flight, `POST /tasks` with a JSON body, the JSON answer "
         f"parsed; {size['hop_seconds']:g} s per measurement after {size['hop_warmup']:g} s of warm-up, uvloop. Tandem's "
         "client is `tandem_telemetry.create_client` as the gateway uses it (httpx over httpx-aiohttp, retries, total "
         "timeout), traced and exporting to the collector, and once more with OTEL_SDK_DISABLED=true to separate the "
-        "cost of tracing from the cost of the client.")
+        "cost of tracing from the cost of the client."
+    )
     add("")
     add("| Server | Client | req/s | ratio to raw aiohttp | requests | errors |")
     add("|---|---|---|---|---|---|")
     for server, server_label in HOP_SERVERS.items():
         for kind, label in HOP_CLIENTS.items():
             row = s["hop"][server][kind]
-            add(f"| {server_label} | {label} | {_s(row['rps'])} | {_r(row['ratio'])} | {row['requests']} | {row['errors']} |")
+            add(
+                f"| {server_label} | {label} | {_s(row['rps'])} | {_r(row['ratio'])} | {row['requests']} | {row['errors']} |"
+            )
     add("")
     if "tandem_untraced" in s["hop"]["worker"]:
-        traced, untraced = s["hop"]["worker"]["tandem"]["rps"]["median"], s["hop"]["worker"]["tandem_untraced"]["rps"]["median"]
+        traced, untraced = (
+            s["hop"]["worker"]["tandem"]["rps"]["median"],
+            s["hop"]["worker"]["tandem_untraced"]["rps"]["median"],
+        )
         if untraced:
-            add(f"Against the worker stand-in, tracing (a CLIENT span, its duration metric and the span's export, all in "
-                f"the client's process) takes the client from {untraced:.0f} to {traced:.0f} req/s ({traced / untraced:.2f} ×).")
+            add(
+                f"Against the worker stand-in, tracing (a CLIENT span, its duration metric and the span's export, all in "
+                f"the client's process) takes the client from {untraced:.0f} to {traced:.0f} req/s ({traced / untraced:.2f} ×)."
+            )
             add("")
 
     add("## 4. Span delivery")
     add("")
-    add(f"Fresh collector, gateway and worker; the full path at wrk -t{load['full_threads']} -c{load['full_connections']} "
+    add(
+        f"Fresh collector, gateway and worker; the full path at wrk -t{load['full_threads']} -c{load['full_connections']} "
         f"(the load that gives section 2 its highest rate) for {d['seconds']:.0f} s. Expected spans are "
         f"{SPANS_PER_REQUEST} (1 + 6N, N = {TASKS}) for every `/api/work` request the gateway served, counted by its "
         "`http.server.request.duration` histogram (a metric, independent of span export); received spans are the "
-        "collector's `tandem_collector_spans_received_total`. Both are read after the counters stopped moving.")
+        "collector's `tandem_collector_spans_received_total`. Both are read after the counters stopped moving."
+    )
     add("")
     add("| | |")
     add("|---|---|")
     add(f"| Rate | {d['rps']:.0f} req/s (p50 {d['p50_ms']:.1f} ms, p99 {d['p99_ms']:.1f} ms) |")
-    add(f"| Requests completed by wrk / served by the gateway (200) / served in all | {d['wrk_requests']} / {d['served_ok']:.0f} / {d['served']:.0f} |")
+    add(
+        f"| Requests completed by wrk / served by the gateway (200) / served in all | {d['wrk_requests']} / {d['served_ok']:.0f} / {d['served']:.0f} |"
+    )
     add(f"| Spans expected | {d['spans_expected']:.0f} |")
     add(f"| Spans received by the collector | {d['spans_received']:.0f} |")
     add(f"| **Received / expected** | **{d['ratio']:.6f}** |")
-    add(f"| Spans the SDK reported lost (`tandem.telemetry.spans.lost`) | {d['spans_lost_reported']:.0f} |")
+    add(
+        f"| Spans the SDK reported lost (`tandem.telemetry.spans.lost`) | {d['spans_lost_reported']:.0f} |"
+    )
     add("| BSP settings | " + ", ".join(f"`{k}={v}`" for k, v in d["bsp_settings"].items()) + " |")
     add("")
-    add("wrk stops with requests in flight; the gateway still serves them (hypercorn does not cancel a request whose "
-        "client left), which is why the gateway's count, not wrk's, is the denominator.")
+    add(
+        "wrk stops with requests in flight; the gateway still serves them (hypercorn does not cancel a request whose "
+        "client left), which is why the gateway's count, not wrk's, is the denominator."
+    )
     add("")
 
     add("## 5. Memory")
@@ -254,17 +368,21 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
     add("|---|---|---|---|")
     rss = d["rss_kib"]
     for process in ("gateway", "worker"):
-        add(f"| {process} | {rss['before'][process] / 1024:.1f} | {rss['end_of_run'][process] / 1024:.1f} | {rss['settled'][process] / 1024:.1f} |")
+        add(
+            f"| {process} | {rss['before'][process] / 1024:.1f} | {rss['end_of_run'][process] / 1024:.1f} | {rss['settled'][process] / 1024:.1f} |"
+        )
     add("")
 
     micro = data.get("micro") or {}
     if micro:
         add("## 6. Where the time goes, in-process")
         add("")
-        add("`python -m benchmarks.micro` (benchmarks/micro.py), run at the end of the same run: the request path "
+        add(
+            "`python -m benchmarks.micro` (benchmarks/micro.py), run at the end of the same run: the request path "
             "called directly, no network, best of 7 batches, µs per request. Spans go through the SDK's "
             "BatchSpanProcessor to an exporter that drops them; the OTLP encoding rows are what the real exporter "
-            "then spends per span, on the processor's thread of the same process.")
+            "then spends per span, on the processor's thread of the same process."
+        )
         add("")
         add("| Path | µs |")
         add("|---|---|")
@@ -272,48 +390,93 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
             ("Trivial app, no middleware", "server-untraced"),
             ("Trivial app, Tandem's middleware, OTEL_SDK_DISABLED", "server-disabled"),
             ("Trivial app, Tandem's middleware, traced", "server-traced"),
-            ("— of that, the server span through Tandem's RequestTracer (start, 2 outcome attributes, end)", "request span"),
-            ("— of that, the duration record through Tandem's DurationHistogram", "duration histogram"),
-            ("The same server span through the SDK's Tracer.start_span, for comparison", "sdk span"),
-            ("The same duration record through the SDK's Histogram.record, for comparison", "sdk histogram"),
-            ("OTLP encoding of one such server span, Tandem's encoder (processor thread)", "tandem encoder, server span"),
-            ("OTLP encoding of one such server span, the SDK's encoder, for comparison", "sdk encoder, server span"),
+            (
+                "— of that, the server span through Tandem's RequestTracer (start, 2 outcome attributes, end)",
+                "request span",
+            ),
+            (
+                "— of that, the duration record through Tandem's DurationHistogram",
+                "duration histogram",
+            ),
+            (
+                "The same server span through the SDK's Tracer.start_span, for comparison",
+                "sdk span",
+            ),
+            (
+                "The same duration record through the SDK's Histogram.record, for comparison",
+                "sdk histogram",
+            ),
+            (
+                "OTLP encoding of one such server span, Tandem's encoder (processor thread)",
+                "tandem encoder, server span",
+            ),
+            (
+                "OTLP encoding of one such server span, the SDK's encoder, for comparison",
+                "sdk encoder, server span",
+            ),
             ("httpx.AsyncClient, POST JSON + read JSON, canned transport", "client-httpx"),
             ("Tandem's create_client, same call, OTEL_SDK_DISABLED", "client-disabled"),
             ("Tandem's create_client, same call, traced", "client-traced"),
             ("OTLP encoding of one client span, Tandem's encoder", "tandem encoder, client span"),
-            ("OTLP encoding of one client span, the SDK's encoder, for comparison", "sdk encoder, client span"),
+            (
+                "OTLP encoding of one client span, the SDK's encoder, for comparison",
+                "sdk encoder, client span",
+            ),
         ]
         for label, key in rows:
             if key in micro:
                 add(f"| {label} | {micro[key]:.1f} |")
         untraced_rps = s["trivial"]["untraced"]["rps"]["median"]
-        if untraced_rps and {"sdk span", "sdk histogram", "sdk encoder, server span", "tandem encoder, server span"} <= micro.keys():
+        if (
+            untraced_rps
+            and {
+                "sdk span",
+                "sdk histogram",
+                "sdk encoder, server span",
+                "tandem encoder, server span",
+            }
+            <= micro.keys()
+        ):
             served = 1e6 / untraced_rps
-            sdk_floor = micro["sdk span"] + micro["sdk histogram"] + micro["sdk encoder, server span"]
+            sdk_floor = (
+                micro["sdk span"] + micro["sdk histogram"] + micro["sdk encoder, server span"]
+            )
             request_path = micro["server-traced"] - micro["server-untraced"]
             actual = request_path + micro["tandem encoder, server span"]
             add("")
-            add(f"(a) served a request in {served:.0f} µs of its process's time ({untraced_rps:.0f} req/s). Tracing "
+            add(
+                f"(a) served a request in {served:.0f} µs of its process's time ({untraced_rps:.0f} req/s). Tracing "
                 f"adds {actual:.0f} µs to that in the same process ({request_path:.0f} on the request path, "
                 f"{micro['tandem encoder, server span']:.0f} encoding the span), which alone would put (b) at about "
                 f"{served / (served + actual):.2f} × (a). The SDK's generic span, histogram and encoder alone are "
                 f"{sdk_floor:.0f} µs: a middleware with no code of its own, making the same span and metric through "
                 f"them, would be bounded at about {served / (served + sdk_floor):.2f} × (a). On the loaded machine "
-                "every one of these costs is higher than here, alone in a loop (section 1 shows by how much).")
+                "every one of these costs is higher than here, alone in a loop (section 1 shows by how much)."
+            )
         add("")
     add("## How it was measured")
     add("")
-    add("- `make bench` runs `python -m benchmarks` (benchmarks/harness.py); `make test` runs it at a smoke size "
-        "(tests/bench), which asserts that every measurement ran, never a timing.")
-    add("- One run measures everything. Sections 1–3 are interleaved: each round measures every variant of every "
-        "section once, the order rotating from round to round; ratios are taken within a round.")
-    add("- Every traced process uses the same telemetry settings: " + ", ".join(f"`{k}={v}`" for k, v in data["telemetry_env"].items())
-        + "; 100% sampling (the default `parentbased_always_on`). The collector runs `--quiet`.")
-    add("- Services and variants are separate processes, all running for the whole of sections 1–3 (idle when not "
-        "measured); wrk, the services and the collector share the two cores, unpinned.")
-    add("- Section 3's worker stand-in is a Starlette app on hypercorn like the worker, untraced; the raw-socket "
-        "server answers from a fixed buffer, so that its rows show what each client itself costs.")
+    add(
+        "- `make bench` runs `python -m benchmarks` (benchmarks/harness.py); `make test` runs it at a smoke size "
+        "(tests/bench), which asserts that every measurement ran, never a timing."
+    )
+    add(
+        "- One run measures everything. Sections 1–3 are interleaved: each round measures every variant of every "
+        "section once, the order rotating from round to round; ratios are taken within a round."
+    )
+    add(
+        "- Every traced process uses the same telemetry settings: "
+        + ", ".join(f"`{k}={v}`" for k, v in data["telemetry_env"].items())
+        + "; 100% sampling (the default `parentbased_always_on`). The collector runs `--quiet`."
+    )
+    add(
+        "- Services and variants are separate processes, all running for the whole of sections 1–3 (idle when not "
+        "measured); wrk, the services and the collector share the two cores, unpinned."
+    )
+    add(
+        "- Section 3's worker stand-in is a Starlette app on hypercorn like the worker, untraced; the raw-socket "
+        "server answers from a fixed buffer, so that its rows show what each client itself costs."
+    )
     add("")
     if NOTES.exists():
         add(NOTES.read_text().rstrip())
@@ -330,8 +493,11 @@ def write_chart(data: dict[str, Any], path: Path) -> None:
     s = data["summary"]
     fig, axes = plt.subplots(2, 2, figsize=(15, 9))
     m = data["machine"]
-    fig.suptitle(f"Tandem benchmarks — {m['nproc']} × {m['cpu']}, Python {m['python']}, {m['date']} "
-                 f"(median, bars: min–max over {data['size']['rounds']} rounds)", fontsize=11)
+    fig.suptitle(
+        f"Tandem benchmarks — {m['nproc']} × {m['cpu']}, Python {m['python']}, {m['date']} "
+        f"(median, bars: min–max over {data['size']['rounds']} rounds)",
+        fontsize=11,
+    )
 
     def bars(ax, labels, spreads, color):
         medians = [x["median"] for x in spreads]
@@ -340,12 +506,23 @@ def write_chart(data: dict[str, Any], path: Path) -> None:
         ax.bar(range(len(labels)), medians, yerr=[low, high], capsize=4, color=color)
         ax.set_xticks(range(len(labels)), labels, fontsize=8)
         for i, (value, top) in enumerate(zip(medians, (x["max"] for x in spreads))):
-            ax.annotate(f"{value:.2f}" if value < 10 else f"{value:.0f}", (i, top), textcoords="offset points",
-                        xytext=(0, 4), ha="center", fontsize=8)
+            ax.annotate(
+                f"{value:.2f}" if value < 10 else f"{value:.0f}",
+                (i, top),
+                textcoords="offset points",
+                xytext=(0, 4),
+                ha="center",
+                fontsize=8,
+            )
 
     ax = axes[0][0]
     names = list(TRIVIAL_VARIANTS)
-    bars(ax, [TRIVIAL_SHORT[v] for v in names], [s["trivial"][v]["ratio"] for v in names], [TRIVIAL_COLORS[v] for v in names])
+    bars(
+        ax,
+        [TRIVIAL_SHORT[v] for v in names],
+        [s["trivial"][v]["ratio"] for v in names],
+        [TRIVIAL_COLORS[v] for v in names],
+    )
     ax.axhline(0.85, color="#2a7ab9", linestyle="--", linewidth=1, label="target for (b): 0.85")
     ax.set_title("1. Trivial route: req/s as a ratio to (a)", fontsize=10)
     ax.set_ylim(0, 1.15)
@@ -353,10 +530,31 @@ def write_chart(data: dict[str, Any], path: Path) -> None:
 
     ax = axes[0][1]
     names = list(FULL_VARIANTS)
-    full_labels = {"traced": "traced", "traced_public": "traced,\npublic path", "disabled": "OTEL_SDK_DISABLED", "contrib": "contrib ASGI+httpx"}
-    full_colors = {"traced": "#2a7ab9", "traced_public": "#6baed6", "disabled": "#999999", "contrib": "#d98c2b"}
-    bars(ax, [full_labels[v] for v in names], [s["full"][v]["rps"] for v in names], [full_colors[v] for v in names])
-    ax.axhline(4 * TUTORIAL_RPS, color="#2a7ab9", linestyle="--", linewidth=1, label=f"4 × tutorial-style ({4 * TUTORIAL_RPS:.0f})")
+    full_labels = {
+        "traced": "traced",
+        "traced_public": "traced,\npublic path",
+        "disabled": "OTEL_SDK_DISABLED",
+        "contrib": "contrib ASGI+httpx",
+    }
+    full_colors = {
+        "traced": "#2a7ab9",
+        "traced_public": "#6baed6",
+        "disabled": "#999999",
+        "contrib": "#d98c2b",
+    }
+    bars(
+        ax,
+        [full_labels[v] for v in names],
+        [s["full"][v]["rps"] for v in names],
+        [full_colors[v] for v in names],
+    )
+    ax.axhline(
+        4 * TUTORIAL_RPS,
+        color="#2a7ab9",
+        linestyle="--",
+        linewidth=1,
+        label=f"4 × tutorial-style ({4 * TUTORIAL_RPS:.0f})",
+    )
     disabled = s["full"]["disabled"]["rps"]["median"]
     ax.axhline(0.8 * disabled, color="#555555", linestyle=":", linewidth=1, label="0.80 × disabled")
     ax.set_title(f"2. Full path GET /api/work?tasks={TASKS}: req/s", fontsize=10)
@@ -368,11 +566,27 @@ def write_chart(data: dict[str, Any], path: Path) -> None:
         for i, kind in enumerate(HOP_CLIENTS):
             spread = s["hop"][server][kind]["rps"]
             x = i + (j - 0.5) * width
-            ax.bar(x, spread["median"], width, yerr=[[spread["median"] - spread["min"]], [spread["max"] - spread["median"]]],
-                   capsize=3, color=HOP_COLORS[kind], alpha=1.0 if server == "worker" else 0.45)
-            ax.annotate(f"{spread['median']:.0f}", (x, spread["max"]), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=7)
+            ax.bar(
+                x,
+                spread["median"],
+                width,
+                yerr=[[spread["median"] - spread["min"]], [spread["max"] - spread["median"]]],
+                capsize=3,
+                color=HOP_COLORS[kind],
+                alpha=1.0 if server == "worker" else 0.45,
+            )
+            ax.annotate(
+                f"{spread['median']:.0f}",
+                (x, spread["max"]),
+                textcoords="offset points",
+                xytext=(0, 4),
+                ha="center",
+                fontsize=7,
+            )
     ax.set_xticks(range(len(HOP_CLIENTS)), [HOP_SHORT[k] for k in HOP_CLIENTS], fontsize=8)
-    ax.set_title("3. Hop, 32 in flight: req/s (solid: worker stand-in; pale: raw-socket server)", fontsize=10)
+    ax.set_title(
+        "3. Hop, 32 in flight: req/s (solid: worker stand-in; pale: raw-socket server)", fontsize=10
+    )
 
     ax = axes[1][1]
     d = data["delivery"]
@@ -381,13 +595,30 @@ def write_chart(data: dict[str, Any], path: Path) -> None:
     for j, stage in enumerate(stages):
         values = [rss[stage]["gateway"] / 1024, rss[stage]["worker"] / 1024]
         xs = [i + (j - 1) * 0.27 for i in range(2)]
-        ax.bar(xs, values, 0.27, label={"before": "before", "end_of_run": "end of run", "settled": "after last export"}[stage],
-               color=["#bbbbbb", "#2a7ab9", "#7fb3dd"][j])
+        ax.bar(
+            xs,
+            values,
+            0.27,
+            label={"before": "before", "end_of_run": "end of run", "settled": "after last export"}[
+                stage
+            ],
+            color=["#bbbbbb", "#2a7ab9", "#7fb3dd"][j],
+        )
         for x, v in zip(xs, values):
-            ax.annotate(f"{v:.0f}", (x, v), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=7)
+            ax.annotate(
+                f"{v:.0f}",
+                (x, v),
+                textcoords="offset points",
+                xytext=(0, 3),
+                ha="center",
+                fontsize=7,
+            )
     ax.set_xticks([0, 1], ["gateway", "worker"])
     ax.set_ylabel("VmRSS, MiB")
-    ax.set_title(f"4–5. {d['seconds']:.0f} s at {d['rps']:.0f} req/s: spans received / expected = {d['ratio']:.4f}; RSS", fontsize=10)
+    ax.set_title(
+        f"4–5. {d['seconds']:.0f} s at {d['rps']:.0f} req/s: spans received / expected = {d['ratio']:.4f}; RSS",
+        fontsize=10,
+    )
     ax.legend(fontsize=8)
 
     fig.tight_layout(rect=(0, 0, 1, 0.95))

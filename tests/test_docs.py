@@ -30,4 +30,6 @@ def test_every_variable_the_code_reads_is_in_the_readme_tables() -> None:
 
 def test_readme_descriptions_of_telemetry_variables_match_the_code() -> None:
     for name, description in ENV_VARS.items():
-        assert f"| `{name}` | {description} |" in README, f"README's row for {name} differs from ENV_VARS"
+        assert f"| `{name}` | {description} |" in README, (
+            f"README's row for {name} differs from ENV_VARS"
+        )

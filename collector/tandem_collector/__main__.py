@@ -13,8 +13,11 @@ from tandem_collector.server import serve_until_signalled
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_config(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
-                        format="tandem-collector: %(levelname)s %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.WARNING,
+        format="tandem-collector: %(levelname)s %(message)s",
+    )
     try:
         return asyncio.run(serve_until_signalled(config))
     except KeyboardInterrupt:  # a second Ctrl-C while shutting down

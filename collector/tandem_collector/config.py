@@ -84,15 +84,27 @@ _OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--prometheus-port", "prometheus_port", _port, "Prometheus /metrics port"),
     ("--max-traces", "max_traces", _positive_int, "traces kept in memory (oldest evicted)"),
     ("--max-spans-per-trace", "max_spans_per_trace", _positive_int, "spans kept per trace"),
-    ("--settle-seconds", "settle_seconds", _non_negative_float,
-     "quiet time before a trace's waterfall is printed"),
+    (
+        "--settle-seconds",
+        "settle_seconds",
+        _non_negative_float,
+        "quiet time before a trace's waterfall is printed",
+    ),
     ("--tls-cert", "tls_cert", str, "PEM certificate for the gRPC receiver (enables TLS)"),
     ("--tls-key", "tls_key", str, "PEM private key for the gRPC receiver"),
-    ("--metric-expiration", "metric_expiration", _non_negative_float,
-     "seconds a metric series is served after its last update (0 = forever)"),
+    (
+        "--metric-expiration",
+        "metric_expiration",
+        _non_negative_float,
+        "seconds a metric series is served after its last update (0 = forever)",
+    ),
     ("--waterfall-width", "waterfall_width", _positive_int, "width of waterfall bars"),
-    ("--response-delay", "response_delay", _non_negative_float,
-     "seconds every OTLP/gRPC export waits before it is answered (simulates a slow collector)"),
+    (
+        "--response-delay",
+        "response_delay",
+        _non_negative_float,
+        "seconds every OTLP/gRPC export waits before it is answered (simulates a slow collector)",
+    ),
 ]
 
 
@@ -120,8 +132,11 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
             except ValueError as exc:
                 parser.error(f"{name}={env[name]!r}: {exc}")
         parser.add_argument(
-            option, dest=dest, type=_typed(parse, parse.__name__.lstrip("_")),
-            default=default, help=f"{help_text} (env {name})",
+            option,
+            dest=dest,
+            type=_typed(parse, parse.__name__.lstrip("_")),
+            default=default,
+            help=f"{help_text} (env {name})",
         )
     quiet_env = env_name("quiet")
     quiet_default = defaults.quiet
@@ -131,7 +146,9 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         except ValueError as exc:
             parser.error(f"{quiet_env}={env[quiet_env]!r}: {exc}")
     parser.add_argument(
-        "--quiet", action=argparse.BooleanOptionalAction, default=quiet_default,
+        "--quiet",
+        action=argparse.BooleanOptionalAction,
+        default=quiet_default,
         help=f"do not print trace waterfalls (env {quiet_env})",
     )
     return parser

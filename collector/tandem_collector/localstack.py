@@ -60,9 +60,21 @@ class Stack:
     logdir: Path
     processes: list[Process] = field(default_factory=list)
 
-    def start(self, name: str, module: str, env: dict[str, str], args: tuple[str, ...] = (), *, log: bool = True) -> Process:
+    def start(
+        self,
+        name: str,
+        module: str,
+        env: dict[str, str],
+        args: tuple[str, ...] = (),
+        *,
+        log: bool = True,
+    ) -> Process:
         # A clean slate of settings, but for TANDEM_FAST_PATH: CI runs the suites once per path.
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TANDEM_")) or k in INHERITED_SETTINGS}
+        full_env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("OTEL_", "TANDEM_")) or k in INHERITED_SETTINGS
+        }
         full_env.update(env)
         full_env["PYTHONUNBUFFERED"] = "1"
         command = [sys.executable, "-m", module, *args]
@@ -71,7 +83,13 @@ class Stack:
         if log:
             path = self.logdir / f"{name}.log"
             with path.open("wb") as sink:
-                popen = subprocess.Popen(command, env=full_env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+                popen = subprocess.Popen(
+                    command,
+                    env=full_env,
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
         else:
             path, popen = None, subprocess.Popen(command, env=full_env, start_new_session=True)
         process = Process(name, popen, path)
@@ -82,7 +100,9 @@ class Stack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.popen.poll() is not None:
-                raise RuntimeError(f"{process.name} exited with {process.popen.returncode}:\n{process.output()}")
+                raise RuntimeError(
+                    f"{process.name} exited with {process.popen.returncode}:\n{process.output()}"
+                )
             try:
                 with urlopen(url, timeout=1) as response:
                     if response.status == 200:
@@ -90,20 +110,41 @@ class Stack:
             except (URLError, OSError):
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"{process.name} not ready at {url} after {timeout}s:\n{process.output()}")
+        raise RuntimeError(
+            f"{process.name} not ready at {url} after {timeout}s:\n{process.output()}"
+        )
 
     def start_collector(
-        self, ports: dict[str, int], *, log: bool = True, host: str = "127.0.0.1", name: str = "collector", args: tuple[str, ...] = ()
+        self,
+        ports: dict[str, int],
+        *,
+        log: bool = True,
+        host: str = "127.0.0.1",
+        name: str = "collector",
+        args: tuple[str, ...] = (),
     ) -> Collector:
         port_args = [f"--{kind}-port={port}" for kind, port in ports.items()]
-        process = self.start(name, "tandem_collector", {}, ("--host", host, *port_args, *args), log=log)
+        process = self.start(
+            name, "tandem_collector", {}, ("--host", host, *port_args, *args), log=log
+        )
         tempo_url = f"http://{host}:{ports['query']}"
         self.wait_ready(process, f"{tempo_url}/ready")
-        return Collector(f"http://{host}:{ports['grpc']}", tempo_url, f"http://{host}:{ports['prometheus']}/metrics")
+        return Collector(
+            f"http://{host}:{ports['grpc']}",
+            tempo_url,
+            f"http://{host}:{ports['prometheus']}/metrics",
+        )
 
-    def start_service(self, module: str, port: int, collector: Collector, *, name: str | None = None, **env: str) -> Process:
+    def start_service(
+        self, module: str, port: int, collector: Collector, *, name: str | None = None, **env: str
+    ) -> Process:
         """Start `python -m gateway` or `python -m worker` on loopback, exporting to `collector`."""
-        base = {"HOST": "127.0.0.1", "PORT": str(port), "OTEL_EXPORTER_OTLP_ENDPOINT": collector.grpc_endpoint, **FAST_EXPORT}
+        base = {
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.grpc_endpoint,
+            **FAST_EXPORT,
+        }
         process = self.start(name or module, module, {**base, **env})
         self.wait_ready(process, f"http://127.0.0.1:{port}/readyz")
         return process
@@ -120,12 +161,16 @@ def free_collector_ports() -> dict[str, int]:
 def main() -> int:
     """`make run`: start everything on the default ports, print where, stop cleanly on Ctrl-C."""
     from gateway.settings import DEFAULT_PORT as GATEWAY_PORT
+    from tandem_collector.config import Config
     from worker.settings import DEFAULT_PORT as WORKER_PORT
 
-    from tandem_collector.config import Config
-
     defaults = Config()
-    ports = {"grpc": defaults.grpc_port, "http": defaults.http_port, "query": defaults.query_port, "prometheus": defaults.prometheus_port}
+    ports = {
+        "grpc": defaults.grpc_port,
+        "http": defaults.http_port,
+        "query": defaults.query_port,
+        "prometheus": defaults.prometheus_port,
+    }
     logdir = Path(os.environ.get("TANDEM_RUN_DIR", ".run"))
     logdir.mkdir(exist_ok=True)
     stack = Stack(logdir)
@@ -138,7 +183,10 @@ def main() -> int:
     signal.signal(signal.SIGTERM, request_stop)
     try:
         collector = stack.start_collector(ports, log=False)
-        gateway_url, worker_url = f"http://127.0.0.1:{GATEWAY_PORT}", f"http://127.0.0.1:{WORKER_PORT}"
+        gateway_url, worker_url = (
+            f"http://127.0.0.1:{GATEWAY_PORT}",
+            f"http://127.0.0.1:{WORKER_PORT}",
+        )
         stack.start_service("worker", WORKER_PORT, collector, GATEWAY_URL=gateway_url)
         stack.start_service("gateway", GATEWAY_PORT, collector, WORKER_URL=worker_url)
     except RuntimeError as exc:
@@ -161,7 +209,10 @@ Each finished trace is drawn below as a waterfall. Ctrl-C stops all three.
     while not stopping.wait(0.5):
         exited = [p for p in stack.processes if p.popen.poll() is not None]
         if exited:
-            print(f"make run: {exited[0].name} exited with {exited[0].popen.returncode}; stopping the rest", file=sys.stderr)
+            print(
+                f"make run: {exited[0].name} exited with {exited[0].popen.returncode}; stopping the rest",
+                file=sys.stderr,
+            )
             break
     print("stopping: gateway, worker, then the collector (after their last spans)", flush=True)
     stack.stop_all()

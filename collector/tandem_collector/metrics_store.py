@@ -174,28 +174,40 @@ class MetricsStore:
             return len(points)  # the text exposition format has no native histograms
         temporality = getattr(data, "aggregation_temporality", CUMULATIVE)
         monotonic = bool(getattr(data, "is_monotonic", False))
-        if kind == "sum" and (temporality not in (DELTA, CUMULATIVE) or
-                              (temporality == DELTA and not monotonic)):
+        if kind == "sum" and (
+            temporality not in (DELTA, CUMULATIVE) or (temporality == DELTA and not monotonic)
+        ):
             return len(points)
         if kind == "histogram" and temporality not in (DELTA, CUMULATIVE):
             return len(points)
         rejected = 0
         for point in points:
             attributes = attributes_as_labels(point.attributes)
-            job_instance = (_lookup(resource, "service.namespace"),
-                            _lookup(resource, "service.name"),
-                            _lookup(resource, "service.instance.id"))
+            job_instance = (
+                _lookup(resource, "service.namespace"),
+                _lookup(resource, "service.name"),
+                _lookup(resource, "service.instance.id"),
+            )
             key = (kind, metric.name, scope, tuple(sorted(attributes)), job_instance)
             if point.flags & NO_RECORDED_VALUE:
                 self._series.pop(key, None)
                 continue
             previous = self._series.get(key)
             series = Series(
-                name=metric.name, description=metric.description, unit=metric.unit,
-                kind=kind, monotonic=monotonic, attributes=attributes, resource=resource,
-                scope_name=scope[0], scope_version=scope[1], scope_schema_url=scope[2],
-                scope_attributes=scope[3], timestamp_ns=point.time_unix_nano,
-                start_ns=point.start_time_unix_nano, updated=now,
+                name=metric.name,
+                description=metric.description,
+                unit=metric.unit,
+                kind=kind,
+                monotonic=monotonic,
+                attributes=attributes,
+                resource=resource,
+                scope_name=scope[0],
+                scope_version=scope[1],
+                scope_schema_url=scope[2],
+                scope_attributes=scope[3],
+                timestamp_ns=point.time_unix_nano,
+                start_ns=point.start_time_unix_nano,
+                updated=now,
             )
             if not self._fill(series, kind, point, previous, temporality):
                 rejected += 1
@@ -204,11 +216,15 @@ class MetricsStore:
         return rejected
 
     @staticmethod
-    def _fill(series: Series, kind: str, point: Any, previous: Series | None,
-              temporality: int) -> bool:
+    def _fill(
+        series: Series, kind: str, point: Any, previous: Series | None, temporality: int
+    ) -> bool:
         """Copy the point's values into ``series``; False when the point is dropped."""
-        if previous is not None and temporality == CUMULATIVE and \
-                series.timestamp_ns < previous.timestamp_ns:
+        if (
+            previous is not None
+            and temporality == CUMULATIVE
+            and series.timestamp_ns < previous.timestamp_ns
+        ):
             return False  # out of order: keep the newer point
         if kind in ("gauge", "sum"):
             which = point.WhichOneof("value")
@@ -232,8 +248,9 @@ class MetricsStore:
             if series.start_ns != previous.timestamp_ns:
                 # Misaligned: a restart if it starts later, else a conflicting writer.
                 return series.start_ns > previous.timestamp_ns
-            if series.bounds == previous.bounds and \
-                    len(series.bucket_counts) == len(previous.bucket_counts):
+            if series.bounds == previous.bounds and len(series.bucket_counts) == len(
+                previous.bucket_counts
+            ):
                 series.bucket_counts = tuple(
                     a + b for a, b in zip(series.bucket_counts, previous.bucket_counts, strict=True)
                 )

@@ -22,9 +22,7 @@ SUPPORTED_MEDIA_TYPES = (JSON, PROTOBUF)
 INVALID_ARGUMENT = 3
 RESOURCE_EXHAUSTED = 8
 
-_ID_KEYS = frozenset(
-    {"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"}
-)
+_ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
 
 M = TypeVar("M", bound=Message)
 

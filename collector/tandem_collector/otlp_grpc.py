@@ -37,7 +37,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         self._receiver = receiver
         self._delay = delay
 
-    async def Export(self, request, context):  # noqa: N802 (gRPC method name)
+    async def Export(self, request, context):
         if self._delay:
             await asyncio.sleep(self._delay)
         return self._receiver.export_traces(request)
@@ -48,7 +48,7 @@ class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
         self._receiver = receiver
         self._delay = delay
 
-    async def Export(self, request, context):  # noqa: N802
+    async def Export(self, request, context):
         if self._delay:
             await asyncio.sleep(self._delay)
         return self._receiver.export_metrics(request)
@@ -58,12 +58,16 @@ class _LogsService(logs_service_pb2_grpc.LogsServiceServicer):
     def __init__(self, receiver: Receiver) -> None:
         self._receiver = receiver
 
-    async def Export(self, request, context):  # noqa: N802
+    async def Export(self, request, context):
         return self._receiver.export_logs(request)
 
 
 def create_grpc_server(
-    receiver: Receiver, host: str, port: int, tls: TlsFiles | None = None, response_delay: float = 0.0
+    receiver: Receiver,
+    host: str,
+    port: int,
+    tls: TlsFiles | None = None,
+    response_delay: float = 0.0,
 ) -> tuple[grpc.aio.Server, int]:
     """Build and bind (not start) the server; returns it with the port really bound.
 
@@ -77,7 +81,9 @@ def create_grpc_server(
             ("grpc.so_reuseport", 0),
         ]
     )
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(receiver, response_delay), server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
+        _TraceService(receiver, response_delay), server
+    )
     metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
         _MetricsService(receiver, response_delay), server
     )

@@ -61,8 +61,9 @@ def _endpoint(
             )
             message = otlp_codec.parse_request(body, media, message_type)
         except otlp_codec.BadRequestError as exc:
-            code = otlp_codec.RESOURCE_EXHAUSTED if exc.status == 413 else \
-                otlp_codec.INVALID_ARGUMENT
+            code = (
+                otlp_codec.RESOURCE_EXHAUSTED if exc.status == 413 else otlp_codec.INVALID_ARGUMENT
+            )
             return Response(
                 otlp_codec.encode_status(code, str(exc), media),
                 status_code=exc.status,
@@ -79,12 +80,20 @@ def create_otlp_http_app(receiver: Receiver) -> Starlette:
     """Starlette app for the OTLP/HTTP receiver."""
     return Starlette(
         routes=[
-            Route("/v1/traces", _endpoint(ExportTraceServiceRequest, receiver.export_traces),
-                  methods=["POST"]),
-            Route("/v1/metrics",
-                  _endpoint(ExportMetricsServiceRequest, receiver.export_metrics),
-                  methods=["POST"]),
-            Route("/v1/logs", _endpoint(ExportLogsServiceRequest, receiver.export_logs),
-                  methods=["POST"]),
+            Route(
+                "/v1/traces",
+                _endpoint(ExportTraceServiceRequest, receiver.export_traces),
+                methods=["POST"],
+            ),
+            Route(
+                "/v1/metrics",
+                _endpoint(ExportMetricsServiceRequest, receiver.export_metrics),
+                methods=["POST"],
+            ),
+            Route(
+                "/v1/logs",
+                _endpoint(ExportLogsServiceRequest, receiver.export_logs),
+                methods=["POST"],
+            ),
         ]
     )

@@ -33,7 +33,11 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     low = _ephemeral_low()
-    candidates = random.sample(range(_LOWEST, low), k=min(low - _LOWEST, 200)) if low - _LOWEST >= 100 else []
+    candidates = (
+        random.sample(range(_LOWEST, low), k=min(low - _LOWEST, 200))
+        if low - _LOWEST >= 100
+        else []
+    )
     held: list[socket.socket] = []
     try:
         for port in candidates:

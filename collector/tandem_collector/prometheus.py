@@ -28,16 +28,42 @@ log = logging.getLogger(__name__)
 
 # OTLP (UCUM) units to Prometheus unit words, from otlptranslator's unitMap.
 _UNITS = {
-    "d": "days", "h": "hours", "min": "minutes", "s": "seconds", "ms": "milliseconds",
-    "us": "microseconds", "ns": "nanoseconds",
-    "By": "bytes", "KiBy": "kibibytes", "MiBy": "mebibytes", "GiBy": "gibibytes",
-    "TiBy": "tibibytes", "KBy": "kilobytes", "MBy": "megabytes", "GBy": "gigabytes",
+    "d": "days",
+    "h": "hours",
+    "min": "minutes",
+    "s": "seconds",
+    "ms": "milliseconds",
+    "us": "microseconds",
+    "ns": "nanoseconds",
+    "By": "bytes",
+    "KiBy": "kibibytes",
+    "MiBy": "mebibytes",
+    "GiBy": "gibibytes",
+    "TiBy": "tibibytes",
+    "KBy": "kilobytes",
+    "MBy": "megabytes",
+    "GBy": "gigabytes",
     "TBy": "terabytes",
-    "m": "meters", "V": "volts", "A": "amperes", "J": "joules", "W": "watts", "g": "grams",
-    "Cel": "celsius", "Hz": "hertz", "1": "", "%": "percent",
+    "m": "meters",
+    "V": "volts",
+    "A": "amperes",
+    "J": "joules",
+    "W": "watts",
+    "g": "grams",
+    "Cel": "celsius",
+    "Hz": "hertz",
+    "1": "",
+    "%": "percent",
 }
-_PER_UNITS = {"s": "second", "m": "minute", "h": "hour", "d": "day", "w": "week",
-              "mo": "month", "y": "year"}
+_PER_UNITS = {
+    "s": "second",
+    "m": "minute",
+    "h": "hour",
+    "d": "day",
+    "w": "week",
+    "mo": "month",
+    "y": "year",
+}
 _INVALID_NAME_CHARS = re.compile(r"[^a-zA-Z0-9:]+")
 _INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9]+")
 
@@ -53,8 +79,7 @@ def _unit_suffixes(unit: str) -> tuple[str, str]:
     """Main and ``per_`` unit words; annotations in braces (``{request}``) are dropped."""
     main_otel, _, per_otel = unit.partition("/")
     main_otel, per_otel = main_otel.strip(), per_otel.strip()
-    main = _UNITS.get(main_otel, main_otel) if main_otel and not set("{}") & set(main_otel) \
-        else ""
+    main = _UNITS.get(main_otel, main_otel) if main_otel and not set("{}") & set(main_otel) else ""
     per = ""
     if per_otel and not set("{}") & set(per_otel):
         per = "per_" + _PER_UNITS.get(per_otel, per_otel)
@@ -207,8 +232,9 @@ def _series_samples(series: Series, labels: dict[str, str]) -> list[Sample]:
     samples: list[Sample] = []
     if series.kind == "summary":
         for quantile, value in series.quantiles:
-            samples.append(Sample("", ordered + (("quantile", format_float(quantile)),),
-                                  format_float(value)))
+            samples.append(
+                Sample("", ordered + (("quantile", format_float(quantile)),), format_float(value))
+            )
     else:
         # Cumulative buckets over the distinct, sorted bounds; the overflow bucket is
         # implied by +Inf = count (exactly as convertDoubleHistogram does).
@@ -222,8 +248,9 @@ def _series_samples(series: Series, labels: dict[str, str]) -> list[Sample]:
                 cumulative += series.bucket_counts[index]
             if bound == math.inf:
                 continue
-            samples.append(Sample("_bucket", ordered + (("le", format_float(bound)),),
-                                  str(cumulative)))
+            samples.append(
+                Sample("_bucket", ordered + (("le", format_float(bound)),), str(cumulative))
+            )
         samples.append(Sample("_bucket", ordered + (("le", "+Inf"),), str(series.count)))
     samples.append(Sample("_sum", ordered, format_float(series.sum)))
     samples.append(Sample("_count", ordered, str(series.count)))
@@ -266,8 +293,9 @@ def render(metrics: MetricsStore, extra: Iterable[Family] = ()) -> str:
         if family is None:
             family = families[name] = Family(name, prom_type, series.description)
         elif family.type != prom_type:
-            log.warning("dropping %s series: type %s conflicts with %s",
-                        name, prom_type, family.type)
+            log.warning(
+                "dropping %s series: type %s conflicts with %s", name, prom_type, family.type
+            )
             continue
         family.metrics.append((tuple(sorted(labels.items())), _series_samples(series, labels)))
     target_info = _target_info(series_list)

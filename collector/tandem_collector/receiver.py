@@ -39,9 +39,7 @@ class Receiver:
             response.partial_success.error_message = result.message
         return response
 
-    def export_metrics(
-        self, request: ExportMetricsServiceRequest
-    ) -> ExportMetricsServiceResponse:
+    def export_metrics(self, request: ExportMetricsServiceRequest) -> ExportMetricsServiceResponse:
         rejected = self.metrics.add(request.resource_metrics)
         response = ExportMetricsServiceResponse()
         if rejected:
@@ -64,7 +62,8 @@ class Receiver:
         """``tandem_collector_*`` families for the /metrics pages."""
         trace_stats = self.traces.stats
         spans_dropped = Family(
-            "tandem_collector_spans_dropped_total", COUNTER,
+            "tandem_collector_spans_dropped_total",
+            COUNTER,
             "Spans not stored, by reason (invalid trace id, per-trace span limit, "
             "or evicted with their trace).",
         )
@@ -72,23 +71,49 @@ class Receiver:
         spans_dropped.add_value({"reason": "span_limit"}, trace_stats.spans_dropped_limit)
         spans_dropped.add_value({"reason": "trace_evicted"}, trace_stats.spans_evicted)
         families = [
-            _single("tandem_collector_spans_received_total", COUNTER,
-                    "Spans received over OTLP.", trace_stats.spans_received),
-            _single("tandem_collector_spans_accepted_total", COUNTER,
-                    "Spans stored.", trace_stats.spans_accepted),
+            _single(
+                "tandem_collector_spans_received_total",
+                COUNTER,
+                "Spans received over OTLP.",
+                trace_stats.spans_received,
+            ),
+            _single(
+                "tandem_collector_spans_accepted_total",
+                COUNTER,
+                "Spans stored.",
+                trace_stats.spans_accepted,
+            ),
             spans_dropped,
-            _single("tandem_collector_traces_evicted_total", COUNTER,
-                    "Traces evicted to stay within --max-traces.", trace_stats.traces_evicted),
-            _single("tandem_collector_traces", GAUGE,
-                    "Traces currently held in memory.", len(self.traces)),
-            _single("tandem_collector_metric_points_received_total", COUNTER,
-                    "Metric data points received over OTLP.",
-                    self.metrics.stats.points_received),
-            _single("tandem_collector_metric_points_dropped_total", COUNTER,
-                    "Metric data points that could not be exposed.",
-                    self.metrics.stats.points_dropped),
-            _single("tandem_collector_log_records_received_total", COUNTER,
-                    "Log records received (counted, not stored).", self.log_records_received),
+            _single(
+                "tandem_collector_traces_evicted_total",
+                COUNTER,
+                "Traces evicted to stay within --max-traces.",
+                trace_stats.traces_evicted,
+            ),
+            _single(
+                "tandem_collector_traces",
+                GAUGE,
+                "Traces currently held in memory.",
+                len(self.traces),
+            ),
+            _single(
+                "tandem_collector_metric_points_received_total",
+                COUNTER,
+                "Metric data points received over OTLP.",
+                self.metrics.stats.points_received,
+            ),
+            _single(
+                "tandem_collector_metric_points_dropped_total",
+                COUNTER,
+                "Metric data points that could not be exposed.",
+                self.metrics.stats.points_dropped,
+            ),
+            _single(
+                "tandem_collector_log_records_received_total",
+                COUNTER,
+                "Log records received (counted, not stored).",
+                self.log_records_received,
+            ),
         ]
         return families
 

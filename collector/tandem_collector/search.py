@@ -143,8 +143,11 @@ def parse_search_params(params: Mapping[str, str]) -> SearchRequest:
                 setattr(request, attr, parse_go_duration(raw))
             except ValueError as exc:
                 raise SearchError(f"invalid {name}: {exc}") from None
-    if (request.min_duration_ns is not None and request.max_duration_ns is not None
-            and request.max_duration_ns < request.min_duration_ns):
+    if (
+        request.min_duration_ns is not None
+        and request.max_duration_ns is not None
+        and request.max_duration_ns < request.min_duration_ns
+    ):
         raise SearchError("invalid maxDuration: must be greater than minDuration")
     return request
 
@@ -187,8 +190,9 @@ def _in_window(trace: Trace, request: SearchRequest) -> bool:
     return True
 
 
-def _span_json(span: Any, resource: Any, trace: Trace,
-               conditions: list[traceql.Condition]) -> dict[str, Any]:
+def _span_json(
+    span: Any, resource: Any, trace: Trace, conditions: list[traceql.Condition]
+) -> dict[str, Any]:
     """A matched span as Tempo lists it, with the attributes the query referenced."""
     out: dict[str, Any] = {"spanID": span_hex(span.span_id)}
     if span.name:
@@ -253,8 +257,10 @@ def search(store: TraceStore, request: SearchRequest) -> dict[str, Any]:
             conditions = [c for f in request.query.filters for c in f.conditions]
             matched.sort(key=lambda pair: pair[1].start_time_unix_nano)
             spanset = {
-                "spans": [_span_json(span, resource, trace, conditions)
-                          for resource, span in matched[: request.spans_per_spanset]],
+                "spans": [
+                    _span_json(span, resource, trace, conditions)
+                    for resource, span in matched[: request.spans_per_spanset]
+                ],
                 "matched": len(matched),
             }
             metadata["spanSet"] = spanset  # deprecated in Tempo, still sent alongside

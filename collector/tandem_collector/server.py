@@ -106,8 +106,11 @@ class Collector:
         config = self.config
         self._stop_event = asyncio.Event()
         self._stopped = asyncio.Event()
-        tls = TlsFiles(Path(config.tls_cert), Path(config.tls_key)) \
-            if config.tls_cert and config.tls_key else None
+        tls = (
+            TlsFiles(Path(config.tls_cert), Path(config.tls_key))
+            if config.tls_cert and config.tls_key
+            else None
+        )
         sockets: list[socket.socket] = []
         try:
             self._grpc, grpc_port = create_grpc_server(
@@ -116,10 +119,16 @@ class Collector:
             await self._grpc.start()
             apps: list[tuple[str, int, Starlette]] = [
                 ("the OTLP/HTTP receiver", config.http_port, create_otlp_http_app(self.receiver)),
-                ("the query API", config.query_port,
-                 create_tempo_app(self.traces, self.receiver.self_metrics)),
-                ("the Prometheus endpoint", config.prometheus_port,
-                 create_prometheus_app(self.metrics, self.receiver.self_metrics)),
+                (
+                    "the query API",
+                    config.query_port,
+                    create_tempo_app(self.traces, self.receiver.self_metrics),
+                ),
+                (
+                    "the Prometheus endpoint",
+                    config.prometheus_port,
+                    create_prometheus_app(self.metrics, self.receiver.self_metrics),
+                ),
             ]
             for what, port, _ in apps:
                 sockets.append(_listen(config.host, port, what))
@@ -210,8 +219,11 @@ class Collector:
         log.warning(
             "dropped so far: %d span(s) over --max-spans-per-trace=%d, %d span(s) with an "
             "invalid trace id, %d trace(s) (%d spans) evicted by --max-traces=%d",
-            stats.spans_dropped_limit, self.traces.max_spans_per_trace,
-            stats.spans_rejected_invalid, stats.traces_evicted, stats.spans_evicted,
+            stats.spans_dropped_limit,
+            self.traces.max_spans_per_trace,
+            stats.spans_rejected_invalid,
+            stats.traces_evicted,
+            stats.spans_evicted,
             self.traces.max_traces,
         )
 

@@ -119,8 +119,7 @@ def create_tempo_app(
 
     async def metrics(_: Request) -> Response:
         families: list[Family] = sorted(self_metrics(), key=lambda f: f.name)
-        return Response("".join(f.render() for f in families),
-                        media_type=PROMETHEUS_CONTENT_TYPE)
+        return Response("".join(f.render() for f in families), media_type=PROMETHEUS_CONTENT_TYPE)
 
     return Starlette(
         routes=[
@@ -132,4 +131,3 @@ def create_tempo_app(
             Route("/metrics", metrics, methods=["GET"]),
         ]
     )
-

@@ -34,8 +34,9 @@ class RunningCollector:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = threading.Event()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),),
-                                        name="tandem-collector", daemon=True)
+        self._thread = threading.Thread(
+            target=asyncio.run, args=(self._main(),), name="tandem-collector", daemon=True
+        )
 
     @property
     def addresses(self) -> Addresses:

@@ -47,18 +47,36 @@ class Enum:
 
 STATUS = {"unset": 0, "ok": 1, "error": 2}
 KIND = {"unspecified": 0, "internal": 1, "server": 2, "client": 3, "producer": 4, "consumer": 5}
-DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000,
-                  "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
+DURATION_UNITS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "μs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+}
 _INTRINSICS = {
-    "name": "name", "span:name": "name",
-    "status": "status", "span:status": "status",
-    "statusMessage": "statusMessage", "span:statusMessage": "statusMessage",
-    "kind": "kind", "span:kind": "kind",
-    "duration": "duration", "span:duration": "duration",
-    "span:id": "spanId", "span:parentID": "parentId", "trace:id": "traceId",
-    "rootName": "rootName", "trace:rootName": "rootName",
-    "rootServiceName": "rootServiceName", "trace:rootService": "rootServiceName",
-    "traceDuration": "traceDuration", "trace:duration": "traceDuration",
+    "name": "name",
+    "span:name": "name",
+    "status": "status",
+    "span:status": "status",
+    "statusMessage": "statusMessage",
+    "span:statusMessage": "statusMessage",
+    "kind": "kind",
+    "span:kind": "kind",
+    "duration": "duration",
+    "span:duration": "duration",
+    "span:id": "spanId",
+    "span:parentID": "parentId",
+    "trace:id": "traceId",
+    "rootName": "rootName",
+    "trace:rootName": "rootName",
+    "rootServiceName": "rootServiceName",
+    "trace:rootService": "rootServiceName",
+    "traceDuration": "traceDuration",
+    "trace:duration": "traceDuration",
 }
 _OPERATORS = ("=~", "!~", "!=", ">=", "<=", "=", ">", "<")
 _TOKEN = re.compile(
@@ -212,7 +230,7 @@ def _field(token: Token) -> tuple[str, str]:
         return "intrinsic", _INTRINSICS[text]
     for prefix, scope in (("span.", "span"), ("resource.", "resource"), (".", "any")):
         if text.startswith(prefix) and len(text) > len(prefix):
-            return scope, text[len(prefix):]
+            return scope, text[len(prefix) :]
     raise TraceQLError(
         f"unknown field {text!r} at column {token.column}: use span.<attr>, "
         "resource.<attr>, .<attr> or an intrinsic such as name, status, kind, duration"
@@ -224,8 +242,9 @@ def _literal(token: Token, scope: str, name: str) -> Any:
     if token.kind == "string":
         if text.startswith("`"):
             return text[1:-1]
-        return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)),
-                      text[1:-1])
+        return re.sub(
+            r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), text[1:-1]
+        )
     if token.kind == "number":
         unit_match = re.search(r"(ns|us|µs|μs|ms|s|m|h)$", text)
         if unit_match:
@@ -303,9 +322,7 @@ def _compare(actual: Any, op: str, expected: Any) -> bool:
     if isinstance(expected, bool) or isinstance(actual, bool):
         if not (isinstance(expected, bool) and isinstance(actual, bool)):
             return False
-    elif isinstance(expected, (int, float)) != isinstance(actual, (int, float)):
-        return False
-    elif type(expected) in (Duration, Enum) and type(actual) is not type(expected):
+    elif isinstance(expected, (int, float)) != isinstance(actual, (int, float)) or (type(expected) in (Duration, Enum) and type(actual) is not type(expected)):
         return False
     if isinstance(expected, Duration):
         actual, expected = actual.nanos, expected.nanos
@@ -316,9 +333,12 @@ def _compare(actual: Any, op: str, expected: Any) -> bool:
     elif isinstance(expected, str) and not isinstance(actual, str):
         return False
     compare: dict[str, Callable[[Any, Any], bool]] = {
-        "=": lambda a, b: a == b, "!=": lambda a, b: a != b,
-        ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
-        "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
+        "=": lambda a, b: a == b,
+        "!=": lambda a, b: a != b,
+        ">": lambda a, b: a > b,
+        ">=": lambda a, b: a >= b,
+        "<": lambda a, b: a < b,
+        "<=": lambda a, b: a <= b,
     }
     try:
         return compare[op](actual, expected)
@@ -326,8 +346,7 @@ def _compare(actual: Any, op: str, expected: Any) -> bool:
         return False
 
 
-def condition_value(condition: Condition, span: Span, resource: Resource,
-                    trace: Trace) -> Any:
+def condition_value(condition: Condition, span: Span, resource: Resource, trace: Trace) -> Any:
     """The span's value for a condition's field (None when absent)."""
     if condition.scope == "intrinsic":
         return _intrinsic(condition, span, trace)
@@ -360,4 +379,3 @@ def matching_spans(query: Query, trace: Trace) -> list[tuple[Resource, Span]] | 
         if not found:
             return None
     return list(matched.values())
-

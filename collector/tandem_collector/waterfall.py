@@ -16,8 +16,14 @@ from dataclasses import dataclass
 
 from tandem_collector.store import Trace, service_name
 
-KIND_NAMES = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer",
-              5: "consumer"}
+KIND_NAMES = {
+    0: "unspecified",
+    1: "internal",
+    2: "server",
+    3: "client",
+    4: "producer",
+    5: "consumer",
+}
 BLOCK = "█"
 MAX_LABEL_WIDTH = 64
 
@@ -42,8 +48,15 @@ class SpanRow:
 def rows_of(trace: Trace) -> list[SpanRow]:
     """The trace's spans as rows."""
     return [
-        SpanRow(span.span_id, span.parent_span_id, service_name(resource) or "?", span.name,
-                span.kind, span.start_time_unix_nano, span.end_time_unix_nano)
+        SpanRow(
+            span.span_id,
+            span.parent_span_id,
+            service_name(resource) or "?",
+            span.name,
+            span.kind,
+            span.start_time_unix_nano,
+            span.end_time_unix_nano,
+        )
         for resource, span in trace.spans()
     ]
 
@@ -99,8 +112,14 @@ def _truncate(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def render(trace_id: bytes, rows: Iterable[SpanRow], *, width: int = 40,
-           updated: bool = False, dropped: int = 0) -> str:
+def render(
+    trace_id: bytes,
+    rows: Iterable[SpanRow],
+    *,
+    width: int = 40,
+    updated: bool = False,
+    dropped: int = 0,
+) -> str:
     """The waterfall text for one trace (ends with a newline)."""
     ordered = tree_order(rows)
     if not ordered:
@@ -114,19 +133,28 @@ def render(trace_id: bytes, rows: Iterable[SpanRow], *, width: int = 40,
     if updated:
         header += " (updated)"
     labels = [
-        _truncate("  " * depth + f"{row.service}  {row.name} "
-                  f"[{KIND_NAMES.get(row.kind, str(row.kind))}]", MAX_LABEL_WIDTH)
+        _truncate(
+            "  " * depth + f"{row.service}  {row.name} [{KIND_NAMES.get(row.kind, str(row.kind))}]",
+            MAX_LABEL_WIDTH,
+        )
         for depth, row in ordered
     ]
     label_width = max(len(label) for label in labels)
     lines = [header]
     for label, (_, row) in zip(labels, ordered, strict=True):
-        lines.append(f"{label.ljust(label_width)} {row.duration_ns / 1e6:9.2f} ms "
-                     f"│{_bar(row, origin, total, width)}│")
+        lines.append(
+            f"{label.ljust(label_width)} {row.duration_ns / 1e6:9.2f} ms "
+            f"│{_bar(row, origin, total, width)}│"
+        )
     return "\n".join(lines) + "\n"
 
 
 def render_trace(trace: Trace, *, width: int = 40) -> str:
     """Waterfall of a stored trace, marked updated if it was printed before."""
-    return render(trace.trace_id, rows_of(trace), width=width, updated=trace.print_count > 0,
-                  dropped=trace.dropped_spans)
+    return render(
+        trace.trace_id,
+        rows_of(trace),
+        width=width,
+        updated=trace.print_count > 0,
+        dropped=trace.dropped_spans,
+    )

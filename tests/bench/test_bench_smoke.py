@@ -16,7 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.harness import FULL_VARIANTS, HOP_CLIENTS, HOP_SERVERS, SPANS_PER_REQUEST, TRIVIAL_VARIANTS
+from benchmarks.harness import (
+    FULL_VARIANTS,
+    HOP_CLIENTS,
+    HOP_SERVERS,
+    SPANS_PER_REQUEST,
+    TRIVIAL_VARIANTS,
+)
 from benchmarks.micro import CASES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,7 +32,20 @@ REPO = Path(__file__).resolve().parents[2]
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     root = tmp_path_factory.mktemp("bench")
     out, raw = root / "docs", root / "results.json"
-    command = [sys.executable, "-m", "benchmarks", "--smoke", "--loadgen", "auto", "--out", str(out), "--raw", str(raw), "--logdir", str(root / "logs")]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks",
+        "--smoke",
+        "--loadgen",
+        "auto",
+        "--out",
+        str(out),
+        "--raw",
+        str(raw),
+        "--logdir",
+        str(root / "logs"),
+    ]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"the harness failed:\n{done.stderr[-6000:]}"
     return json.loads(raw.read_text()), out
@@ -68,7 +87,11 @@ def test_span_delivery_and_memory_were_measured(smoke):
     assert delivery["served"] > 0
     assert delivery["spans_expected"] == delivery["served"] * SPANS_PER_REQUEST
     assert delivery["spans_received"] > 0
-    assert set(delivery["bsp_settings"]) == {"OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "OTEL_BSP_SCHEDULE_DELAY"}
+    assert set(delivery["bsp_settings"]) == {
+        "OTEL_BSP_MAX_QUEUE_SIZE",
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+        "OTEL_BSP_SCHEDULE_DELAY",
+    }
     for stage in ("before", "end_of_run", "settled"):
         assert delivery["rss_kib"][stage]["gateway"] > 0
         assert delivery["rss_kib"][stage]["worker"] > 0
@@ -76,9 +99,22 @@ def test_span_delivery_and_memory_were_measured(smoke):
 
 def test_the_micro_benchmarks_ran(smoke):
     data, _ = smoke
-    expected = {"server-untraced", "server-disabled", "server-traced", "client-httpx", "client-disabled", "client-traced",
-                "sdk span", "request span", "sdk histogram", "duration histogram",
-                "sdk encoder, server span", "tandem encoder, server span", "sdk encoder, client span", "tandem encoder, client span"}
+    expected = {
+        "server-untraced",
+        "server-disabled",
+        "server-traced",
+        "client-httpx",
+        "client-disabled",
+        "client-traced",
+        "sdk span",
+        "request span",
+        "sdk histogram",
+        "duration histogram",
+        "sdk encoder, server span",
+        "tandem encoder, server span",
+        "sdk encoder, client span",
+        "tandem encoder, client span",
+    }
     assert len(CASES) == 8
     assert expected <= set(data["micro"])
     assert all(value > 0 for value in data["micro"].values())
@@ -87,7 +123,16 @@ def test_the_micro_benchmarks_ran(smoke):
 def test_the_table_and_the_chart_were_written(smoke):
     data, out = smoke
     markdown = (out / "benchmarks.md").read_text()
-    for heading in ("## Machine", "## Against the targets", "## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6."):
+    for heading in (
+        "## Machine",
+        "## Against the targets",
+        "## 1.",
+        "## 2.",
+        "## 3.",
+        "## 4.",
+        "## 5.",
+        "## 6.",
+    ):
         assert heading in markdown, heading
     assert f"`{data['command']}`" in markdown
     assert f"| CPUs (`nproc`) | {data['machine']['nproc']} |" in markdown

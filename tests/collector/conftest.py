@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from tandem_collector.ports import free_ports
 from tandem_collector.testing import RunningCollector, running_collector
 
@@ -50,15 +51,30 @@ def start_collector_process(tmp_path: Path, *extra: str) -> CollectorProcess:
     # Output goes to files, not pipes, so a full pipe can never wedge the collector.
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tandem_collector", "--host", "127.0.0.1",
-             "--grpc-port", str(grpc_port), "--http-port", str(http_port),
-             "--query-port", str(query_port), "--prometheus-port", str(prometheus_port),
-             *extra],
-            stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "tandem_collector",
+                "--host",
+                "127.0.0.1",
+                "--grpc-port",
+                str(grpc_port),
+                "--http-port",
+                str(http_port),
+                "--query-port",
+                str(query_port),
+                "--prometheus-port",
+                str(prometheus_port),
+                *extra,
+            ],
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-    proc = CollectorProcess(process, grpc_port, http_port, query_port, prometheus_port,
-                            stdout_path, stderr_path)
+    proc = CollectorProcess(
+        process, grpc_port, http_port, query_port, prometheus_port, stdout_path, stderr_path
+    )
     deadline = time.monotonic() + 30
     while True:
         if process.poll() is not None:

@@ -35,14 +35,26 @@ def kv(key: str, value: Any) -> KeyValue:
 
 
 def make_span(
-    tid: bytes, sid: bytes, name: str, *, parent: bytes = b"", start_ms: float = 0,
-    duration_ms: float = 1, kind: int = SERVER, attrs: dict[str, Any] | None = None,
+    tid: bytes,
+    sid: bytes,
+    name: str,
+    *,
+    parent: bytes = b"",
+    start_ms: float = 0,
+    duration_ms: float = 1,
+    kind: int = SERVER,
+    attrs: dict[str, Any] | None = None,
     error: bool = False,
 ) -> Span:
     start = BASE_NS + round(start_ms * MS)
     span = Span(
-        trace_id=tid, span_id=sid, parent_span_id=parent, name=name, kind=kind,
-        start_time_unix_nano=start, end_time_unix_nano=start + round(duration_ms * MS),
+        trace_id=tid,
+        span_id=sid,
+        parent_span_id=parent,
+        name=name,
+        kind=kind,
+        start_time_unix_nano=start,
+        end_time_unix_nano=start + round(duration_ms * MS),
         attributes=[kv(k, v) for k, v in (attrs or {}).items()],
     )
     if error:

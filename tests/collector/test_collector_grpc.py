@@ -15,14 +15,16 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+
 from tandem_collector.testing import running_collector
 
 MS = 1_000_000
 
 
 def provider(endpoint: str, service: str, **exporter_args) -> TracerProvider:
-    tp = TracerProvider(resource=Resource.create(
-        {"service.name": service, "service.namespace": "tandem"}))
+    tp = TracerProvider(
+        resource=Resource.create({"service.name": service, "service.namespace": "tandem"})
+    )
     exporter = OTLPSpanExporter(endpoint=endpoint, **exporter_args)
     tp.add_span_processor(SimpleSpanProcessor(exporter))
     return tp
@@ -34,55 +36,79 @@ def export_gateway_worker_trace(endpoint: str, **exporter_args) -> tuple[int, in
     worker = provider(endpoint, "worker", **exporter_args)
     t0 = time.time_ns()
     g, w = gateway.get_tracer("tandem.gateway"), worker.get_tracer("tandem.worker")
-    root = g.start_span("GET /api/work", kind=trace_api.SpanKind.SERVER, start_time=t0,
-                        attributes={"http.route": "/api/work"})
-    client = g.start_span("POST", kind=trace_api.SpanKind.CLIENT, start_time=t0 + 2 * MS,
-                          context=trace_api.set_span_in_context(root))
-    server = w.start_span("POST /work", kind=trace_api.SpanKind.SERVER, start_time=t0 + 3 * MS,
-                          context=trace_api.set_span_in_context(client),
-                          attributes={"http.route": "/work"})
+    root = g.start_span(
+        "GET /api/work",
+        kind=trace_api.SpanKind.SERVER,
+        start_time=t0,
+        attributes={"http.route": "/api/work"},
+    )
+    client = g.start_span(
+        "POST",
+        kind=trace_api.SpanKind.CLIENT,
+        start_time=t0 + 2 * MS,
+        context=trace_api.set_span_in_context(root),
+    )
+    server = w.start_span(
+        "POST /work",
+        kind=trace_api.SpanKind.SERVER,
+        start_time=t0 + 3 * MS,
+        context=trace_api.set_span_in_context(client),
+        attributes={"http.route": "/work"},
+    )
     server.end(end_time=t0 + 9 * MS)
     client.end(end_time=t0 + 10 * MS)
     root.end(end_time=t0 + 12 * MS)
     gateway.shutdown()
     worker.shutdown()
-    return (root.get_span_context().trace_id, root.get_span_context().span_id,
-            client.get_span_context().span_id)
+    return (
+        root.get_span_context().trace_id,
+        root.get_span_context().span_id,
+        client.get_span_context().span_id,
+    )
 
 
 def test_sdk_grpc_export_gzip_then_query(collector):
     addresses = collector.addresses
     trace_id, root_id, client_id = export_gateway_worker_trace(
-        addresses.grpc_endpoint, insecure=True, compression=grpc.Compression.Gzip)
+        addresses.grpc_endpoint, insecure=True, compression=grpc.Compression.Gzip
+    )
     hex_id = format(trace_id, "032x")
 
     v1 = httpx.get(f"{addresses.query_url}/api/traces/{hex_id}").json()
-    spans = {s["name"]: (s, b) for b in v1["batches"] for ss in b["scopeSpans"]
-             for s in ss["spans"]}
+    spans = {
+        s["name"]: (s, b) for b in v1["batches"] for ss in b["scopeSpans"] for s in ss["spans"]
+    }
     assert set(spans) == {"GET /api/work", "POST", "POST /work"}
     root, root_batch = spans["GET /api/work"]
     assert root["traceId"] == base64.b64encode(trace_id.to_bytes(16, "big")).decode()
     assert root["spanId"] == base64.b64encode(root_id.to_bytes(8, "big")).decode()
-    assert spans["POST /work"][0]["parentSpanId"] == \
-        base64.b64encode(client_id.to_bytes(8, "big")).decode()
+    assert (
+        spans["POST /work"][0]["parentSpanId"]
+        == base64.b64encode(client_id.to_bytes(8, "big")).decode()
+    )
     assert spans["POST /work"][0]["kind"] == "SPAN_KIND_SERVER"
-    assert {"key": "service.name", "value": {"stringValue": "gateway"}} in \
-        root_batch["resource"]["attributes"]
+    assert {"key": "service.name", "value": {"stringValue": "gateway"}} in root_batch["resource"][
+        "attributes"
+    ]
     assert spans["POST /work"][1]["scopeSpans"][0]["scope"]["name"] == "tandem.worker"
 
     v2 = httpx.get(f"{addresses.query_url}/api/v2/traces/{hex_id}").json()
     assert v2 == {"trace": {"resourceSpans": v1["batches"]}}
 
-    found = httpx.get(f"{addresses.query_url}/api/search",
-                      params={"tags": "service.name=gateway http.route=/api/work"}).json()
+    found = httpx.get(
+        f"{addresses.query_url}/api/search",
+        params={"tags": "service.name=gateway http.route=/api/work"},
+    ).json()
     (summary,) = found["traces"]
     assert summary["traceID"] == hex_id.lstrip("0")
     assert (summary["rootServiceName"], summary["rootTraceName"]) == ("gateway", "GET /api/work")
     assert summary["durationMs"] == 12
     assert isinstance(summary["startTimeUnixNano"], str)
 
-    traceql = httpx.get(f"{addresses.query_url}/api/search", params={
-        "q": '{ resource.service.name = "worker" && span.http.route = "/work" }'}).json()
+    traceql = httpx.get(
+        f"{addresses.query_url}/api/search",
+        params={"q": '{ resource.service.name = "worker" && span.http.route = "/work" }'},
+    ).json()
     assert [t["traceID"] for t in traceql["traces"]] == [hex_id.lstrip("0")]
     assert traceql["traces"][0]["spanSets"][0]["matched"] == 1
 
@@ -99,10 +125,26 @@ def test_span_limit_is_reported_to_the_sdk_as_partial_success():
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key
 

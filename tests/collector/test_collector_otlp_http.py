@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
-from tandem_collector.testing import running_collector
 
+from tandem_collector.testing import running_collector
 from tests.collector.helpers import make_span, request, resource_spans, span_id, trace_id
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
@@ -24,26 +24,38 @@ JSON = {"Content-Type": "application/json"}
 # The span pushed in Tempo's "Push spans with HTTP" guide, and the span Tempo answers with
 # on /api/v2/traces/5b8efff798038103d269b633813fc700 in that guide.
 TEMPO_GUIDE_REQUEST = {
-    "resourceSpans": [{
-        "resource": {"attributes": [{"key": "service.name",
-                                     "value": {"stringValue": "my.service"}}]},
-        "scopeSpans": [{
-            "scope": {"name": "my.library", "version": "1.0.0"},
-            "spans": [{
-                "traceId": "5B8EFFF798038103D269B633813FC700",
-                "spanId": "EEE19B7EC3C1B100",
-                "name": "I am a span!",
-                "startTimeUnixNano": 1689969302000000000,
-                "endTimeUnixNano": 1689970000000000000,
-                "kind": 2,
-                "attributes": [{"key": "my.span.attr", "value": {"stringValue": "some value"}}],
-            }],
-        }],
-    }]
+    "resourceSpans": [
+        {
+            "resource": {
+                "attributes": [{"key": "service.name", "value": {"stringValue": "my.service"}}]
+            },
+            "scopeSpans": [
+                {
+                    "scope": {"name": "my.library", "version": "1.0.0"},
+                    "spans": [
+                        {
+                            "traceId": "5B8EFFF798038103D269B633813FC700",
+                            "spanId": "EEE19B7EC3C1B100",
+                            "name": "I am a span!",
+                            "startTimeUnixNano": 1689969302000000000,
+                            "endTimeUnixNano": 1689970000000000000,
+                            "kind": 2,
+                            "attributes": [
+                                {"key": "my.span.attr", "value": {"stringValue": "some value"}}
+                            ],
+                        }
+                    ],
+                }
+            ],
+        }
+    ]
 }
 TEMPO_GUIDE_RESPONSE_SPAN = {
-    "traceId": "W47/95gDgQPSabYzgT/HAA==", "spanId": "7uGbfsPBsQA=", "name": "I am a span!",
-    "kind": "SPAN_KIND_SERVER", "startTimeUnixNano": "1689969302000000000",
+    "traceId": "W47/95gDgQPSabYzgT/HAA==",
+    "spanId": "7uGbfsPBsQA=",
+    "name": "I am a span!",
+    "kind": "SPAN_KIND_SERVER",
+    "startTimeUnixNano": "1689969302000000000",
     "endTimeUnixNano": "1689970000000000000",
     "attributes": [{"key": "my.span.attr", "value": {"stringValue": "some value"}}],
     "status": {},
@@ -51,9 +63,14 @@ TEMPO_GUIDE_RESPONSE_SPAN = {
 
 
 def one_span_request(n: int = 1) -> bytes:
-    return request(resource_spans("gateway", [
-        make_span(trace_id(n), span_id(1), "GET /api/work"),
-    ])).SerializeToString()
+    return request(
+        resource_spans(
+            "gateway",
+            [
+                make_span(trace_id(n), span_id(1), "GET /api/work"),
+            ],
+        )
+    ).SerializeToString()
 
 
 def post(collector, body: bytes, headers: dict[str, str], path: str = "/v1/traces"):
@@ -77,16 +94,20 @@ def test_json_body_matches_tempo_guide(collector):
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {}
-    trace = httpx.get(f"{collector.addresses.query_url}/api/v2/traces/"
-                      "5b8efff798038103d269b633813fc700").json()
+    trace = httpx.get(
+        f"{collector.addresses.query_url}/api/v2/traces/5b8efff798038103d269b633813fc700"
+    ).json()
     (batch,) = trace["trace"]["resourceSpans"]
     assert batch["scopeSpans"][0]["spans"] == [TEMPO_GUIDE_RESPONSE_SPAN]
 
 
-@pytest.mark.parametrize("encoding, compress", [
-    ("gzip", gzip.compress),
-    ("deflate", zlib.compress),
-])
+@pytest.mark.parametrize(
+    "encoding, compress",
+    [
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),
+    ],
+)
 def test_compressed_bodies(collector, encoding, compress):
     body = compress(json.dumps(TEMPO_GUIDE_REQUEST).encode())
     response = post(collector, body, {**JSON, "Content-Encoding": encoding})
@@ -97,15 +118,22 @@ def test_compressed_bodies(collector, encoding, compress):
 
 
 def test_content_type_parameters_are_accepted(collector):
-    response = post(collector, one_span_request(3),
-                    {"Content-Type": "application/x-protobuf; charset=binary"})
+    response = post(
+        collector, one_span_request(3), {"Content-Type": "application/x-protobuf; charset=binary"}
+    )
     assert response.status_code == 200
 
 
 def test_partial_success_for_dropped_spans(collector):
-    body = request(resource_spans("gateway", [
-        make_span(b"\x01", span_id(1), "bad id"), make_span(trace_id(4), span_id(2), "ok"),
-    ])).SerializeToString()
+    body = request(
+        resource_spans(
+            "gateway",
+            [
+                make_span(b"\x01", span_id(1), "bad id"),
+                make_span(trace_id(4), span_id(2), "ok"),
+            ],
+        )
+    ).SerializeToString()
     response = post(collector, body, PROTOBUF)
     assert response.status_code == 200
     partial = ExportTraceServiceResponse.FromString(response.content).partial_success
@@ -121,14 +149,25 @@ def test_bad_protobuf_is_400_with_status(collector):
     assert status.code == 3 and "invalid protobuf body" in status.message
 
 
-@pytest.mark.parametrize("body, fragment", [
-    (b"{not json", "invalid JSON body"),
-    (b"[1, 2]", "expected an object"),
-    (b'{"resourceSpans": 5}', "invalid OTLP/JSON body"),
-    (json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [
-        {"traceId": "zz", "spanId": "00"}]}]}]}).encode(), "OTLP/JSON ids are hex"),
-    (b"\xff\xfe", "invalid JSON body"),
-])
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        (b"{not json", "invalid JSON body"),
+        (b"[1, 2]", "expected an object"),
+        (b'{"resourceSpans": 5}', "invalid OTLP/JSON body"),
+        (
+            json.dumps(
+                {
+                    "resourceSpans": [
+                        {"scopeSpans": [{"spans": [{"traceId": "zz", "spanId": "00"}]}]}
+                    ]
+                }
+            ).encode(),
+            "OTLP/JSON ids are hex",
+        ),
+        (b"\xff\xfe", "invalid JSON body"),
+    ],
+)
 def test_bad_json_is_400_with_status(collector, body, fragment):
     response = post(collector, body, JSON)
     assert response.status_code == 400
@@ -158,8 +197,22 @@ def test_wrong_method_and_path(collector):
 
 
 def test_logs_are_accepted_and_counted(collector):
-    body = {"resourceLogs": [{"scopeLogs": [{"logRecords": [
-        {"body": {"stringValue": "hello"}, "traceId": "5B8EFFF798038103D269B633813FC700"}]}]}]}
+    body = {
+        "resourceLogs": [
+            {
+                "scopeLogs": [
+                    {
+                        "logRecords": [
+                            {
+                                "body": {"stringValue": "hello"},
+                                "traceId": "5B8EFFF798038103D269B633813FC700",
+                            }
+                        ]
+                    }
+                ]
+            }
+        ]
+    }
     response = post(collector, json.dumps(body).encode(), JSON, "/v1/logs")
     assert response.status_code == 200
     assert collector.call(lambda c: c.receiver.log_records_received) == 1
@@ -172,8 +225,10 @@ def shared_collector():
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(body=st.binary(max_size=256), media=st.sampled_from(["application/json",
-                                                            "application/x-protobuf"]))
+@given(
+    body=st.binary(max_size=256),
+    media=st.sampled_from(["application/json", "application/x-protobuf"]),
+)
 def test_arbitrary_bodies_never_cause_500(shared_collector, body, media):
     response = post(shared_collector, body, {"Content-Type": media})
     assert response.status_code in (200, 400)

@@ -31,15 +31,24 @@ def wait_for(predicate, timeout: float = 10.0):
 def test_export_query_waterfall_and_graceful_stop(collector_process):
     proc = collector_process
     tp = TracerProvider(resource=Resource.create({"service.name": "gateway"}))
-    tp.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(
-        endpoint=f"127.0.0.1:{proc.grpc_port}", insecure=True,
-        compression=grpc.Compression.Gzip)))
+    tp.add_span_processor(
+        SimpleSpanProcessor(
+            OTLPSpanExporter(
+                endpoint=f"127.0.0.1:{proc.grpc_port}",
+                insecure=True,
+                compression=grpc.Compression.Gzip,
+            )
+        )
+    )
     tracer = tp.get_tracer("tandem.gateway")
     t0 = time.time_ns()
     root = tracer.start_span("GET /api/work", kind=trace_api.SpanKind.SERVER, start_time=t0)
-    child = tracer.start_span("SELECT work", kind=trace_api.SpanKind.CLIENT,
-                              context=trace_api.set_span_in_context(root),
-                              start_time=t0 + 5 * MS)
+    child = tracer.start_span(
+        "SELECT work",
+        kind=trace_api.SpanKind.CLIENT,
+        context=trace_api.set_span_in_context(root),
+        start_time=t0 + 5 * MS,
+    )
     child.end(end_time=t0 + 15 * MS)
     root.end(end_time=t0 + 20 * MS)
     tp.shutdown()
@@ -48,8 +57,9 @@ def test_export_query_waterfall_and_graceful_stop(collector_process):
     trace = httpx.get(f"{proc.query_url}/api/traces/{hex_id}").json()
     names = [s["name"] for b in trace["batches"] for ss in b["scopeSpans"] for s in ss["spans"]]
     assert sorted(names) == ["GET /api/work", "SELECT work"]
-    found = httpx.get(f"{proc.query_url}/api/search",
-                      params={"q": '{ resource.service.name = "gateway" }'}).json()
+    found = httpx.get(
+        f"{proc.query_url}/api/search", params={"q": '{ resource.service.name = "gateway" }'}
+    ).json()
     assert [t["traceID"] for t in found["traces"]] == [hex_id.lstrip("0")]
 
     # The waterfall is printed once the trace has been quiet for --settle-seconds.
@@ -80,11 +90,28 @@ def test_sigint_with_open_connections_stops_within_two_seconds(collector_process
 
 def test_update_is_printed_again_marked_updated(collector_process):
     proc = collector_process
-    body_for = lambda span_hex, start: {"resourceSpans": [{  # noqa: E731
-        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "w"}}]},
-        "scopeSpans": [{"spans": [{
-            "traceId": "00000000000000000000000000abcdef", "spanId": span_hex, "name": "job",
-            "startTimeUnixNano": str(start), "endTimeUnixNano": str(start + 1_000_000)}]}]}]}
+    body_for = lambda span_hex, start: {
+        "resourceSpans": [
+            {
+                "resource": {
+                    "attributes": [{"key": "service.name", "value": {"stringValue": "w"}}]
+                },
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": "00000000000000000000000000abcdef",
+                                "spanId": span_hex,
+                                "name": "job",
+                                "startTimeUnixNano": str(start),
+                                "endTimeUnixNano": str(start + 1_000_000),
+                            }
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
     url = f"http://127.0.0.1:{proc.http_port}/v1/traces"
     assert httpx.post(url, json=body_for("0000000000000001", 10**18)).status_code == 200
     wait_for(lambda: "trace 00000000000000000000000000abcdef · 1 spans" in proc.stdout())
@@ -96,9 +123,25 @@ def test_evictions_are_logged_and_exposed(start_collector):
     proc = start_collector("--max-traces", "1", "--quiet")
     url = f"http://127.0.0.1:{proc.http_port}/v1/traces"
     for n in range(1, 4):
-        body = {"resourceSpans": [{"scopeSpans": [{"spans": [{
-            "traceId": f"{n:032x}", "spanId": "0000000000000001", "name": f"t{n}",
-            "startTimeUnixNano": "1000", "endTimeUnixNano": "2000"}]}]}]}
+        body = {
+            "resourceSpans": [
+                {
+                    "scopeSpans": [
+                        {
+                            "spans": [
+                                {
+                                    "traceId": f"{n:032x}",
+                                    "spanId": "0000000000000001",
+                                    "name": f"t{n}",
+                                    "startTimeUnixNano": "1000",
+                                    "endTimeUnixNano": "2000",
+                                }
+                            ]
+                        }
+                    ]
+                }
+            ]
+        }
         assert httpx.post(url, json=body).status_code == 200
     metrics = httpx.get(f"http://127.0.0.1:{proc.prometheus_port}/metrics").text
     assert "tandem_collector_traces_evicted_total 2\n" in metrics
@@ -113,19 +156,47 @@ def test_evictions_are_logged_and_exposed(start_collector):
 
 def test_busy_port_exits_non_zero(collector_process):
     busy = subprocess.run(
-        [sys.executable, "-m", "tandem_collector", "--grpc-port", "0", "--http-port", "0",
-         "--prometheus-port", "0", "--query-port", str(collector_process.query_port)],
-        capture_output=True, text=True, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "tandem_collector",
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "0",
+            "--prometheus-port",
+            "0",
+            "--query-port",
+            str(collector_process.query_port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert busy.returncode == 1
     assert "cannot bind the query API" in busy.stderr
 
 
 def test_help_lists_options():
-    result = subprocess.run([sys.executable, "-m", "tandem_collector", "--help"],
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "tandem_collector", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0
-    for option in ("--grpc-port", "--http-port", "--query-port", "--prometheus-port",
-                   "--max-traces", "--max-spans-per-trace", "--settle-seconds", "--quiet",
-                   "--host", "--tls-cert", "--tls-key", "TANDEM_COLLECTOR_GRPC_PORT"):
+    for option in (
+        "--grpc-port",
+        "--http-port",
+        "--query-port",
+        "--prometheus-port",
+        "--max-traces",
+        "--max-spans-per-trace",
+        "--settle-seconds",
+        "--quiet",
+        "--host",
+        "--tls-cert",
+        "--tls-key",
+        "TANDEM_COLLECTOR_GRPC_PORT",
+    ):
         assert option in result.stdout

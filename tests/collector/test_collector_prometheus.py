@@ -12,15 +12,17 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, R
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
+
 from tandem_collector.metrics_store import MetricsStore
 from tandem_collector.prometheus import format_float, label_name, metric_name, render
-
 from tests.collector.helpers import kv
 
 DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
-COMMON = ('instance="gw-1",job="tandem/gateway",otel_scope_name="tandem.test",'
-          'otel_scope_schema_url="",otel_scope_version="1.2.3"')
+COMMON = (
+    'instance="gw-1",job="tandem/gateway",otel_scope_name="tandem.test",'
+    'otel_scope_schema_url="",otel_scope_version="1.2.3"'
+)
 
 
 def test_sdk_histogram_over_grpc_is_scraped_like_a_collector(collector):
@@ -29,13 +31,23 @@ def test_sdk_histogram_over_grpc_is_scraped_like_a_collector(collector):
         OTLPMetricExporter(endpoint=addresses.grpc_endpoint, insecure=True),
         export_interval_millis=3_600_000,
     )
-    provider = MeterProvider(metric_readers=[reader], resource=Resource.create({
-        "service.name": "gateway", "service.namespace": "tandem",
-        "service.instance.id": "gw-1"}))
+    provider = MeterProvider(
+        metric_readers=[reader],
+        resource=Resource.create(
+            {
+                "service.name": "gateway",
+                "service.namespace": "tandem",
+                "service.instance.id": "gw-1",
+            }
+        ),
+    )
     meter = provider.get_meter("tandem.test", "1.2.3")
     histogram = meter.create_histogram(
-        "http.server.request.duration", unit="s", description="Duration of HTTP requests.",
-        explicit_bucket_boundaries_advisory=[0.005, 0.01, 0.025, 0.05, 0.1])
+        "http.server.request.duration",
+        unit="s",
+        description="Duration of HTTP requests.",
+        explicit_bucket_boundaries_advisory=[0.005, 0.01, 0.025, 0.05, 0.1],
+    )
     for seconds in (0.003, 0.007, 0.02, 0.5):
         histogram.record(seconds, {"http.route": "/api/work", "http.request.method": "GET"})
     meter.create_counter("work.items", unit="{item}").add(3, {"outcome": "ok"})
@@ -50,7 +62,7 @@ def test_sdk_histogram_over_grpc_is_scraped_like_a_collector(collector):
     labels = f'http_request_method="GET",http_route="/api/work",{COMMON}'
     name = "http_server_request_duration_seconds"
     start = lines.index(f"# HELP {name} Duration of HTTP requests.")
-    assert lines[start + 1:start + 10] == [
+    assert lines[start + 1 : start + 10] == [
         f"# TYPE {name} histogram",
         f'{name}_bucket{{{labels},le="0.005"}} 1',
         f'{name}_bucket{{{labels},le="0.01"}} 2',
@@ -65,46 +77,72 @@ def test_sdk_histogram_over_grpc_is_scraped_like_a_collector(collector):
     assert f'work_items_total{{{COMMON},outcome="ok"}} 3' in lines
     assert "# TYPE queue_depth gauge" in lines and f"queue_depth{{{COMMON}}} -2" in lines
     assert f"cpu_utilization_ratio{{{COMMON}}} 0.25" in lines
-    assert ('target_info{instance="gw-1",job="tandem/gateway",telemetry_sdk_language="python",'
-            'telemetry_sdk_name="opentelemetry",') in response.text
+    assert (
+        'target_info{instance="gw-1",job="tandem/gateway",telemetry_sdk_language="python",'
+        'telemetry_sdk_name="opentelemetry",'
+    ) in response.text
     names = [line.split()[2] for line in lines if line.startswith("# TYPE")]
     assert names == sorted(names)  # families sorted by name, as client_golang gathers
 
 
-@pytest.mark.parametrize("name, unit, otel_type, expected", [
-    ("http.server.request.duration", "s", "histogram", "http_server_request_duration_seconds"),
-    ("http.server.duration", "ms", "histogram", "http_server_duration_milliseconds"),
-    ("requests", "1", "monotonic_counter", "requests_total"),
-    ("requests.total", "", "monotonic_counter", "requests_total"),
-    ("work.items", "{item}", "monotonic_counter", "work_items_total"),
-    ("memory.usage", "By", "gauge", "memory_usage_bytes"),
-    ("memory.usage.bytes", "By", "gauge", "memory_usage_bytes"),
-    ("cpu.utilization", "1", "gauge", "cpu_utilization_ratio"),
-    ("queue.depth", "1", "non_monotonic_counter", "queue_depth"),
-    ("throughput", "By/s", "gauge", "throughput_bytes_per_second"),
-    ("rate", "{req}/s", "gauge", "rate_per_second"),
-    ("odd--name..x", "", "gauge", "odd_name_x"),
-    ("2xx", "", "gauge", "_2xx"),
-    ("sent", "KiBy", "monotonic_counter", "sent_kibibytes_total"),
-])
+@pytest.mark.parametrize(
+    "name, unit, otel_type, expected",
+    [
+        ("http.server.request.duration", "s", "histogram", "http_server_request_duration_seconds"),
+        ("http.server.duration", "ms", "histogram", "http_server_duration_milliseconds"),
+        ("requests", "1", "monotonic_counter", "requests_total"),
+        ("requests.total", "", "monotonic_counter", "requests_total"),
+        ("work.items", "{item}", "monotonic_counter", "work_items_total"),
+        ("memory.usage", "By", "gauge", "memory_usage_bytes"),
+        ("memory.usage.bytes", "By", "gauge", "memory_usage_bytes"),
+        ("cpu.utilization", "1", "gauge", "cpu_utilization_ratio"),
+        ("queue.depth", "1", "non_monotonic_counter", "queue_depth"),
+        ("throughput", "By/s", "gauge", "throughput_bytes_per_second"),
+        ("rate", "{req}/s", "gauge", "rate_per_second"),
+        ("odd--name..x", "", "gauge", "odd_name_x"),
+        ("2xx", "", "gauge", "_2xx"),
+        ("sent", "KiBy", "monotonic_counter", "sent_kibibytes_total"),
+    ],
+)
 def test_metric_names(name, unit, otel_type, expected):
     assert metric_name(name, unit, otel_type) == expected
 
 
-@pytest.mark.parametrize("key, expected", [
-    ("http.route", "http_route"), ("a..b", "a_b"), ("2xx", "key_2xx"),
-    ("__meta__", "__meta__"), ("näme", "n_me"),
-])
+@pytest.mark.parametrize(
+    "key, expected",
+    [
+        ("http.route", "http_route"),
+        ("a..b", "a_b"),
+        ("2xx", "key_2xx"),
+        ("__meta__", "__meta__"),
+        ("näme", "n_me"),
+    ],
+)
 def test_label_names(key, expected):
     assert label_name(key) == expected
 
 
-@pytest.mark.parametrize("value, expected", [
-    (0.0, "0"), (1.0, "1"), (-1.0, "-1"), (0.005, "0.005"), (2.5, "2.5"), (10000.0, "10000"),
-    (100000.0, "100000"), (1e6, "1e+06"), (1234567.0, "1.234567e+06"), (0.0001, "0.0001"),
-    (0.00001, "1e-05"), (float("inf"), "+Inf"), (float("-inf"), "-Inf"), (float("nan"), "NaN"),
-    (-0.25, "-0.25"), (1.5e300, "1.5e+300"),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (0.0, "0"),
+        (1.0, "1"),
+        (-1.0, "-1"),
+        (0.005, "0.005"),
+        (2.5, "2.5"),
+        (10000.0, "10000"),
+        (100000.0, "100000"),
+        (1e6, "1e+06"),
+        (1234567.0, "1.234567e+06"),
+        (0.0001, "0.0001"),
+        (0.00001, "1e-05"),
+        (float("inf"), "+Inf"),
+        (float("-inf"), "-Inf"),
+        (float("nan"), "NaN"),
+        (-0.25, "-0.25"),
+        (1.5e300, "1.5e+300"),
+    ],
+)
 def test_go_float_formatting(value, expected):
     assert format_float(value) == expected
 
@@ -115,8 +153,7 @@ def _sum_request(value: int, start: int, end: int, temporality: int, monotonic: 
     metric = rm.scope_metrics.add().metrics.add(name="jobs.done", unit="1")
     metric.sum.aggregation_temporality = temporality
     metric.sum.is_monotonic = monotonic
-    point = metric.sum.data_points.add(as_int=value, start_time_unix_nano=start,
-                                       time_unix_nano=end)
+    point = metric.sum.data_points.add(as_int=value, start_time_unix_nano=start, time_unix_nano=end)
     point.attributes.append(kv("queue", "default"))
     return ExportMetricsServiceRequest(resource_metrics=[rm])
 
@@ -127,8 +164,13 @@ def _delta_histogram(counts: list[int], start: int, end: int, total: float):
     metric = rm.scope_metrics.add().metrics.add(name="work.duration", unit="ms")
     metric.histogram.aggregation_temporality = DELTA
     metric.histogram.data_points.add(
-        start_time_unix_nano=start, time_unix_nano=end, explicit_bounds=[10, 100],
-        bucket_counts=counts, count=sum(counts), sum=total)
+        start_time_unix_nano=start,
+        time_unix_nano=end,
+        explicit_bounds=[10, 100],
+        bucket_counts=counts,
+        count=sum(counts),
+        sum=total,
+    )
     return ExportMetricsServiceRequest(resource_metrics=[rm])
 
 
@@ -136,15 +178,19 @@ def test_cumulative_keeps_latest_and_delta_accumulates():
     store = MetricsStore()
     store.add(_sum_request(5, 1, 10, CUMULATIVE).resource_metrics)
     store.add(_sum_request(3, 1, 5, CUMULATIVE).resource_metrics)  # older: ignored
-    assert 'jobs_done_total{job="worker",otel_scope_name="",otel_scope_schema_url="",' \
-           'otel_scope_version="",queue="default"} 5\n' in render(store)
+    assert (
+        'jobs_done_total{job="worker",otel_scope_name="",otel_scope_schema_url="",'
+        'otel_scope_version="",queue="default"} 5\n' in render(store)
+    )
 
     delta = MetricsStore()
     delta.add(_delta_histogram([1, 2, 0], 0, 10, 60.0).resource_metrics)
     delta.add(_delta_histogram([0, 1, 1], 10, 20, 250.0).resource_metrics)
     text = render(delta)
-    assert 'work_duration_milliseconds_bucket{job="worker",otel_scope_name="",' \
-           'otel_scope_schema_url="",otel_scope_version="",le="100"} 4\n' in text
+    assert (
+        'work_duration_milliseconds_bucket{job="worker",otel_scope_name="",'
+        'otel_scope_schema_url="",otel_scope_version="",le="100"} 4\n' in text
+    )
     assert "work_duration_milliseconds_count{" in text and "} 5\n" in text
     assert "work_duration_milliseconds_sum{" in text and "} 310\n" in text
 
@@ -167,13 +213,31 @@ def test_series_expire_after_metric_expiration():
 
 
 def test_metrics_over_otlp_http_json(collector):
-    body = {"resourceMetrics": [{
-        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "api"}}]},
-        "scopeMetrics": [{"scope": {"name": "s"}, "metrics": [{
-            "name": "temperature", "unit": "Cel",
-            "gauge": {"dataPoints": [{"asDouble": 21.5, "timeUnixNano": "1"}]}}]}]}]}
+    body = {
+        "resourceMetrics": [
+            {
+                "resource": {
+                    "attributes": [{"key": "service.name", "value": {"stringValue": "api"}}]
+                },
+                "scopeMetrics": [
+                    {
+                        "scope": {"name": "s"},
+                        "metrics": [
+                            {
+                                "name": "temperature",
+                                "unit": "Cel",
+                                "gauge": {"dataPoints": [{"asDouble": 21.5, "timeUnixNano": "1"}]},
+                            }
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
     response = httpx.post(f"{collector.addresses.http_url}/v1/metrics", json=body)
     assert response.status_code == 200
     text = httpx.get(f"{collector.addresses.prometheus_url}/metrics").text
-    assert ('temperature_celsius{job="api",otel_scope_name="s",otel_scope_schema_url="",'
-            'otel_scope_version=""} 21.5\n') in text
+    assert (
+        'temperature_celsius{job="api",otel_scope_name="s",otel_scope_schema_url="",'
+        'otel_scope_version=""} 21.5\n'
+    ) in text

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from tandem_collector.store import TraceStore
-
 from tests.collector.helpers import make_span, resource_spans, span_id, trace_id
 
 
@@ -26,11 +25,15 @@ def add_trace(store: TraceStore, n: int, spans: int = 1, service: str = "gateway
 def test_groups_spans_per_trace_with_resource_and_scope():
     store = TraceStore()
     first, second = trace_id(1), trace_id(2)
-    batch = resource_spans("gateway", [
-        make_span(first, span_id(1), "root", duration_ms=10),
-        make_span(second, span_id(2), "other"),
-        make_span(first, span_id(3), "child", parent=span_id(1), start_ms=2, duration_ms=3),
-    ], service_namespace="tandem")
+    batch = resource_spans(
+        "gateway",
+        [
+            make_span(first, span_id(1), "root", duration_ms=10),
+            make_span(second, span_id(2), "other"),
+            make_span(first, span_id(3), "child", parent=span_id(1), start_ms=2, duration_ms=3),
+        ],
+        service_namespace="tandem",
+    )
     result = store.add([batch])
 
     assert (result.accepted, result.rejected) == (3, 0)
@@ -75,11 +78,14 @@ def test_caps_spans_per_trace_and_reports_partial_success():
 
 def test_rejects_spans_without_a_valid_trace_id():
     store = TraceStore()
-    batch = resource_spans("gateway", [
-        make_span(b"\x01\x02", span_id(1), "short id"),
-        make_span(bytes(16), span_id(2), "all zero id"),
-        make_span(trace_id(7), span_id(3), "fine"),
-    ])
+    batch = resource_spans(
+        "gateway",
+        [
+            make_span(b"\x01\x02", span_id(1), "short id"),
+            make_span(bytes(16), span_id(2), "all zero id"),
+            make_span(trace_id(7), span_id(3), "fine"),
+        ],
+    )
     result = store.add([batch])
 
     assert (result.accepted, result.rejected) == (1, 2)

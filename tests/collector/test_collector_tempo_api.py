@@ -7,8 +7,8 @@ import base64
 import httpx
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
-from tandem_collector.search import ROOT_SPAN_NOT_YET_RECEIVED
 
+from tandem_collector.search import ROOT_SPAN_NOT_YET_RECEIVED
 from tests.collector.helpers import (
     BASE_NS,
     CLIENT,
@@ -29,23 +29,66 @@ TRACE_C = bytes.fromhex("c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0")
 def loaded(collector):
     """A: gateway -> worker, 20 ms.  B: gateway health check 1 s later, 1 ms.
     C: a worker span whose parent never arrived, 2 s later, 5 ms, error."""
-    gateway = resource_spans("gateway", [
-        make_span(TRACE_A, span_id(1), "GET /api/work", duration_ms=20,
-                  attrs={"http.route": "/api/work", "http.response.status_code": 200}),
-        make_span(TRACE_A, span_id(2), "POST", parent=span_id(1), start_ms=2, duration_ms=15,
-                  kind=CLIENT),
-        make_span(TRACE_B, span_id(3), "GET /health", start_ms=1000, duration_ms=1,
-                  attrs={"http.route": "/health", "http.response.status_code": 200}),
-    ], service_namespace="tandem")
-    worker = resource_spans("worker", [
-        make_span(TRACE_A, span_id(4), "POST /work", parent=span_id(2), start_ms=4,
-                  duration_ms=10, attrs={"http.route": "/work"}),
-        make_span(TRACE_C, span_id(5), "POST /work", parent=span_id(99), start_ms=2000,
-                  duration_ms=5, attrs={"http.route": "/work"}, error=True),
-    ])
+    gateway = resource_spans(
+        "gateway",
+        [
+            make_span(
+                TRACE_A,
+                span_id(1),
+                "GET /api/work",
+                duration_ms=20,
+                attrs={"http.route": "/api/work", "http.response.status_code": 200},
+            ),
+            make_span(
+                TRACE_A,
+                span_id(2),
+                "POST",
+                parent=span_id(1),
+                start_ms=2,
+                duration_ms=15,
+                kind=CLIENT,
+            ),
+            make_span(
+                TRACE_B,
+                span_id(3),
+                "GET /health",
+                start_ms=1000,
+                duration_ms=1,
+                attrs={"http.route": "/health", "http.response.status_code": 200},
+            ),
+        ],
+        service_namespace="tandem",
+    )
+    worker = resource_spans(
+        "worker",
+        [
+            make_span(
+                TRACE_A,
+                span_id(4),
+                "POST /work",
+                parent=span_id(2),
+                start_ms=4,
+                duration_ms=10,
+                attrs={"http.route": "/work"},
+            ),
+            make_span(
+                TRACE_C,
+                span_id(5),
+                "POST /work",
+                parent=span_id(99),
+                start_ms=2000,
+                duration_ms=5,
+                attrs={"http.route": "/work"},
+                error=True,
+            ),
+        ],
+    )
     body = request(gateway, worker).SerializeToString()
-    response = httpx.post(f"{collector.addresses.http_url}/v1/traces", content=body,
-                          headers={"Content-Type": "application/x-protobuf"})
+    response = httpx.post(
+        f"{collector.addresses.http_url}/v1/traces",
+        content=body,
+        headers={"Content-Type": "application/x-protobuf"},
+    )
     assert response.status_code == 200
     return collector
 
@@ -75,8 +118,11 @@ def test_trace_by_id_v1_shape(loaded):
     body = response.json()
     assert list(body) == ["batches"]
     services = [
-        next(a["value"]["stringValue"] for a in b["resource"]["attributes"]
-             if a["key"] == "service.name")
+        next(
+            a["value"]["stringValue"]
+            for a in b["resource"]["attributes"]
+            if a["key"] == "service.name"
+        )
         for b in body["batches"]
     ]
     assert services == ["gateway", "worker"]
@@ -104,17 +150,22 @@ def test_trace_by_id_v2_shape_and_short_ids(loaded):
 
 
 def test_trace_by_id_protobuf(loaded):
-    response = httpx.get(f"{loaded.addresses.query_url}/api/traces/{TRACE_A.hex()}",
-                         headers={"Accept": "application/protobuf"})
+    response = httpx.get(
+        f"{loaded.addresses.query_url}/api/traces/{TRACE_A.hex()}",
+        headers={"Accept": "application/protobuf"},
+    )
     assert response.status_code == 200
     trace = TracesData.FromString(response.content)
     assert sum(len(ss.spans) for rs in trace.resource_spans for ss in rs.scope_spans) == 3
 
 
-@pytest.mark.parametrize("bad_id, fragment", [
-    ("not-a-trace", "can only contain hex characters"),
-    ("f" * 33, "can't be larger than 128 bits"),
-])
+@pytest.mark.parametrize(
+    "bad_id, fragment",
+    [
+        ("not-a-trace", "can only contain hex characters"),
+        ("f" * 33, "can't be larger than 128 bits"),
+    ],
+)
 def test_bad_trace_id_is_400_with_message(loaded, bad_id, fragment):
     for version in ("", "/v2"):
         response = get(loaded, f"/api{version}/traces/{bad_id}")
@@ -150,32 +201,37 @@ def test_search_trace_without_root(loaded):
     assert "rootTraceName" not in trace
 
 
-@pytest.mark.parametrize("params, expected", [
-    ({"tags": "service.name=gateway"}, [B, A]),
-    ({"tags": "service.name=gateway http.route=/api/work"}, [A]),
-    ({"tags": 'http.route="/API/WORK"'}, [A]),  # case-insensitive, quoted logfmt
-    ({"tags": "service.name=work"}, [C, A]),  # substring match
-    ({"tags": "root.service.name=gateway"}, [B, A]),
-    ({"q": '{ resource.service.name = "worker" }'}, [C, A]),
-    ({"q": '{ name = "GET /health" }'}, [B]),
-    ({"q": '{ span.http.route = "/api/work" && resource.service.name = "gateway" }'}, [A]),
-    ({"q": '{ resource.service.name = "gateway" } && { resource.service.name = "worker" }'},
-     [A]),
-    ({"q": '{ .http.route = "/work" }'}, [C, A]),
-    ({"q": '{ span.http.response.status_code = 200 && kind = server }'}, [B, A]),
-    ({"q": "{ status = error }"}, [C]),
-    ({"q": "{ duration > 12ms }"}, [A]),
-    ({"q": '{ name =~ "GET .*" }'}, [B, A]),
-    ({"q": '{ resource.service.namespace != "tandem" }'}, []),
-    ({"q": "{ rootServiceName = \"gateway\" && traceDuration < 5ms }"}, [B]),
-    ({"q": "{}"}, [C, B, A]),
-    ({"tags": "service.name=gateway", "limit": "1"}, [B]),
-    ({"minDuration": "10ms"}, [A]),
-    ({"maxDuration": "2ms"}, [B]),
-    ({"minDuration": "2ms", "maxDuration": "1s"}, [C, A]),
-    ({"start": str(BASE_NS // 10**9 + 1), "end": str(BASE_NS // 10**9 + 1)}, [B]),
-    ({"start": str(BASE_NS // 10**9 + 3)}, []),
-])
+@pytest.mark.parametrize(
+    "params, expected",
+    [
+        ({"tags": "service.name=gateway"}, [B, A]),
+        ({"tags": "service.name=gateway http.route=/api/work"}, [A]),
+        ({"tags": 'http.route="/API/WORK"'}, [A]),  # case-insensitive, quoted logfmt
+        ({"tags": "service.name=work"}, [C, A]),  # substring match
+        ({"tags": "root.service.name=gateway"}, [B, A]),
+        ({"q": '{ resource.service.name = "worker" }'}, [C, A]),
+        ({"q": '{ name = "GET /health" }'}, [B]),
+        ({"q": '{ span.http.route = "/api/work" && resource.service.name = "gateway" }'}, [A]),
+        (
+            {"q": '{ resource.service.name = "gateway" } && { resource.service.name = "worker" }'},
+            [A],
+        ),
+        ({"q": '{ .http.route = "/work" }'}, [C, A]),
+        ({"q": "{ span.http.response.status_code = 200 && kind = server }"}, [B, A]),
+        ({"q": "{ status = error }"}, [C]),
+        ({"q": "{ duration > 12ms }"}, [A]),
+        ({"q": '{ name =~ "GET .*" }'}, [B, A]),
+        ({"q": '{ resource.service.namespace != "tandem" }'}, []),
+        ({"q": '{ rootServiceName = "gateway" && traceDuration < 5ms }'}, [B]),
+        ({"q": "{}"}, [C, B, A]),
+        ({"tags": "service.name=gateway", "limit": "1"}, [B]),
+        ({"minDuration": "10ms"}, [A]),
+        ({"maxDuration": "2ms"}, [B]),
+        ({"minDuration": "2ms", "maxDuration": "1s"}, [C, A]),
+        ({"start": str(BASE_NS // 10**9 + 1), "end": str(BASE_NS // 10**9 + 1)}, [B]),
+        ({"start": str(BASE_NS // 10**9 + 3)}, []),
+    ],
+)
 def test_search_filters(loaded, params, expected):
     assert search_ids(loaded, **params) == expected
 
@@ -196,21 +252,24 @@ def test_search_spansets_for_traceql(loaded):
     }
 
 
-@pytest.mark.parametrize("params, fragment", [
-    ({"q": '{ .a = "x" } || { .b = "y" }'}, "'||'"),
-    ({"q": '{ .a = "x" } | count() > 1'}, "'|'"),
-    ({"q": '{ .a = "x" } >> { .b = "y" }'}, "'>>'"),
-    ({"q": "{ .a = }"}, "expected a value"),
-    ({"q": '{ foo = "x" }'}, "unknown field 'foo'"),
-    ({"q": '{ .a = "x"'}, "unexpected end"),
-    ({"q": '{ name =~ "(" }'}, "invalid regular expression"),
-    ({"limit": "many"}, "invalid limit"),
-    ({"limit": "0"}, "invalid limit"),
-    ({"minDuration": "10 parsecs"}, "invalid minDuration"),
-    ({"minDuration": "2s", "maxDuration": "1s"}, "invalid maxDuration"),
-    ({"start": "10", "end": "5"}, "invalid start/end"),
-    ({"tags": "service.name"}, "invalid tags"),
-])
+@pytest.mark.parametrize(
+    "params, fragment",
+    [
+        ({"q": '{ .a = "x" } || { .b = "y" }'}, "'||'"),
+        ({"q": '{ .a = "x" } | count() > 1'}, "'|'"),
+        ({"q": '{ .a = "x" } >> { .b = "y" }'}, "'>>'"),
+        ({"q": "{ .a = }"}, "expected a value"),
+        ({"q": '{ foo = "x" }'}, "unknown field 'foo'"),
+        ({"q": '{ .a = "x"'}, "unexpected end"),
+        ({"q": '{ name =~ "(" }'}, "invalid regular expression"),
+        ({"limit": "many"}, "invalid limit"),
+        ({"limit": "0"}, "invalid limit"),
+        ({"minDuration": "10 parsecs"}, "invalid minDuration"),
+        ({"minDuration": "2s", "maxDuration": "1s"}, "invalid maxDuration"),
+        ({"start": "10", "end": "5"}, "invalid start/end"),
+        ({"tags": "service.name"}, "invalid tags"),
+    ],
+)
 def test_bad_search_is_400_json(loaded, params, fragment):
     response = get(loaded, "/api/search", **params)
     assert response.status_code == 400

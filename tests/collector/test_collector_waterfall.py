@@ -8,13 +8,23 @@ MS = 1_000_000
 TRACE_ID = bytes.fromhex("5b8efff798038103d269b633813fc700")
 
 
-def row(sid: int, parent: int, name: str, start_ms: float, end_ms: float,
-        service: str = "gateway", kind: int = 2) -> SpanRow:
+def row(
+    sid: int,
+    parent: int,
+    name: str,
+    start_ms: float,
+    end_ms: float,
+    service: str = "gateway",
+    kind: int = 2,
+) -> SpanRow:
     return SpanRow(
         span_id=sid.to_bytes(8, "big"),
         parent_id=parent.to_bytes(8, "big") if parent else b"",
-        service=service, name=name, kind=kind,
-        start_ns=int(start_ms * MS), end_ns=int(end_ms * MS),
+        service=service,
+        name=name,
+        kind=kind,
+        start_ns=int(start_ms * MS),
+        end_ns=int(end_ms * MS),
     )
 
 

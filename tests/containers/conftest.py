@@ -83,7 +83,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return  # under CI the fixtures fail with the reason: never a silent skip
     config.hook.pytest_deselected(items=mine)
     items[:] = [item for item in items if item not in mine]
-    _NOT_RUN.append(f"the container suite (tests/containers, {len(mine)} tests) did not run: {reason}")
+    _NOT_RUN.append(
+        f"the container suite (tests/containers, {len(mine)} tests) did not run: {reason}"
+    )
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -123,10 +125,15 @@ def _make(engine: Engine, *args: str) -> float:
     started = time.monotonic()
     proc = subprocess.run(
         ["make", "--no-print-directory", *args, f"CONTAINER_ENGINE={engine.name}"],
-        cwd=REPO, capture_output=True, text=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
-        pytest.fail(f"make {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}", pytrace=False)
+        pytest.fail(
+            f"make {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}",
+            pytrace=False,
+        )
     return time.monotonic() - started
 
 
@@ -164,7 +171,9 @@ def images(engine: Engine, chart: dict[str, dict[str, Any]]) -> Images:
     base = mk_value("TEST_BASE_IMAGE")
     bundle, marker = _secret_bundle(Path(mk_value("TEST_BASE_DIR")))
     seconds = _make(engine, "test-base-image")
-    report(f"base image {base}: ready in {seconds:.0f} s (debootstrap only when .tools/ has no copy)")
+    report(
+        f"base image {base}: ready in {seconds:.0f} s (debootstrap only when .tools/ has no copy)"
+    )
     common = [f"BASE_IMAGE={base}", f"CA_BUNDLE={bundle}"]
     seconds = _make(engine, "images", *common)
     report(f"make images ({engine.name}, base {base}): {seconds:.0f} s")
@@ -174,10 +183,26 @@ def images(engine: Engine, chart: dict[str, dict[str, Any]]) -> Images:
     report(f"make images DEV_SYNC=true: {seconds:.0f} s")
     for image in tags.values():
         engine("image", "inspect", image)  # the chart's image names are what make built
-    python = engine("run", "--rm", *engine.run_limits(), "--entrypoint", "python", tags["worker"], "-c",
-                    "import platform; print(platform.python_version())").stdout.strip()
-    report(f"Python in the images: {python} (Debian bookworm's; the production base is the official python:3.12 image)")
-    return Images(base, python, marker, tags, {app: f"{tag.rsplit(':', 1)[0]}:{version}-devsync" for app, tag in tags.items()})
+    python = engine(
+        "run",
+        "--rm",
+        *engine.run_limits(),
+        "--entrypoint",
+        "python",
+        tags["worker"],
+        "-c",
+        "import platform; print(platform.python_version())",
+    ).stdout.strip()
+    report(
+        f"Python in the images: {python} (Debian bookworm's; the production base is the official python:3.12 image)"
+    )
+    return Images(
+        base,
+        python,
+        marker,
+        tags,
+        {app: f"{tag.rsplit(':', 1)[0]}:{version}-devsync" for app, tag in tags.items()},
+    )
 
 
 # --- The rendered chart ---------------------------------------------------------------
@@ -187,10 +212,18 @@ def images(engine: Engine, chart: dict[str, dict[str, Any]]) -> Images:
 def chart(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     """The default values rendered by Helm: component -> workload (Deployment or Pod)."""
     home = tmp_path_factory.mktemp("helm-home")
-    env = {**os.environ, "HELM_CACHE_HOME": str(home / "cache"), "HELM_CONFIG_HOME": str(home / "config"),
-           "HELM_DATA_HOME": str(home / "data")}
-    proc = subprocess.run([tool("helm"), "template", RELEASE, str(CHART), "--namespace", NAMESPACE],
-                          capture_output=True, text=True, env=env)
+    env = {
+        **os.environ,
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
+    proc = subprocess.run(
+        [tool("helm"), "template", RELEASE, str(CHART), "--namespace", NAMESPACE],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     workloads = {}
     for doc in yaml.safe_load_all(proc.stdout):
@@ -202,7 +235,10 @@ def chart(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]
 def _service_hosts(chart: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     """Every Service name the pods' env and args point at, served on this host's loopback."""
     text = yaml.safe_dump(dict(chart))
-    return {name: "127.0.0.1" for name in sorted(set(re.findall(rf"http://({RELEASE}-[a-z]+):\d+", text)))}
+    return {
+        name: "127.0.0.1"
+        for name in sorted(set(re.findall(rf"http://({RELEASE}-[a-z]+):\d+", text)))
+    }
 
 
 def _port_of(url: str) -> int:
@@ -221,24 +257,46 @@ def _require_free(ports: Mapping[str, int]) -> None:
             except OSError:
                 busy.append(f"{port} ({what})")
     if busy:
-        pytest.fail("the container suite runs the chart's pods on this host's network, with the chart's ports; "
-                    f"in use here: {', '.join(busy)}. Stop what holds them (e.g. `make run`).", pytrace=False)
+        pytest.fail(
+            "the container suite runs the chart's pods on this host's network, with the chart's ports; "
+            f"in use here: {', '.join(busy)}. Stop what holds them (e.g. `make run`).",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")
-def stand_in(chart: dict[str, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
+def stand_in(
+    chart: dict[str, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Collector]:
     """The local collector where the pods look for the Collector and Tempo: the ports their env and args name."""
-    env = {e["name"]: e.get("value") for e in chart["gateway"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {
+        e["name"]: e.get("value")
+        for e in chart["gateway"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     command = chart["tracecheck"]["spec"]["containers"][0]["command"]
-    tempo_url, metrics_url = command[command.index("--tempo-url") + 1], command[command.index("--metrics-url") + 1]
-    ports = {"grpc": _port_of(env["OTEL_EXPORTER_OTLP_ENDPOINT"]), "query": _port_of(tempo_url), "prometheus": _port_of(metrics_url)}
-    app_ports = {app: int(chart[app]["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]) for app in APPS}
+    tempo_url, metrics_url = (
+        command[command.index("--tempo-url") + 1],
+        command[command.index("--metrics-url") + 1],
+    )
+    ports = {
+        "grpc": _port_of(env["OTEL_EXPORTER_OTLP_ENDPOINT"]),
+        "query": _port_of(tempo_url),
+        "prometheus": _port_of(metrics_url),
+    }
+    app_ports = {
+        app: int(
+            chart[app]["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+        )
+        for app in APPS
+    }
     _require_free({**{f"collector {k}": v for k, v in ports.items()}, **app_ports})
     ports["http"] = free_port()  # the stand-in's OTLP/HTTP port: nothing in the chart uses it
     stack = Stack(tmp_path_factory.mktemp("stand-in"))
     collector = stack.start_collector(ports)
-    _SUBSTITUTIONS[f"the Collector ({urlsplit(env['OTEL_EXPORTER_OTLP_ENDPOINT']).hostname}) and Tempo ({urlsplit(tempo_url).hostname}) → "
-                   f"the local stand-in, python -m tandem_collector, on 127.0.0.1 ports {ports['grpc']}, {ports['query']} and {ports['prometheus']}"] = []
+    _SUBSTITUTIONS[
+        f"the Collector ({urlsplit(env['OTEL_EXPORTER_OTLP_ENDPOINT']).hostname}) and Tempo ({urlsplit(tempo_url).hostname}) → "
+        f"the local stand-in, python -m tandem_collector, on 127.0.0.1 ports {ports['grpc']}, {ports['query']} and {ports['prometheus']}"
+    ] = []
     yield collector
     stack.stop_all()
 
@@ -267,7 +325,9 @@ class Pods:
         self.started: list[str] = []
 
     def spec(self, component: str, **kwargs: Any) -> PodRun:
-        run = translate(self.chart[component], self.engine, hosts=self.hosts, node_name=self.node_name, **kwargs)
+        run = translate(
+            self.chart[component], self.engine, hosts=self.hosts, node_name=self.node_name, **kwargs
+        )
         for note in run.substitutions:
             pods = _SUBSTITUTIONS.setdefault(note, [])
             if run.pod_name not in pods:
@@ -285,10 +345,15 @@ class Pods:
         url = f"http://127.0.0.1:{ready_port or probe.port}{probe.path}"
         while http_status(url) != 200:
             if not self.running(run.pod_name):
-                pytest.fail(f"{run.pod_name} exited before it was ready:\n{self.logs(run.pod_name)}", pytrace=False)
+                pytest.fail(
+                    f"{run.pod_name} exited before it was ready:\n{self.logs(run.pod_name)}",
+                    pytrace=False,
+                )
             if time.monotonic() > deadline:
-                pytest.fail(f"{run.pod_name} not ready at {url} within the startup probe's {startup} s:\n{self.logs(run.pod_name)}",
-                            pytrace=False)
+                pytest.fail(
+                    f"{run.pod_name} not ready at {url} within the startup probe's {startup} s:\n{self.logs(run.pod_name)}",
+                    pytrace=False,
+                )
             time.sleep(0.2)
         return run
 
@@ -335,7 +400,9 @@ class Pods:
 
 
 @pytest.fixture(scope="session")
-def pods(engine: Engine, images: Images, chart: dict[str, dict[str, Any]], stand_in: Collector) -> Iterator[Pods]:
+def pods(
+    engine: Engine, images: Images, chart: dict[str, dict[str, Any]], stand_in: Collector
+) -> Iterator[Pods]:
     pods = Pods(engine, chart)
     try:
         yield pods
@@ -353,4 +420,3 @@ def running(pods: Pods) -> dict[str, PodRun]:
             pods.start(run)
         runs[app] = run
     return runs
-

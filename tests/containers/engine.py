@@ -14,7 +14,6 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-
 PODMAN_ULIMIT_CAP = 32768
 DEFAULT_PODMAN_RUNTIME = "runc"
 
@@ -45,7 +44,11 @@ class Engine:
         flags = []
         for name, limit in (("nofile", resource.RLIMIT_NOFILE), ("nproc", resource.RLIMIT_NPROC)):
             hard = resource.getrlimit(limit)[1]
-            value = PODMAN_ULIMIT_CAP if hard == resource.RLIM_INFINITY else min(hard, PODMAN_ULIMIT_CAP)
+            value = (
+                PODMAN_ULIMIT_CAP
+                if hard == resource.RLIM_INFINITY
+                else min(hard, PODMAN_ULIMIT_CAP)
+            )
             flags += ["--ulimit", f"{name}={value}:{value}"]
         return flags
 
@@ -54,7 +57,9 @@ class Engine:
         Podman's --read-only adds tmpfs on /tmp, /run and /var/tmp unless told not to."""
         return ["--read-only", "--read-only-tmpfs=false"] if self.is_podman else ["--read-only"]
 
-    def __call__(self, *args: str, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, check: bool = True, timeout: float | None = None
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(self.command(*args), capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise EngineError(self.command(*args), proc)
@@ -63,7 +68,9 @@ class Engine:
 
 class EngineError(RuntimeError):
     def __init__(self, argv: Sequence[str], proc: subprocess.CompletedProcess[str]) -> None:
-        super().__init__(f"`{' '.join(argv)}` exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}")
+        super().__init__(
+            f"`{' '.join(argv)}` exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
+        )
 
 
 def _answers(argv: Sequence[str]) -> bool:

@@ -27,13 +27,42 @@ CLUSTER_ONLY_POD_KEYS = {
     "affinity": "scheduling (one machine)",
     "tolerations": "scheduling (one machine)",
 }
-KNOWN_POD_KEYS = {*CLUSTER_ONLY_POD_KEYS, "containers", "volumes", "securityContext", "terminationGracePeriodSeconds",
-                  "restartPolicy", "enableServiceLinks"}
-KNOWN_CONTAINER_KEYS = {"name", "image", "imagePullPolicy", "command", "args", "ports", "env", "resources", "securityContext",
-                        "volumeMounts", "startupProbe", "livenessProbe", "readinessProbe", "lifecycle"}
+KNOWN_POD_KEYS = {
+    *CLUSTER_ONLY_POD_KEYS,
+    "containers",
+    "volumes",
+    "securityContext",
+    "terminationGracePeriodSeconds",
+    "restartPolicy",
+    "enableServiceLinks",
+}
+KNOWN_CONTAINER_KEYS = {
+    "name",
+    "image",
+    "imagePullPolicy",
+    "command",
+    "args",
+    "ports",
+    "env",
+    "resources",
+    "securityContext",
+    "volumeMounts",
+    "startupProbe",
+    "livenessProbe",
+    "readinessProbe",
+    "lifecycle",
+}
 POD_SECURITY_KEYS = {"runAsUser", "runAsGroup", "runAsNonRoot", "fsGroup", "seccompProfile"}
-CONTAINER_SECURITY_KEYS = {"runAsUser", "runAsGroup", "runAsNonRoot", "readOnlyRootFilesystem", "allowPrivilegeEscalation",
-                           "privileged", "capabilities", "seccompProfile"}
+CONTAINER_SECURITY_KEYS = {
+    "runAsUser",
+    "runAsGroup",
+    "runAsNonRoot",
+    "readOnlyRootFilesystem",
+    "allowPrivilegeEscalation",
+    "privileged",
+    "capabilities",
+    "seccompProfile",
+}
 # imagePullPolicy as the engine's --pull (the same three meanings).
 PULL_POLICIES = {"Always": "always", "IfNotPresent": "missing", "Never": "never"}
 # Kubernetes' default when a pod does not set terminationGracePeriodSeconds.
@@ -69,7 +98,9 @@ class PodRun:
 def _check_keys(kind: str, given: Mapping[str, Any], known: set[str]) -> None:
     unknown = sorted(set(given) - known)
     if unknown:
-        raise UnsupportedSpec(f"{kind} has keys the container suite does not translate: {unknown}; teach tests/containers/podspec.py")
+        raise UnsupportedSpec(
+            f"{kind} has keys the container suite does not translate: {unknown}; teach tests/containers/podspec.py"
+        )
 
 
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
@@ -92,7 +123,16 @@ def _quantity_cpus(text: str) -> str:
 
 
 def _quantity_bytes(text: str) -> int:
-    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    units = {
+        "Ki": 2**10,
+        "Mi": 2**20,
+        "Gi": 2**30,
+        "Ti": 2**40,
+        "k": 10**3,
+        "M": 10**6,
+        "G": 10**9,
+        "T": 10**12,
+    }
     for suffix, factor in units.items():
         if text.endswith(suffix):
             return int(float(text[: -len(suffix)]) * factor)
@@ -131,15 +171,21 @@ def translate(
         raise UnsupportedSpec(f"{workload['kind']} is not a workload")
     _check_keys(f"{pod_name} pod spec", pod_spec, KNOWN_POD_KEYS)
     if pod_spec.get("enableServiceLinks", True) is not False:
-        raise UnsupportedSpec(f"{pod_name}: service links are on; the suite does not inject the Service env vars they add")
+        raise UnsupportedSpec(
+            f"{pod_name}: service links are on; the suite does not inject the Service env vars they add"
+        )
     containers = pod_spec["containers"]
     if len(containers) != 1:
-        raise UnsupportedSpec(f"{pod_name}: {len(containers)} containers; the suite runs single-container pods")
+        raise UnsupportedSpec(
+            f"{pod_name}: {len(containers)} containers; the suite runs single-container pods"
+        )
     container = containers[0]
     _check_keys(f"{pod_name} container", container, KNOWN_CONTAINER_KEYS)
 
     notes: list[str] = []
-    cluster_only = sorted({CLUSTER_ONLY_POD_KEYS[k] for k in pod_spec if k in CLUSTER_ONLY_POD_KEYS})
+    cluster_only = sorted(
+        {CLUSTER_ONLY_POD_KEYS[k] for k in pod_spec if k in CLUSTER_ONLY_POD_KEYS}
+    )
     if cluster_only:
         notes.append("not applied locally: " + "; ".join(cluster_only))
     pull = PULL_POLICIES[container.get("imagePullPolicy", "IfNotPresent")]
@@ -149,7 +195,11 @@ def translate(
     args += ["--network", "host"]
     for name, address in sorted(hosts.items()):
         args += ["--add-host", f"{name}:{address}"]
-    notes.append("pod network and Service DNS → the host network, with " + ", ".join(f"{n}→{a}" for n, a in sorted(hosts.items())) + " in /etc/hosts")
+    notes.append(
+        "pod network and Service DNS → the host network, with "
+        + ", ".join(f"{n}→{a}" for n, a in sorted(hosts.items()))
+        + " in /etc/hosts"
+    )
 
     # Restarts: a crash fails the suite instead of being retried.
     args += ["--restart", "no"]
@@ -170,9 +220,13 @@ def translate(
     merged = {**pod_sc, **sc}
     user, group = merged.get("runAsUser"), merged.get("runAsGroup")
     if user is None:
-        raise UnsupportedSpec(f"{pod_name}: no runAsUser; the image's user would apply, which the suite does not check")
+        raise UnsupportedSpec(
+            f"{pod_name}: no runAsUser; the image's user would apply, which the suite does not check"
+        )
     if merged.get("runAsNonRoot") and user == 0:
-        raise UnsupportedSpec(f"{pod_name}: runAsNonRoot with runAsUser 0: the kubelet would refuse to start it")
+        raise UnsupportedSpec(
+            f"{pod_name}: runAsNonRoot with runAsUser 0: the kubelet would refuse to start it"
+        )
     args += ["--user", f"{user}:{group}" if group is not None else str(user)]
     if "fsGroup" in pod_sc:
         args += ["--group-add", str(pod_sc["fsGroup"])]
@@ -180,13 +234,17 @@ def translate(
         if read_only_root:
             args += engine.read_only_flags()
         else:
-            notes.append("readOnlyRootFilesystem → a writable root for this twin, to list what it writes")
+            notes.append(
+                "readOnlyRootFilesystem → a writable root for this twin, to list what it writes"
+            )
     if merged.get("privileged"):
         args += ["--privileged"]
     if merged.get("allowPrivilegeEscalation") is False:
         args += ["--security-opt", "no-new-privileges"]
     caps = merged.get("capabilities", {})
-    args += [f"--cap-drop={c}" for c in caps.get("drop", [])] + [f"--cap-add={c}" for c in caps.get("add", [])]
+    args += [f"--cap-drop={c}" for c in caps.get("drop", [])] + [
+        f"--cap-add={c}" for c in caps.get("add", [])
+    ]
     seccomp = merged.get("seccompProfile", {}).get("type")
     if seccomp not in (None, "RuntimeDefault"):
         raise UnsupportedSpec(f"{pod_name}: seccompProfile {seccomp}")
@@ -202,7 +260,10 @@ def translate(
         size = volume["emptyDir"].get("sizeLimit")
         options = "rw,nosuid,nodev,mode=1777" + (f",size={_quantity_bytes(size)}" if size else "")
         args += ["--tmpfs", f"{mount['mountPath']}:{options}"]
-        notes.append(f"emptyDir {mount['name']} at {mount['mountPath']} → tmpfs" + (f" of {size}" if size else ""))
+        notes.append(
+            f"emptyDir {mount['name']} at {mount['mountPath']} → tmpfs"
+            + (f" of {size}" if size else "")
+        )
 
     # Resources: limits apply; requests only matter to a scheduler.
     resources = container.get("resources", {})
@@ -219,8 +280,12 @@ def translate(
 
     # Env: literal values, with the downward API fields given literally and
     # $(VAR) expanded as the kubelet does (an engine does neither).
-    fields = {"metadata.name": pod_name, "metadata.namespace": namespace, "spec.nodeName": node_name,
-              **{f"metadata.labels['{k}']": v for k, v in labels.items()}}
+    fields = {
+        "metadata.name": pod_name,
+        "metadata.namespace": namespace,
+        "spec.nodeName": node_name,
+        **{f"metadata.labels['{k}']": v for k, v in labels.items()},
+    }
     env: dict[str, str] = {}
     downward = []
     for item in container.get("env", []):
@@ -233,7 +298,9 @@ def translate(
             env[item["name"]] = fields[path]
             downward.append(f"{item['name']}={fields[path]}")
         else:
-            raise UnsupportedSpec(f"{pod_name}: env {item['name']} comes from {item.get('valueFrom')}")
+            raise UnsupportedSpec(
+                f"{pod_name}: env {item['name']} comes from {item.get('valueFrom')}"
+            )
     if downward:
         notes.append(f"downward API env → literal values in {pod_name}: " + ", ".join(downward))
     if any(_VAR_REF.search(str(item.get("value", ""))) for item in container.get("env", [])):
@@ -244,7 +311,10 @@ def translate(
     for name, value in env.items():
         args += ["--env", f"{name}={value}"]
 
-    ports = {p.get("name", str(p["containerPort"])): int(p["containerPort"]) for p in container.get("ports", [])}
+    ports = {
+        p.get("name", str(p["containerPort"])): int(p["containerPort"])
+        for p in container.get("ports", [])
+    }
     probes = {}
     for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
         if kind in container:
@@ -253,7 +323,9 @@ def translate(
             probes[kind] = Probe(get["path"], port)
     pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command")
     if pre_stop:
-        notes.append("preStop exec runs through `exec` before the engine's stop, as the kubelet orders them")
+        notes.append(
+            "preStop exec runs through `exec` before the engine's stop, as the kubelet orders them"
+        )
 
     # command replaces the image's ENTRYPOINT, args its CMD; both see $(VAR) expansion.
     command = [expand(str(c), env) for c in container.get("command", [])]

@@ -25,7 +25,11 @@ def _members_with(archive: tarfile.TarFile, needle: bytes, where: str) -> list[s
         name = f"{where}{member.name}"
         if needle in content:
             found.append(name)
-        if content[257:262] == b"ustar" or member.name.endswith((".tar", "/layer.tar")) or content[:2] == b"\x1f\x8b":
+        if (
+            content[257:262] == b"ustar"
+            or member.name.endswith((".tar", "/layer.tar"))
+            or content[:2] == b"\x1f\x8b"
+        ):
             try:
                 with tarfile.open(fileobj=io.BytesIO(content)) as layer:
                     found += _members_with(layer, needle, f"{name}!/")
@@ -35,7 +39,9 @@ def _members_with(archive: tarfile.TarFile, needle: bytes, where: str) -> list[s
 
 
 @pytest.mark.parametrize("app", APPS)
-def test_no_build_secret_in_any_layer(engine: Engine, images: Images, app: str, tmp_path: Path) -> None:
+def test_no_build_secret_in_any_layer(
+    engine: Engine, images: Images, app: str, tmp_path: Path
+) -> None:
     """The CA bundle given as a build secret (with a marker certificate only it holds) is in no layer,
     no config and no history of the saved image."""
     saved = tmp_path / f"{app}.tar"
@@ -43,7 +49,9 @@ def test_no_build_secret_in_any_layer(engine: Engine, images: Images, app: str, 
     engine("save", *archive_format, "--output", str(saved), images.tags[app])
     with tarfile.open(saved) as archive:
         names = archive.getnames()
-        assert any(n.endswith(".json") for n in names), names  # a real image archive, with its config
+        assert any(n.endswith(".json") for n in names), (
+            names
+        )  # a real image archive, with its config
         leaks = _members_with(archive, images.secret_marker.encode(), "")
     assert leaks == [], f"the build secret's certificate is in {leaks}"
     history = engine("history", "--no-trunc", "--format", "{{.CreatedBy}}", images.tags[app]).stdout
@@ -54,11 +62,24 @@ def test_no_build_secret_in_any_layer(engine: Engine, images: Images, app: str, 
 def test_image_holds_no_installer(engine: Engine, images: Images, app: str) -> None:
     """The runtime image runs code and installs none: no pip, in the venv or the base."""
     for python in ("python", "/usr/bin/python3", "/usr/local/bin/python3"):
-        proc = engine("run", "--rm", *engine.run_limits(), "--entrypoint", "sh", images.tags[app], "-c",
-                      f"[ ! -x {python} ] || {python} -m pip --version", check=False)
-        assert proc.returncode != 0 or not proc.stdout.strip() or "No module named pip" in proc.stderr, (python, proc.stdout)
+        proc = engine(
+            "run",
+            "--rm",
+            *engine.run_limits(),
+            "--entrypoint",
+            "sh",
+            images.tags[app],
+            "-c",
+            f"[ ! -x {python} ] || {python} -m pip --version",
+            check=False,
+        )
+        assert (
+            proc.returncode != 0 or not proc.stdout.strip() or "No module named pip" in proc.stderr
+        ), (python, proc.stdout)
         assert "pip " not in proc.stdout, f"{python} has pip: {proc.stdout}"
-    user = engine("image", "inspect", "--format", "{{.Config.User}}", images.tags[app]).stdout.strip()
+    user = engine(
+        "image", "inspect", "--format", "{{.Config.User}}", images.tags[app]
+    ).stdout.strip()
     assert user == "10001:10001"
 
 
@@ -72,15 +93,31 @@ def _sync_destinations(app: str) -> list[str]:
 
 
 @pytest.mark.parametrize("app", APPS)
-def test_dev_sync_variant_lets_the_user_write_the_synced_packages(engine: Engine, images: Images, app: str) -> None:
+def test_dev_sync_variant_lets_the_user_write_the_synced_packages(
+    engine: Engine, images: Images, app: str
+) -> None:
     """UID 10001 can write where skaffold syncs in the DEV_SYNC image, and cannot in the production one."""
     major_minor = ".".join(images.python.split(".")[:2])
-    destinations = [d.replace("/python3.12/", f"/python{major_minor}/") for d in _sync_destinations(app)]
+    destinations = [
+        d.replace("/python3.12/", f"/python{major_minor}/") for d in _sync_destinations(app)
+    ]
     if major_minor != "3.12":
         report(f"skaffold sync paths: python3.12 → python{major_minor}, the test base's Python")
     probe = "; ".join(f"open('{d}/_sync_probe.py', 'w').close()" for d in destinations)
     for image, writable in ((images.dev_sync[app], True), (images.tags[app], False)):
-        proc = engine("run", "--rm", *engine.run_limits(), "--user", "10001:10001", "--entrypoint", "python", image, "-c", probe, check=False)
+        proc = engine(
+            "run",
+            "--rm",
+            *engine.run_limits(),
+            "--user",
+            "10001:10001",
+            "--entrypoint",
+            "python",
+            image,
+            "-c",
+            probe,
+            check=False,
+        )
         assert (proc.returncode == 0) is writable, f"{image}: {proc.stderr}"
         if not writable:
             assert "PermissionError" in proc.stderr, proc.stderr

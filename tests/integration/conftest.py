@@ -24,11 +24,15 @@ LIVE_OPTIONS = ("gateway_url", "tempo_url", "metrics_url")
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("tandem", "Run the integration tests against a live Tandem")
     for name in LIVE_OPTIONS:
-        group.addoption(f"--{name.replace('_', '-')}", default=os.environ.get(f"TANDEM_{name.upper()}"))
+        group.addoption(
+            f"--{name.replace('_', '-')}", default=os.environ.get(f"TANDEM_{name.upper()}")
+        )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "local_stack: needs processes this test session starts and stops itself")
+    config.addinivalue_line(
+        "markers", "local_stack: needs processes this test session starts and stops itself"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +43,12 @@ def live_target(request: pytest.FixtureRequest) -> Target | None:
     missing = [f"--{n.replace('_', '-')}" for n, v in given.items() if not v]
     if missing:
         raise pytest.UsageError(f"a live target needs all three URLs; missing {', '.join(missing)}")
-    return Target(given["gateway_url"].rstrip("/"), given["tempo_url"].rstrip("/"), given["metrics_url"], trace_timeout=60)
+    return Target(
+        given["gateway_url"].rstrip("/"),
+        given["tempo_url"].rstrip("/"),
+        given["metrics_url"],
+        trace_timeout=60,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,12 @@ def test_request_duration_metrics_arrive_for_both_services(target: Target) -> No
 
 def test_every_shared_check_is_run_here() -> None:
     """The CLI (helm test, make e2e) runs scenarios.ALL; this module must cover the same list."""
-    covered = {"linked_tree", "new_trace_without_traceparent", "worker_failure_is_an_error_chain", "baggage_reaches_the_worker", "request_duration_metrics"}
+    covered = {
+        "linked_tree",
+        "new_trace_without_traceparent",
+        "worker_failure_is_an_error_chain",
+        "baggage_reaches_the_worker",
+        "request_duration_metrics",
+    }
     names = {getattr(check, "__name__", "") for _, check in scenarios.ALL} - {"<lambda>"}
     assert names <= covered, f"checks run by the CLI but not by pytest: {names - covered}"

@@ -18,15 +18,34 @@ from tests.support import free_port
 pytestmark = pytest.mark.local_stack
 
 
-def test_each_worker_process_exports_and_the_parent_exports_nothing(stack: Stack, collector: Collector) -> None:
+def test_each_worker_process_exports_and_the_parent_exports_nothing(
+    stack: Stack, collector: Collector
+) -> None:
     worker_port, gateway_port = free_port(), free_port()
-    stack.start_service("worker", worker_port, collector, name="worker-2p", GATEWAY_URL=f"http://127.0.0.1:{gateway_port}")
-    gateway = stack.start_service("gateway", gateway_port, collector, name="gateway-2p", WEB_CONCURRENCY="2", WORKER_URL=f"http://127.0.0.1:{worker_port}")
+    stack.start_service(
+        "worker",
+        worker_port,
+        collector,
+        name="worker-2p",
+        GATEWAY_URL=f"http://127.0.0.1:{gateway_port}",
+    )
+    gateway = stack.start_service(
+        "gateway",
+        gateway_port,
+        collector,
+        name="gateway-2p",
+        WEB_CONCURRENCY="2",
+        WORKER_URL=f"http://127.0.0.1:{worker_port}",
+    )
     trace_ids = []
     with httpx.Client(timeout=30) as client:
         for _ in range(12):
             # A new connection each time, so both processes get requests.
-            response = client.get(f"http://127.0.0.1:{gateway_port}/api/work", params={"tasks": 1}, headers={"connection": "close"})
+            response = client.get(
+                f"http://127.0.0.1:{gateway_port}/api/work",
+                params={"tasks": 1},
+                headers={"connection": "close"},
+            )
             assert response.status_code == 200
             trace_ids.append(response.json()["trace_id"])
     pids = set()
@@ -41,17 +60,37 @@ def test_each_worker_process_exports_and_the_parent_exports_nothing(stack: Stack
 
 
 @pytest.mark.parametrize("service", ["gateway", "worker"])
-def test_sigterm_finishes_in_flight_requests_then_flushes(stack: Stack, collector: Collector, service: str) -> None:
+def test_sigterm_finishes_in_flight_requests_then_flushes(
+    stack: Stack, collector: Collector, service: str
+) -> None:
     worker_port, gateway_port = free_port(), free_port()
     # Spans wait 60 s in the batch queue: only the shutdown flush can deliver them in time.
     slow_export = {"OTEL_BSP_SCHEDULE_DELAY": "60000"}
-    worker = stack.start_service("worker", worker_port, collector, name=f"worker-term-{service}", GATEWAY_URL=f"http://127.0.0.1:{gateway_port}", **slow_export)
-    gateway = stack.start_service("gateway", gateway_port, collector, name=f"gateway-term-{service}", WORKER_URL=f"http://127.0.0.1:{worker_port}", **slow_export)
+    worker = stack.start_service(
+        "worker",
+        worker_port,
+        collector,
+        name=f"worker-term-{service}",
+        GATEWAY_URL=f"http://127.0.0.1:{gateway_port}",
+        **slow_export,
+    )
+    gateway = stack.start_service(
+        "gateway",
+        gateway_port,
+        collector,
+        name=f"gateway-term-{service}",
+        WORKER_URL=f"http://127.0.0.1:{worker_port}",
+        **slow_export,
+    )
     target = {"gateway": gateway, "worker": worker}[service]
     traceparent, trace_id, span_id = new_traceparent()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(
-            httpx.get, f"http://127.0.0.1:{gateway_port}/api/work", params={"tasks": 2, "delay_ms": 800}, headers={"traceparent": traceparent}, timeout=30
+            httpx.get,
+            f"http://127.0.0.1:{gateway_port}/api/work",
+            params={"tasks": 2, "delay_ms": 800},
+            headers={"traceparent": traceparent},
+            timeout=30,
         )
         time.sleep(0.3)  # the request is in flight: the worker is inside its delay
         target.popen.send_signal(signal.SIGTERM)

@@ -22,7 +22,15 @@ from tests.support import free_port
 
 pytestmark = pytest.mark.local_stack
 
-PROPAGATION_HEADERS = ("traceparent", "tracestate", "baggage", "x-b3-traceid", "x-b3-spanid", "x-b3-sampled", "b3")
+PROPAGATION_HEADERS = (
+    "traceparent",
+    "tracestate",
+    "baggage",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-sampled",
+    "b3",
+)
 
 
 class RecordingProxy:
@@ -32,14 +40,32 @@ class RecordingProxy:
         seen: list[dict[str, str]] = []
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                seen.append({k.lower(): v for k, v in self.headers.items() if k.lower() in PROPAGATION_HEADERS})
-                forward = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+            def do_GET(self) -> None:
+                seen.append(
+                    {
+                        k.lower(): v
+                        for k, v in self.headers.items()
+                        if k.lower() in PROPAGATION_HEADERS
+                    }
+                )
+                forward = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")
+                }
                 try:
-                    with urllib.request.urlopen(urllib.request.Request(upstream + self.path, headers=forward), timeout=10) as answer:
-                        status, body, kind = answer.status, answer.read(), answer.headers.get("content-type", "")
+                    with urllib.request.urlopen(
+                        urllib.request.Request(upstream + self.path, headers=forward), timeout=10
+                    ) as answer:
+                        status, body, kind = (
+                            answer.status,
+                            answer.read(),
+                            answer.headers.get("content-type", ""),
+                        )
                 except urllib.error.HTTPError as error:
-                    status, body, kind = error.code, error.read(), error.headers.get("content-type", "")
+                    status, body, kind = (
+                        error.code,
+                        error.read(),
+                        error.headers.get("content-type", ""),
+                    )
                 self.send_response(status)
                 self.send_header("content-type", kind)
                 self.send_header("content-length", str(len(body)))
@@ -64,9 +90,22 @@ def start_pair(stack: Stack, collector: Collector, propagators: str) -> tuple[st
     gateway_port, worker_port = free_port(), free_port()
     gateway_url = f"http://127.0.0.1:{gateway_port}"
     proxy = RecordingProxy(gateway_url)
-    stack.start_service("worker", worker_port, collector, name=f"worker-{propagators}", OTEL_PROPAGATORS=propagators, GATEWAY_URL=proxy.url)
-    stack.start_service("gateway", gateway_port, collector, name=f"gateway-{propagators}", OTEL_PROPAGATORS=propagators,
-                        WORKER_URL=f"http://127.0.0.1:{worker_port}")
+    stack.start_service(
+        "worker",
+        worker_port,
+        collector,
+        name=f"worker-{propagators}",
+        OTEL_PROPAGATORS=propagators,
+        GATEWAY_URL=proxy.url,
+    )
+    stack.start_service(
+        "gateway",
+        gateway_port,
+        collector,
+        name=f"gateway-{propagators}",
+        OTEL_PROPAGATORS=propagators,
+        WORKER_URL=f"http://127.0.0.1:{worker_port}",
+    )
     return gateway_url, proxy
 
 
@@ -77,14 +116,21 @@ def pair_stack(tmp_path) -> Iterator[Stack]:
     stack.stop_all()
 
 
-def test_a_b3_caller_continues_through_gateway_worker_and_back(pair_stack: Stack, collector: Collector) -> None:
+def test_a_b3_caller_continues_through_gateway_worker_and_back(
+    pair_stack: Stack, collector: Collector
+) -> None:
     gateway_url, proxy = start_pair(pair_stack, collector, "tracecontext,baggage,b3multi")
     try:
-        trace_id, span_id = f"{random.getrandbits(128) or 1:032x}", f"{random.getrandbits(64) or 1:016x}"
+        trace_id, span_id = (
+            f"{random.getrandbits(128) or 1:032x}",
+            f"{random.getrandbits(64) or 1:016x}",
+        )
         b3 = {"X-B3-TraceId": trace_id, "X-B3-SpanId": span_id, "X-B3-Sampled": "1"}
         response = httpx.get(f"{gateway_url}/api/work", params={"tasks": 2}, headers=b3, timeout=30)
         assert response.status_code == 200, response.text
-        assert response.json()["trace_id"] == trace_id, "the gateway did not continue the B3 caller's trace"
+        assert response.json()["trace_id"] == trace_id, (
+            "the gateway did not continue the B3 caller's trace"
+        )
         expected = work_trace(2)
         with TempoClient(collector.tempo_url) as tempo:
             spans = tempo.wait_for_trace(trace_id, spans=expected.size(), timeout=20)
@@ -98,12 +144,19 @@ def test_a_b3_caller_continues_through_gateway_worker_and_back(pair_stack: Stack
         proxy.close()
 
 
-def test_none_starts_every_request_afresh_and_injects_nothing(pair_stack: Stack, collector: Collector) -> None:
+def test_none_starts_every_request_afresh_and_injects_nothing(
+    pair_stack: Stack, collector: Collector
+) -> None:
     gateway_url, proxy = start_pair(pair_stack, collector, "none")
     try:
         caller = f"{random.getrandbits(128) or 1:032x}"
-        headers = {"traceparent": f"00-{caller}-{random.getrandbits(64) or 1:016x}-01", "baggage": "tenant=acme"}
-        response = httpx.get(f"{gateway_url}/api/work", params={"tasks": 2}, headers=headers, timeout=30)
+        headers = {
+            "traceparent": f"00-{caller}-{random.getrandbits(64) or 1:016x}-01",
+            "baggage": "tenant=acme",
+        }
+        response = httpx.get(
+            f"{gateway_url}/api/work", params={"tasks": 2}, headers=headers, timeout=30
+        )
         assert response.status_code == 200, response.text
         assert response.json()["trace_id"] != caller
         assert proxy.seen and all(seen == {} for seen in proxy.seen), proxy.seen

@@ -14,17 +14,35 @@ from tests.support import free_port
 pytestmark = pytest.mark.local_stack
 
 
-def test_unreachable_worker_gives_503_with_one_span_per_attempt(stack: Stack, collector: Collector) -> None:
+def test_unreachable_worker_gives_503_with_one_span_per_attempt(
+    stack: Stack, collector: Collector
+) -> None:
     gateway_port = free_port()
-    stack.start_service("gateway", gateway_port, collector, name="gateway-alone", WORKER_URL=f"http://127.0.0.1:{free_port()}")
+    stack.start_service(
+        "gateway",
+        gateway_port,
+        collector,
+        name="gateway-alone",
+        WORKER_URL=f"http://127.0.0.1:{free_port()}",
+    )
     traceparent, trace_id, span_id = new_traceparent()
-    response = httpx.get(f"http://127.0.0.1:{gateway_port}/api/work", params={"tasks": 1}, headers={"traceparent": traceparent}, timeout=30)
+    response = httpx.get(
+        f"http://127.0.0.1:{gateway_port}/api/work",
+        params={"tasks": 1},
+        headers={"traceparent": traceparent},
+        timeout=30,
+    )
     assert response.status_code == 503
     assert response.json()["error"] == "worker_unavailable"
 
     attempt = Expect("gateway", "CLIENT", "POST", {"error.type": "ConnectError"}, status="ERROR")
     expected = Expect(
-        "gateway", "SERVER", "GET /api/work", {"http.response.status_code": 503, "error.type": "503"}, status="ERROR", children=(attempt,) * 3
+        "gateway",
+        "SERVER",
+        "GET /api/work",
+        {"http.response.status_code": 503, "error.type": "503"},
+        status="ERROR",
+        children=(attempt,) * 3,
     )
     with TempoClient(collector.tempo_url) as tempo:
         spans = tempo.wait_for_trace(trace_id, spans=expected.size(), timeout=20)

@@ -59,10 +59,14 @@ def tool(name: str) -> str:
     )
 
 
-def run(cmd: Sequence[str], *, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: Sequence[str], *, check: bool = True, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
     """Run a tool; on an unexpected failure, fail with its whole output."""
     env = {**os.environ, **kwargs.pop("env", {})}
-    proc = subprocess.run(list(cmd), capture_output=True, text=True, env=env, cwd=kwargs.pop("cwd", REPO), **kwargs)
+    proc = subprocess.run(
+        list(cmd), capture_output=True, text=True, env=env, cwd=kwargs.pop("cwd", REPO), **kwargs
+    )
     if check and proc.returncode != 0:
         pytest.fail(
             f"`{' '.join(map(str, cmd))}` exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}",
@@ -82,8 +86,14 @@ def helm_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     }
 
 
-def helm_template(helm: str, env: Mapping[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run([helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args], env=dict(env), check=check)
+def helm_template(
+    helm: str, env: Mapping[str, str], *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    return run(
+        [helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args],
+        env=dict(env),
+        check=check,
+    )
 
 
 # --- Value sets ---------------------------------------------------------------
@@ -95,7 +105,9 @@ def value_set_args() -> dict[str, list[str]]:
     sets: dict[str, list[str]] = {"default": []}
     for path in sorted(VALUES_DIR.glob("*.yaml")):
         sets[path.stem] = ["--values", str(path)]
-    sets["skaffold-dev"] = [arg for key, value in skaffold_dev_values().items() for arg in ("--set", f"{key}={value}")]
+    sets["skaffold-dev"] = [
+        arg for key, value in skaffold_dev_values().items() for arg in ("--set", f"{key}={value}")
+    ]
     return sets
 
 
@@ -133,7 +145,9 @@ class Rendered:
         for doc in self.docs:
             if doc["kind"] == kind and doc["metadata"]["name"] == name:
                 return doc
-        pytest.fail(f"{self.name}: no {kind} named {name}; have {[(d['kind'], d['metadata']['name']) for d in self.docs]}")
+        pytest.fail(
+            f"{self.name}: no {kind} named {name}; have {[(d['kind'], d['metadata']['name']) for d in self.docs]}"
+        )
 
     def workloads(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         """(object, pod spec) for every Deployment and bare Pod."""

@@ -8,7 +8,16 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.k8s.conftest import CHART, NAMESPACE, RELEASE, Rendered, helm_template, run, tool, value_set_args
+from tests.k8s.conftest import (
+    CHART,
+    NAMESPACE,
+    RELEASE,
+    Rendered,
+    helm_template,
+    run,
+    tool,
+    value_set_args,
+)
 
 VALUE_SETS = list(value_set_args())
 LONG_RUNNING_KINDS = {"Deployment", "StatefulSet", "DaemonSet"}
@@ -18,7 +27,9 @@ def kube_versions(chart_meta: dict[str, Any]) -> list[str]:
     """The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the
     newest kubernetes-validate knows (its default)."""
     oldest = re.fullmatch(r">=\s*(\d+\.\d+\.\d+)(-0)?", chart_meta["kubeVersion"])
-    assert oldest, f"Chart.yaml kubeVersion {chart_meta['kubeVersion']!r} is not of the form >=X.Y.Z-0"
+    assert oldest, (
+        f"Chart.yaml kubeVersion {chart_meta['kubeVersion']!r} is not of the form >=X.Y.Z-0"
+    )
     help_text = run([tool("kubernetes-validate"), "--help"]).stdout
     newest = re.search(r"Defaults to (\d+\.\d+\.\d+)", help_text)
     assert newest, "cannot find kubernetes-validate's default Kubernetes version in its --help"
@@ -29,7 +40,18 @@ def kube_versions(chart_meta: dict[str, Any]) -> list[str]:
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_helm_lint_strict(helm_name: str, value_set: str, helm_env: dict[str, str]) -> None:
     helm = tool(helm_name)
-    proc = run([helm, "lint", "--strict", str(CHART), "--namespace", NAMESPACE, *value_set_args()[value_set]], env=helm_env)
+    proc = run(
+        [
+            helm,
+            "lint",
+            "--strict",
+            str(CHART),
+            "--namespace",
+            NAMESPACE,
+            *value_set_args()[value_set],
+        ],
+        env=helm_env,
+    )
     assert "0 chart(s) failed" in proc.stdout
 
 
@@ -40,7 +62,9 @@ def test_helm_versions_are_3_and_4(helm_env: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
-def test_helm3_renders_the_same_objects(value_set: str, rendered: dict[str, Rendered], helm_env: dict[str, str]) -> None:
+def test_helm3_renders_the_same_objects(
+    value_set: str, rendered: dict[str, Rendered], helm_env: dict[str, str]
+) -> None:
     """Helm 3 renders what Helm 4 renders (Grafana's random password aside)."""
     text = helm_template(tool("helm3"), helm_env, *value_set_args()[value_set]).stdout
 
@@ -60,7 +84,17 @@ def test_kubernetes_validate_strict(rendered_dir, chart_meta: dict[str, Any]) ->
     (no unknown fields), for the oldest and the newest version."""
     files = sorted(str(p) for p in rendered_dir.glob("*.yaml"))
     for version in kube_versions(chart_meta):
-        proc = run([tool("kubernetes-validate"), "--strict", "--quiet", "--kubernetes-version", version, *files], check=False)
+        proc = run(
+            [
+                tool("kubernetes-validate"),
+                "--strict",
+                "--quiet",
+                "--kubernetes-version",
+                version,
+                *files,
+            ],
+            check=False,
+        )
         assert proc.returncode == 0, f"kubernetes-validate {version}:\n{proc.stdout}\n{proc.stderr}"
 
 
@@ -76,7 +110,9 @@ def test_kubernetes_validate_catches_a_typo(tmp_path, chart_meta: dict[str, Any]
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
-def test_every_object_is_labelled_and_namespaced(value_set: str, rendered: dict[str, Rendered]) -> None:
+def test_every_object_is_labelled_and_namespaced(
+    value_set: str, rendered: dict[str, Rendered]
+) -> None:
     for doc in rendered[value_set].docs:
         where = f"{doc['kind']}/{doc['metadata']['name']}"
         labels = doc["metadata"].get("labels", {})
@@ -90,11 +126,16 @@ def test_every_object_is_labelled_and_namespaced(value_set: str, rendered: dict[
         ):
             assert labels.get(key), f"{where} lacks label {key}"
         assert labels["app.kubernetes.io/instance"] == RELEASE
-        assert doc["metadata"].get("namespace") == NAMESPACE, f"{where} is not in the release namespace"
+        assert doc["metadata"].get("namespace") == NAMESPACE, (
+            f"{where} is not in the release namespace"
+        )
         if doc["kind"] == "Deployment":
             pod_labels = doc["spec"]["template"]["metadata"]["labels"]
             assert doc["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
-            assert pod_labels.get("app.kubernetes.io/component") == labels["app.kubernetes.io/component"]
+            assert (
+                pod_labels.get("app.kubernetes.io/component")
+                == labels["app.kubernetes.io/component"]
+            )
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
@@ -108,7 +149,9 @@ def test_every_pod_is_hardened(value_set: str, rendered: dict[str, Rendered]) ->
         pod_sc = spec.get("securityContext", {})
         assert pod_sc.get("runAsNonRoot") is True, where
         assert pod_sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
-        assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC"), where
+        assert (
+            not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC")
+        ), where
         for c in spec.get("initContainers", []) + spec["containers"]:
             cwhere = f"{where} container {c['name']}"
             sc = c.get("securityContext", {})
@@ -121,9 +164,13 @@ def test_every_pod_is_hardened(value_set: str, rendered: dict[str, Rendered]) ->
             # Only the dev profile writes synced sources into the app images.
             expect_ro = not (dev and c["name"] in ("gateway", "worker", "tracecheck"))
             assert sc.get("readOnlyRootFilesystem") is expect_ro, cwhere
-            assert int(sc.get("runAsUser", pod_sc.get("runAsUser", 0))) >= 10000, f"{cwhere}: UID below 10000"
+            assert int(sc.get("runAsUser", pod_sc.get("runAsUser", 0))) >= 10000, (
+                f"{cwhere}: UID below 10000"
+            )
             for kind in ("requests", "limits"):
-                assert {"cpu", "memory"} <= set(c.get("resources", {}).get(kind, {})), f"{cwhere} lacks {kind}"
+                assert {"cpu", "memory"} <= set(c.get("resources", {}).get(kind, {})), (
+                    f"{cwhere} lacks {kind}"
+                )
             image = c["image"]
             assert ":" in image.rsplit("/", 1)[-1], f"{cwhere}: untagged image {image}"
             assert not re.search(r":latest(@|$)", image), f"{cwhere}: :latest image {image}"
@@ -132,7 +179,9 @@ def test_every_pod_is_hardened(value_set: str, rendered: dict[str, Rendered]) ->
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
-def test_third_party_images_are_pinned_by_digest(value_set: str, rendered: dict[str, Rendered]) -> None:
+def test_third_party_images_are_pinned_by_digest(
+    value_set: str, rendered: dict[str, Rendered]
+) -> None:
     for _, spec in rendered[value_set].workloads():
         for c in spec["containers"]:
             if not c["image"].startswith("tandem-"):
@@ -144,7 +193,9 @@ def test_pod_disruption_budgets_cover_gateway_and_worker(rendered: dict[str, Ren
     for component in ("gateway", "worker"):
         pdb = r.get("PodDisruptionBudget", f"{RELEASE}-{component}")
         deployment = r.get("Deployment", f"{RELEASE}-{component}")
-        assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+        assert (
+            pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+        )
 
 
 def test_tempo_storage(rendered: dict[str, Rendered]) -> None:
@@ -158,7 +209,10 @@ def test_tempo_storage(rendered: dict[str, Rendered]) -> None:
 
     assert "emptyDir" in data_volume(rendered["default"])
     assert not rendered["default"].of_kind("PersistentVolumeClaim")
-    assert data_volume(rendered["persistence"])["persistentVolumeClaim"]["claimName"] == f"{RELEASE}-tempo"
+    assert (
+        data_volume(rendered["persistence"])["persistentVolumeClaim"]["claimName"]
+        == f"{RELEASE}-tempo"
+    )
     pvc = rendered["persistence"].get("PersistentVolumeClaim", f"{RELEASE}-tempo")
     assert pvc["spec"]["resources"]["requests"]["storage"] == "20Gi"
 
@@ -177,9 +231,26 @@ def test_notes_explain_how_to_find_a_trace(helm_env: dict[str, str]) -> None:
     """NOTES.txt: a request, its trace id (body and traceresponse header), Tempo's API."""
     helm = tool("helm")
     notes = run(
-        [helm, "install", RELEASE, str(CHART), "--dry-run=client", "--namespace", NAMESPACE, "--set", "grafana.enabled=true"],
+        [
+            helm,
+            "install",
+            RELEASE,
+            str(CHART),
+            "--dry-run=client",
+            "--namespace",
+            NAMESPACE,
+            "--set",
+            "grafana.enabled=true",
+        ],
         env=helm_env,
     ).stdout
-    for needle in ("/api/work?tasks=", "trace_id", "traceresponse", "port-forward svc/tandem-tempo 3200:3200",
-                   "/api/v2/traces/", "port-forward svc/tandem-grafana 3000:3000", "helm test tandem"):
+    for needle in (
+        "/api/work?tasks=",
+        "trace_id",
+        "traceresponse",
+        "port-forward svc/tandem-tempo 3200:3200",
+        "/api/v2/traces/",
+        "port-forward svc/tandem-grafana 3000:3000",
+        "helm test tandem",
+    ):
         assert needle in notes, f"NOTES.txt lacks {needle!r}"

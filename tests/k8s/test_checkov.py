@@ -21,14 +21,26 @@ def test_checkov_finds_no_failed_check(rendered: dict[str, Rendered], tmp_path) 
             (tmp_path / f"{name}.yaml").write_text(r.text)
     # --skip-download: no calls to Prisma Cloud (CI has no Internet).
     proc = run(
-        [tool("checkov"), "--quiet", "--compact", "--skip-download", "--framework", "kubernetes",
-         "--output", "json", "--directory", str(tmp_path)],
+        [
+            tool("checkov"),
+            "--quiet",
+            "--compact",
+            "--skip-download",
+            "--framework",
+            "kubernetes",
+            "--output",
+            "json",
+            "--directory",
+            str(tmp_path),
+        ],
         check=False,
     )
     try:
         report = json.loads(proc.stdout)
     except json.JSONDecodeError:
-        raise AssertionError(f"checkov printed no JSON (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}") from None
+        raise AssertionError(
+            f"checkov printed no JSON (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        ) from None
     reports = report if isinstance(report, list) else [report]
     assert reports and all(r["check_type"] == "kubernetes" for r in reports)
     failed = [
@@ -50,8 +62,12 @@ def test_every_checkov_skip_is_justified(rendered: dict[str, Rendered]) -> None:
             for key, value in (doc["metadata"].get("annotations") or {}).items():
                 if key.startswith("checkov.io/skip"):
                     match = SKIP.match(value)
-                    assert match, f"{doc['kind']}/{doc['metadata']['name']}: malformed skip {value!r}"
-                    assert len(match.group(2).split()) >= 8, f"skip {match.group(1)} needs a real reason: {value!r}"
+                    assert match, (
+                        f"{doc['kind']}/{doc['metadata']['name']}: malformed skip {value!r}"
+                    )
+                    assert len(match.group(2).split()) >= 8, (
+                        f"skip {match.group(1)} needs a real reason: {value!r}"
+                    )
                     skips.append(match.group(1))
     # The only skips: digest and pull policy of the images this project builds,
     # and probes on the run-to-completion test pod.

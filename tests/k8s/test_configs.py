@@ -23,9 +23,14 @@ def test_the_chart_stands_alone() -> None:
 
 
 @pytest.mark.parametrize("value_set", ["default", "persistence", "grafana"])
-def test_configmaps_carry_the_files_byte_for_byte(value_set: str, rendered: dict[str, Rendered]) -> None:
+def test_configmaps_carry_the_files_byte_for_byte(
+    value_set: str, rendered: dict[str, Rendered]
+) -> None:
     r = rendered[value_set]
-    assert r.get("ConfigMap", f"{RELEASE}-collector")["data"]["otelcol-config.yaml"] == OTELCOL.read_text()
+    assert (
+        r.get("ConfigMap", f"{RELEASE}-collector")["data"]["otelcol-config.yaml"]
+        == OTELCOL.read_text()
+    )
     assert r.get("ConfigMap", f"{RELEASE}-tempo")["data"]["tempo.yaml"] == TEMPO.read_text()
 
 
@@ -63,7 +68,9 @@ def test_collector_ports_agree_with_values(values: dict[str, Any]) -> None:
 
 def test_collector_env_vars_are_set_by_the_chart(rendered: dict[str, Rendered]) -> None:
     """Every ${env:VAR} in the config without a default is set on the container."""
-    config_lines = "\n".join(line for line in OTELCOL.read_text().splitlines() if not line.lstrip().startswith("#"))
+    config_lines = "\n".join(
+        line for line in OTELCOL.read_text().splitlines() if not line.lstrip().startswith("#")
+    )
     required = set(re.findall(r"\$\{env:([A-Z0-9_]+)(?::-[^}]*)?\}", config_lines))
     given = {e["name"] for e in rendered["default"].container("collector")["env"]}
     assert required and required <= given
@@ -74,11 +81,16 @@ def test_tempo_ports_agree_with_values(values: dict[str, Any]) -> None:
     ports = values["tempo"]["ports"]
     assert config["server"]["http_listen_port"] == ports["http"]
     assert config["server"]["grpc_listen_port"] == ports["grpc"]
-    assert port_of(config["distributor"]["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]) == ports["otlpGrpc"]
+    assert (
+        port_of(config["distributor"]["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"])
+        == ports["otlpGrpc"]
+    )
 
 
 def test_tempo_env_vars_are_set_by_the_chart(rendered: dict[str, Rendered]) -> None:
-    config_lines = "\n".join(line for line in TEMPO.read_text().splitlines() if not line.lstrip().startswith("#"))
+    config_lines = "\n".join(
+        line for line in TEMPO.read_text().splitlines() if not line.lstrip().startswith("#")
+    )
     used = set(re.findall(r"\$\{([A-Z0-9_]+)(?::-[^}]*)?\}", config_lines))
     container = rendered["default"].container("tempo")
     assert {e["name"] for e in container["env"]} == used
@@ -105,7 +117,9 @@ def unknown_keys(config: Any, manifest: Any, path: str = "") -> list[str]:
 
 def test_tempo_config_fits_the_pinned_version(values: dict[str, Any]) -> None:
     """Tempo refuses unknown keys: check ours against 3.0.3's full manifest."""
-    assert values["tempo"]["image"]["tag"] == "3.0.3", "re-vendor the manifest in tests/k8s/data for a new Tempo"
+    assert values["tempo"]["image"]["tag"] == "3.0.3", (
+        "re-vendor the manifest in tests/k8s/data for a new Tempo"
+    )
     manifest = yaml.safe_load(TEMPO_MANIFEST.read_text())
     # Substitute the ${VAR:-default}s first, as -config.expand-env does.
     text = re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", TEMPO.read_text())
@@ -121,7 +135,9 @@ def test_tempo_config_fits_the_pinned_version(values: dict[str, Any]) -> None:
 
 def test_unknown_key_check_catches_2x_blocks() -> None:
     manifest = yaml.safe_load(TEMPO_MANIFEST.read_text())
-    assert unknown_keys({"compactor": {"compaction": {}}, "server": {"http_listen_prot": 1}}, manifest) == [
+    assert unknown_keys(
+        {"compactor": {"compaction": {}}, "server": {"http_listen_prot": 1}}, manifest
+    ) == [
         "compactor",
         "server.http_listen_prot",
     ]

@@ -15,11 +15,22 @@ from typing import Any
 
 import pytest
 
-from tests.k8s.conftest import RELEASE, REPO, Rendered, component_name, skaffold_config, skaffold_dev_values
+from tests.k8s.conftest import (
+    RELEASE,
+    REPO,
+    Rendered,
+    component_name,
+    skaffold_config,
+    skaffold_dev_values,
+)
 
 APPS = ("gateway", "worker")
 # Set by the chart only so OTEL_RESOURCE_ATTRIBUTES can interpolate them.
-DOWNWARD_API_HELPERS = {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace", "NODE_NAME": "spec.nodeName"}
+DOWNWARD_API_HELPERS = {
+    "POD_NAME": "metadata.name",
+    "POD_NAMESPACE": "metadata.namespace",
+    "NODE_NAME": "spec.nodeName",
+}
 
 
 def settings(app: str) -> Any:
@@ -57,10 +68,14 @@ def test_image_names_agree(values: dict[str, Any]) -> None:
         assert artifacts[name]["docker"]["dockerfile"] == "Dockerfile"
         assert artifacts[name]["docker"]["buildArgs"] == {"SERVICE": app}
         assert (REPO / "services" / "Dockerfile").exists()
-        assert re.search(rf"^{app.upper()}_IMAGE\s*:=\s*{re.escape(name)}\s*$", mk, re.M), f"mk: {app.upper()}_IMAGE"
+        assert re.search(rf"^{app.upper()}_IMAGE\s*:=\s*{re.escape(name)}\s*$", mk, re.M), (
+            f"mk: {app.upper()}_IMAGE"
+        )
     containers_mk = (REPO / "mk" / "containers.mk").read_text()
     for app in APPS:
-        assert f"$(call build_image,{app},$({app.upper()}_IMAGE))" in containers_mk, f"make images builds {app}"
+        assert f"$(call build_image,{app},$({app.upper()}_IMAGE))" in containers_mk, (
+            f"make images builds {app}"
+        )
         assert values[app]["image"]["tag"] == "", "the tag defaults to appVersion"
 
 
@@ -71,12 +86,16 @@ def test_skaffold_sets_the_built_images() -> None:
         app = artifact["image"].removeprefix("tandem-")
         key = artifact["image"].replace("-", "_").replace("/", "_")
         assert templates[f"{app}.image.repository"] == f"{{{{.IMAGE_REPO_{key}}}}}"
-        assert templates[f"{app}.image.tag"] == f"{{{{.IMAGE_TAG_{key}}}}}@{{{{.IMAGE_DIGEST_{key}}}}}"
+        assert (
+            templates[f"{app}.image.tag"] == f"{{{{.IMAGE_TAG_{key}}}}}@{{{{.IMAGE_DIGEST_{key}}}}}"
+        )
     assert release["chartPath"] == "charts/tandem"
     assert release["name"] == RELEASE
 
 
-def test_tags_default_to_app_version(rendered: dict[str, Rendered], chart_meta: dict[str, Any]) -> None:
+def test_tags_default_to_app_version(
+    rendered: dict[str, Rendered], chart_meta: dict[str, Any]
+) -> None:
     r = rendered["default"]
     for app in APPS:
         assert r.container(app)["image"] == f"tandem-{app}:{chart_meta['appVersion']}"
@@ -99,7 +118,10 @@ def test_ports_agree(app: str, values: dict[str, Any], rendered: dict[str, Rende
     assert port == settings(app).DEFAULT_PORT, f"values {app}.port != {app}.settings.DEFAULT_PORT"
     # The image's HEALTHCHECK takes PORT, else the service's own DEFAULT_PORT: no port is written in it.
     dockerfile = (REPO / "services" / "Dockerfile").read_text()
-    assert "os.environ.get('PORT') or importlib.import_module(os.environ['SERVICE'] + '.settings').DEFAULT_PORT" in dockerfile
+    assert (
+        "os.environ.get('PORT') or importlib.import_module(os.environ['SERVICE'] + '.settings').DEFAULT_PORT"
+        in dockerfile
+    )
     assert not re.search(r"^EXPOSE ", dockerfile, re.M)
     r = rendered["default"]
     container = r.container(app)
@@ -113,7 +135,13 @@ def test_skaffold_port_forwards(values: dict[str, Any], rendered: dict[str, Rend
     config = skaffold_config()
     forwards = {f["resourceName"]: f for f in config["portForward"]}
     grafana_profile = next(p for p in config["profiles"] if p["name"] == "grafana")
-    forwards.update({p["value"]["resourceName"]: p["value"] for p in grafana_profile["patches"] if p["path"] == "/portForward/-"})
+    forwards.update(
+        {
+            p["value"]["resourceName"]: p["value"]
+            for p in grafana_profile["patches"]
+            if p["path"] == "/portForward/-"
+        }
+    )
     expected = {
         component_name("gateway"): values["gateway"]["port"],
         component_name("tempo"): values["tempo"]["ports"]["http"],
@@ -135,14 +163,24 @@ def test_services_find_each_other(values: dict[str, Any], rendered: dict[str, Re
     r = rendered["default"]
     gateway, worker = env_of(r.container("gateway")), env_of(r.container("worker"))
     assert gateway["WORKER_URL"] == f"http://{component_name('worker')}:{values['worker']['port']}"
-    assert worker["GATEWAY_URL"] == f"http://{component_name('gateway')}:{values['gateway']['port']}"
+    assert (
+        worker["GATEWAY_URL"] == f"http://{component_name('gateway')}:{values['gateway']['port']}"
+    )
     collector = f"http://{component_name('collector')}:{values['collector']['ports']['otlpGrpc']}"
     for env in (gateway, worker):
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == collector
         assert env["OTEL_EXPORTER_OTLP_INSECURE"] == "true"
     col_env = env_of(r.container("collector"))
-    assert col_env["TEMPO_OTLP_ENDPOINT"] == f"{component_name('tempo')}:{values['tempo']['ports']['otlpGrpc']}"
-    for name in (component_name("worker"), component_name("gateway"), component_name("collector"), component_name("tempo")):
+    assert (
+        col_env["TEMPO_OTLP_ENDPOINT"]
+        == f"{component_name('tempo')}:{values['tempo']['ports']['otlpGrpc']}"
+    )
+    for name in (
+        component_name("worker"),
+        component_name("gateway"),
+        component_name("collector"),
+        component_name("tempo"),
+    ):
         r.get("Service", name)
 
 
@@ -154,7 +192,9 @@ def test_external_endpoints(rendered: dict[str, Rendered]) -> None:
     assert col_env["TEMPO_OTLP_ENDPOINT"] == "tempo.observability.svc:4317"
 
 
-def test_tracecheck_targets_the_release(values: dict[str, Any], rendered: dict[str, Rendered]) -> None:
+def test_tracecheck_targets_the_release(
+    values: dict[str, Any], rendered: dict[str, Rendered]
+) -> None:
     pod = rendered["default"].get("Pod", component_name("tracecheck"))
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     command = pod["spec"]["containers"][0]["command"]
@@ -169,7 +209,10 @@ def test_tracecheck_targets_the_release(values: dict[str, Any], rendered: dict[s
 
 def test_make_e2e_runs_tracecheck_with_the_same_flags() -> None:
     mk = (REPO / "mk" / "kubernetes.mk").read_text()
-    assert "-m tandem_tracecheck --gateway-url $(GATEWAY_URL) --tempo-url $(TEMPO_URL) --metrics-url $(METRICS_URL)" in mk
+    assert (
+        "-m tandem_tracecheck --gateway-url $(GATEWAY_URL) --tempo-url $(TEMPO_URL) --metrics-url $(METRICS_URL)"
+        in mk
+    )
 
 
 # --- Environment variables -----------------------------------------------------------
@@ -198,7 +241,9 @@ def test_downward_api_helpers_come_first(app: str, rendered: dict[str, Rendered]
 
 
 @pytest.mark.parametrize("app", APPS)
-def test_every_env_var_the_chart_sets_is_read_by_the_service(app: str, rendered: dict[str, Rendered]) -> None:
+def test_every_env_var_the_chart_sets_is_read_by_the_service(
+    app: str, rendered: dict[str, Rendered]
+) -> None:
     known = set(settings(app).ENV_VARS) | telemetry_env_vars() | set(DOWNWARD_API_HELPERS)
     for name, r in rendered.items():
         set_by_chart = set(env_of(r.container(app)))

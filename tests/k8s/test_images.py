@@ -22,7 +22,14 @@ EXPORT_PACKAGES = {
     "gateway": ["tandem-gateway", "tandem-tracecheck"],
     "worker": ["tandem-worker"],
 }
-UV_EXPORT_FLAGS = ["--frozen", "--no-dev", "--no-emit-workspace", "--no-header", "--format", "requirements.txt"]
+UV_EXPORT_FLAGS = [
+    "--frozen",
+    "--no-dev",
+    "--no-emit-workspace",
+    "--no-header",
+    "--format",
+    "requirements.txt",
+]
 BASE_IMAGE = re.compile(r"^python:3\.12\.\d+-slim-bookworm@sha256:[0-9a-f]{64}$")
 DOCKERFILE = SERVICES / "Dockerfile"
 
@@ -33,7 +40,11 @@ def dockerfile() -> str:
 
 def instructions(text: str) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    joined = re.sub(r"\\\n", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")))
+    joined = re.sub(
+        r"\\\n",
+        " ",
+        "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")),
+    )
     out = []
     for line in joined.splitlines():
         if line.strip():
@@ -55,7 +66,11 @@ def stages(text: str) -> list[list[tuple[str, str]]]:
 def uv() -> str:
     """The uv `make lock-export` uses ($UV, exported by mk/kubernetes.mk), so the
     export's formatting matches; else the Makefile's own install, else PATH."""
-    for candidate in (os.environ.get("UV"), str(REPO / ".tools" / "uv" / "bin" / "uv"), shutil.which("uv")):
+    for candidate in (
+        os.environ.get("UV"),
+        str(REPO / ".tools" / "uv" / "bin" / "uv"),
+        shutil.which("uv"),
+    ):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     pytest.fail("uv is not installed: run `make install`", pytrace=False)
@@ -63,7 +78,9 @@ def uv() -> str:
 
 def test_hadolint_reports_nothing() -> None:
     proc = run([tool("hadolint"), str(DOCKERFILE)], check=False)
-    assert proc.returncode == 0 and not proc.stdout.strip() and not proc.stderr.strip(), proc.stdout + proc.stderr
+    assert proc.returncode == 0 and not proc.stdout.strip() and not proc.stderr.strip(), (
+        proc.stdout + proc.stderr
+    )
 
 
 @pytest.mark.parametrize("service", ["gateway", "worker"])
@@ -71,9 +88,13 @@ def test_lock_export_is_current(service: str) -> None:
     """services/<svc>/requirements.lock equals a fresh export of uv.lock. When it
     does not, run `make lock-export`."""
     args = [arg for package in EXPORT_PACKAGES[service] for arg in ("--package", package)]
-    fresh = run([uv(), "export", *UV_EXPORT_FLAGS, *args], env={"UV_PYTHON_DOWNLOADS": "never"}).stdout
+    fresh = run(
+        [uv(), "export", *UV_EXPORT_FLAGS, *args], env={"UV_PYTHON_DOWNLOADS": "never"}
+    ).stdout
     committed = (SERVICES / service / "requirements.lock").read_text()
-    assert committed == fresh, f"services/{service}/requirements.lock is stale: run `make lock-export`"
+    assert committed == fresh, (
+        f"services/{service}/requirements.lock is stale: run `make lock-export`"
+    )
     assert "--hash=sha256:" in committed
     # Workspace members are installed from source, not from the export.
     assert not re.search(r"^(-e |\./|tandem-)", committed, re.M)
@@ -89,14 +110,18 @@ def test_makefile_exports_the_same_packages() -> None:
 
 
 def test_one_dockerfile_for_both_services() -> None:
-    assert not list(SERVICES.glob("*/Dockerfile")), "services/Dockerfile builds every service (SERVICE=...)"
+    assert not list(SERVICES.glob("*/Dockerfile")), (
+        "services/Dockerfile builds every service (SERVICE=...)"
+    )
 
 
 def test_dockerfile_shape() -> None:
     text = dockerfile()
     header = text[: text.index("\nFROM ")]
     default_base = re.search(r"^ARG BASE_IMAGE=(\S+)$", header, re.M)
-    assert default_base and BASE_IMAGE.match(default_base.group(1)), "the default base is the digest-pinned official image"
+    assert default_base and BASE_IMAGE.match(default_base.group(1)), (
+        "the default base is the digest-pinned official image"
+    )
     build, runtime = stages(text)
     # Both stages on the same base: the venv links to its interpreter.
     assert build[0][1] == "${BASE_IMAGE} AS build" and runtime[0][1] == "${BASE_IMAGE} AS runtime"
@@ -108,14 +133,20 @@ def test_dockerfile_shape() -> None:
     # The proxy CA arrives as a build secret on the steps that reach the index, never by COPY or ARG.
     installs = [args for word, args in build if word == "RUN" and "pip install" in args]
     assert installs and all("--mount=type=secret,id=ca-bundle" in args for args in installs)
-    assert not re.search(r"(COPY|ADD|ARG)\b[^\n]*(\.pem|\.crt|CERT|ca-bundle)", text.replace("id=ca-bundle", ""))
+    assert not re.search(
+        r"(COPY|ADD|ARG)\b[^\n]*(\.pem|\.crt|CERT|ca-bundle)", text.replace("id=ca-bundle", "")
+    )
     # The runtime stage installs nothing and builds nothing.
     assert not re.search(r"\b(apt-get|apk|gcc|cc|make|build-essential)\b", runtime_text)
     assert "pip install" not in runtime_text
     # Non-root, numeric so runAsNonRoot can verify it.
     assert [args for word, args in runtime if word == "USER"] == ["10001:10001"]
     env = " ".join(args for word, args in runtime if word == "ENV")
-    assert "PYTHONDONTWRITEBYTECODE=1" in env and "PYTHONUNBUFFERED=1" in env and "SERVICE=${SERVICE}" in env
+    assert (
+        "PYTHONDONTWRITEBYTECODE=1" in env
+        and "PYTHONUNBUFFERED=1" in env
+        and "SERVICE=${SERVICE}" in env
+    )
     # `python -m <service>`, exec'd so Python is PID 1 and gets SIGTERM.
     entrypoint = [args for word, args in runtime if word == "ENTRYPOINT"]
     assert entrypoint == ['["/bin/sh", "-c", "exec python -m \\"$SERVICE\\" \\"$@\\"", "python"]']
@@ -139,4 +170,6 @@ def test_dockerfile_copies_exist_in_the_build_context(service: str) -> None:
             for src in sources:
                 path = SERVICES / src
                 assert path.exists(), f"{service}: COPY {src}: not in services/"
-                assert not any(Path(src).match(p.removeprefix("**/")) for p in ignored), f"{src} is .dockerignored"
+                assert not any(Path(src).match(p.removeprefix("**/")) for p in ignored), (
+                    f"{src} is .dockerignored"
+                )

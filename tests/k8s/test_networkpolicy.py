@@ -44,16 +44,26 @@ def endpoints(r: Rendered, stranger_ports: tuple[tuple[str, int], ...] = ()) -> 
     """Endpoints from the rendered workloads: component name -> pod identity and ports."""
     out = {}
     for doc, spec in r.workloads():
-        labels = doc["spec"]["template"]["metadata"]["labels"] if doc["kind"] == "Deployment" else doc["metadata"]["labels"]
+        labels = (
+            doc["spec"]["template"]["metadata"]["labels"]
+            if doc["kind"] == "Deployment"
+            else doc["metadata"]["labels"]
+        )
         ports = tuple(
-            (p.get("protocol", "TCP"), p["containerPort"]) for c in spec["containers"] for p in c.get("ports", [])
+            (p.get("protocol", "TCP"), p["containerPort"])
+            for c in spec["containers"]
+            for p in c.get("ports", [])
         )
         component = labels["app.kubernetes.io/component"]
         out[component] = Endpoint(component, NAMESPACE, tuple(sorted(labels.items())), ports)
     out[DNS] = Endpoint(DNS, "kube-system", (("k8s-app", "kube-dns"),), (("UDP", 53), ("TCP", 53)))
     # The stranger listens on every port the release uses and on HTTP(S), so an
     # egress rule that lets a pod out to "anywhere" shows up as a flow.
-    probe = {p for ep in out.values() for p in ep.ports} | {("TCP", 80), ("TCP", 443)} | set(stranger_ports)
+    probe = (
+        {p for ep in out.values() for p in ep.ports}
+        | {("TCP", 80), ("TCP", 443)}
+        | set(stranger_ports)
+    )
     out[STRANGER] = Endpoint(STRANGER, "elsewhere", (("app", "stranger"),), tuple(sorted(probe)))
     return out
 
@@ -103,11 +113,19 @@ def port_matches(rule_ports: list[dict[str, Any]] | None, protocol: str, port: i
     return False
 
 
-def admitted(policies: list[dict[str, Any]], direction: str, subject: Endpoint, other: Endpoint, proto: str, port: int) -> bool:
+def admitted(
+    policies: list[dict[str, Any]],
+    direction: str,
+    subject: Endpoint,
+    other: Endpoint,
+    proto: str,
+    port: int,
+) -> bool:
     """Does `subject`'s side admit the connection? direction: "ingress" or "egress"."""
     key = "Ingress" if direction == "ingress" else "Egress"
     applicable = [
-        p for p in policies
+        p
+        for p in policies
         if p["metadata"]["namespace"] == subject.namespace
         and selects(p["spec"]["podSelector"], subject.label_map)
         and key in p["spec"].get("policyTypes", ["Ingress"])
@@ -118,14 +136,18 @@ def admitted(policies: list[dict[str, Any]], direction: str, subject: Endpoint, 
     for policy in applicable:
         for rule in policy["spec"].get(direction) or []:
             peers = rule.get(peers_key)
-            if peers and not any(peer_matches(peer, policy["metadata"]["namespace"], other) for peer in peers):
+            if peers and not any(
+                peer_matches(peer, policy["metadata"]["namespace"], other) for peer in peers
+            ):
                 continue
             if port_matches(rule.get("ports"), proto, port):
                 return True
     return False
 
 
-def allowed_flows(r: Rendered, stranger_ports: tuple[tuple[str, int], ...] = ()) -> set[tuple[str, str, int]]:
+def allowed_flows(
+    r: Rendered, stranger_ports: tuple[tuple[str, int], ...] = ()
+) -> set[tuple[str, str, int]]:
     policies = r.of_kind("NetworkPolicy")
     eps = endpoints(r, stranger_ports)
     flows = set()
@@ -133,7 +155,9 @@ def allowed_flows(r: Rendered, stranger_ports: tuple[tuple[str, int], ...] = ())
     for src in (ep for ep in eps.values() if ep.name != DNS):
         for dst in eps.values():
             for proto, port in dst.ports:
-                if admitted(policies, "egress", src, dst, proto, port) and admitted(policies, "ingress", dst, src, proto, port):
+                if admitted(policies, "egress", src, dst, proto, port) and admitted(
+                    policies, "ingress", dst, src, proto, port
+                ):
                     if src.name == STRANGER and dst.name in (STRANGER, DNS):
                         continue  # traffic between pods the chart does not own
                     flows.add((src.name, dst.name, port))
@@ -163,7 +187,9 @@ def test_default_flows_are_exactly_the_intended_ones(rendered: dict[str, Rendere
     assert allowed_flows(rendered["default"]) == CORE_FLOWS
 
 
-def test_grafana_reaches_tempo_and_only_configured_clients_reach_grafana(rendered: dict[str, Rendered]) -> None:
+def test_grafana_reaches_tempo_and_only_configured_clients_reach_grafana(
+    rendered: dict[str, Rendered],
+) -> None:
     flows = allowed_flows(rendered["grafana"])
     assert flows == CORE_FLOWS | {("grafana", "tempo", 3200)} | dns_flows("grafana")
     # grafana.yaml admits the ingress-nginx namespace; the stranger is not there.
@@ -185,9 +211,15 @@ def test_restricted_clients_shut_out_strangers(rendered: dict[str, Rendered]) ->
 def test_external_collector_flows(rendered: dict[str, Rendered]) -> None:
     """Without the release's collector, the services may reach port 4317 anywhere,
     and nothing else changes."""
-    flows = allowed_flows(rendered["external-collector"], stranger_ports=(("TCP", 4317), ("TCP", 8889)))
+    flows = allowed_flows(
+        rendered["external-collector"], stranger_ports=(("TCP", 4317), ("TCP", 8889))
+    )
     expected = {f for f in CORE_FLOWS if "collector" not in f}
-    expected |= {("gateway", STRANGER, 4317), ("worker", STRANGER, 4317), ("tracecheck", STRANGER, 8889)}
+    expected |= {
+        ("gateway", STRANGER, 4317),
+        ("worker", STRANGER, 4317),
+        ("tracecheck", STRANGER, 8889),
+    }
     # Tempo stays, but only an external collector could feed it (tempo.networkPolicy.otlpPeers).
     assert flows == expected
 
@@ -195,12 +227,18 @@ def test_external_collector_flows(rendered: dict[str, Rendered]) -> None:
 def test_external_tempo_flows(rendered: dict[str, Rendered]) -> None:
     flows = allowed_flows(rendered["external-tempo"], stranger_ports=(("TCP", 4317), ("TCP", 3200)))
     expected = {f for f in CORE_FLOWS if "tempo" not in f}
-    expected |= {("collector", STRANGER, 4317), ("grafana", STRANGER, 3200), ("tracecheck", STRANGER, 3200)}
+    expected |= {
+        ("collector", STRANGER, 4317),
+        ("grafana", STRANGER, 3200),
+        ("tracecheck", STRANGER, 3200),
+    }
     expected |= dns_flows("grafana")
     assert flows == expected
 
 
-@pytest.mark.parametrize("value_set", ["default", "grafana", "external-collector", "external-tempo"])
+@pytest.mark.parametrize(
+    "value_set", ["default", "grafana", "external-collector", "external-tempo"]
+)
 def test_every_pod_is_isolated_both_ways(value_set: str, rendered: dict[str, Rendered]) -> None:
     """No pod of the release escapes a policy in either direction."""
     r = rendered[value_set]
@@ -210,7 +248,9 @@ def test_every_pod_is_isolated_both_ways(value_set: str, rendered: dict[str, Ren
             continue
         for direction in ("Ingress", "Egress"):
             assert any(
-                selects(p["spec"]["podSelector"], ep.label_map) and direction in p["spec"]["policyTypes"] for p in policies
+                selects(p["spec"]["podSelector"], ep.label_map)
+                and direction in p["spec"]["policyTypes"]
+                for p in policies
             ), f"{value_set}: {component} has no {direction} policy"
 
 
@@ -223,7 +263,9 @@ def test_model_sanity() -> None:
         "spec": {
             "podSelector": {"matchLabels": {"app": "a"}},
             "policyTypes": ["Ingress"],
-            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}], "ports": [{"port": 80}]}],
+            "ingress": [
+                {"from": [{"podSelector": {"matchLabels": {"app": "b"}}}], "ports": [{"port": 80}]}
+            ],
         },
     }
     # A bare podSelector means the policy's own namespace: b lives elsewhere.

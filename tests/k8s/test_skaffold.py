@@ -33,7 +33,9 @@ def apply_patches(config: dict[str, Any], patches: list[dict[str, Any]]) -> dict
     for patch in patches:
         op = patch.get("op", "replace")
         assert op in ("add", "replace"), f"unsupported patch op {op}"
-        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in patch["path"].split("/")[1:]]
+        *parents, last = [
+            p.replace("~1", "/").replace("~0", "~") for p in patch["path"].split("/")[1:]
+        ]
         node: Any = config
         for part in parents:
             node = node[int(part)] if isinstance(node, list) else node[part]
@@ -41,7 +43,9 @@ def apply_patches(config: dict[str, Any], patches: list[dict[str, Any]]) -> dict
             if last == "-":
                 node.append(patch["value"])
             else:
-                node.insert(int(last), patch["value"]) if op == "add" else node.__setitem__(int(last), patch["value"])
+                node.insert(int(last), patch["value"]) if op == "add" else node.__setitem__(
+                    int(last), patch["value"]
+                )
         else:
             assert op == "add" or last in node, f"replace of missing {patch['path']}"
             node[last] = patch["value"]

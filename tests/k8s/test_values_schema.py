@@ -25,20 +25,52 @@ SCHEMA_CASES = [
     ("bad sampler", ["--set", "telemetry.tracesSampler=sometimes"], "telemetry.tracesSampler"),
     ("bad log level", ["--set", "worker.logLevel=LOUD"], "worker.logLevel"),
     ("bad env name", ["--set", "gateway.env.9LIVES=x"], "gateway.env"),
-    ("bad endpoint", ["--set", "collector.externalEndpoint=otel:4317"], "collector.externalEndpoint"),
-    ("comma in an attribute", ["--set-string", "telemetry.resourceAttributes.team=a\\,b"], "telemetry.resourceAttributes"),
-    ("metric interval too short", ["--set", "telemetry.metricExportIntervalMillis=10"], "telemetry.metricExportIntervalMillis"),
-    ("bad access mode", ["--set", "tempo.persistence.accessModes[0]=RWO"], "tempo.persistence.accessModes"),
+    (
+        "bad endpoint",
+        ["--set", "collector.externalEndpoint=otel:4317"],
+        "collector.externalEndpoint",
+    ),
+    (
+        "comma in an attribute",
+        ["--set-string", "telemetry.resourceAttributes.team=a\\,b"],
+        "telemetry.resourceAttributes",
+    ),
+    (
+        "metric interval too short",
+        ["--set", "telemetry.metricExportIntervalMillis=10"],
+        "telemetry.metricExportIntervalMillis",
+    ),
+    (
+        "bad access mode",
+        ["--set", "tempo.persistence.accessModes[0]=RWO"],
+        "tempo.persistence.accessModes",
+    ),
 ]
 
 # Rules spanning fields: the template names what is missing and why.
 FAIL_CASES = [
-    ("external collector without endpoint", ["--set", "collector.enabled=false"], "collector.externalEndpoint is required"),
-    ("no tempo, no traces endpoint", ["--set", "tempo.enabled=false"], "collector.tracesEndpoint is required"),
+    (
+        "external collector without endpoint",
+        ["--set", "collector.enabled=false"],
+        "collector.externalEndpoint is required",
+    ),
+    (
+        "no tempo, no traces endpoint",
+        ["--set", "tempo.enabled=false"],
+        "collector.tracesEndpoint is required",
+    ),
     (
         "grafana without tempo",
-        ["--set", "tempo.enabled=false", "--set", "collector.tracesEndpoint=t:4317", "--set", "grafana.enabled=true",
-         "--set", "tracecheck.enabled=false"],
+        [
+            "--set",
+            "tempo.enabled=false",
+            "--set",
+            "collector.tracesEndpoint=t:4317",
+            "--set",
+            "grafana.enabled=true",
+            "--set",
+            "tracecheck.enabled=false",
+        ],
         "grafana.tempoUrl is required",
     ),
     (
@@ -55,7 +87,9 @@ def names_field(message: str, field: str) -> bool:
 
 @pytest.mark.parametrize("helm_name", ["helm", "helm3"])
 @pytest.mark.parametrize(("case", "args", "field"), SCHEMA_CASES, ids=[c[0] for c in SCHEMA_CASES])
-def test_schema_rejects(helm_name: str, case: str, args: list[str], field: str, helm_env: dict[str, str]) -> None:
+def test_schema_rejects(
+    helm_name: str, case: str, args: list[str], field: str, helm_env: dict[str, str]
+) -> None:
     proc = helm_template(tool(helm_name), helm_env, *args, check=False)
     assert proc.returncode != 0, f"{case}: accepted"
     assert names_field(proc.stderr, field), f"{case}: error does not name {field}:\n{proc.stderr}"
@@ -63,7 +97,9 @@ def test_schema_rejects(helm_name: str, case: str, args: list[str], field: str, 
 
 @pytest.mark.parametrize("helm_name", ["helm", "helm3"])
 @pytest.mark.parametrize(("case", "args", "message"), FAIL_CASES, ids=[c[0] for c in FAIL_CASES])
-def test_cross_field_rules(helm_name: str, case: str, args: list[str], message: str, helm_env: dict[str, str]) -> None:
+def test_cross_field_rules(
+    helm_name: str, case: str, args: list[str], message: str, helm_env: dict[str, str]
+) -> None:
     proc = helm_template(tool(helm_name), helm_env, *args, check=False)
     assert proc.returncode != 0, f"{case}: accepted"
     assert message in proc.stderr, proc.stderr
@@ -77,12 +113,26 @@ def test_schema_is_closed_at_every_level() -> None:
     from tests.k8s.conftest import CHART
 
     schema = json.loads((CHART / "values.schema.json").read_text())
-    open_on_purpose = {"podSecurityContext", "containerSecurityContext", "affinity", "peers", "stringMap", "envMap",
-                       "nodeSelector", "tolerations", "resourceAttributes", "items"}
+    open_on_purpose = {
+        "podSecurityContext",
+        "containerSecurityContext",
+        "affinity",
+        "peers",
+        "stringMap",
+        "envMap",
+        "nodeSelector",
+        "tolerations",
+        "resourceAttributes",
+        "items",
+    }
 
     def walk(node: object, name: str) -> None:
         if isinstance(node, dict):
-            if node.get("type") == "object" and "properties" in node and name not in open_on_purpose:
+            if (
+                node.get("type") == "object"
+                and "properties" in node
+                and name not in open_on_purpose
+            ):
                 assert node.get("additionalProperties") is False, f"{name} is open"
             for key, child in node.items():
                 walk(child, key if key not in ("properties", "definitions") else name)

@@ -61,7 +61,9 @@ async def drive(
 
     async def loop(session: aiohttp.ClientSession) -> None:
         nonlocal sent
-        while keep_going() and time.monotonic() < deadline and (requests is None or sent < requests):
+        while (
+            keep_going() and time.monotonic() < deadline and (requests is None or sent < requests)
+        ):
             sent += 1
             started = time.monotonic()
             try:
@@ -70,7 +72,7 @@ async def drive(
                     result.statuses.append(response.status)
                     if response.status == 200:
                         result.traces.append((started, body["trace_id"]))
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
                 result.errors.append(f"{type(exc).__name__}: {exc}")
                 continue
             result.latencies.append(time.monotonic() - started)
@@ -84,11 +86,15 @@ async def answered(result: LoadResult, count: int, load: asyncio.Task[LoadResult
     """Return once `count` requests have been answered; fail if the load ends first."""
     while len(result.statuses) < count:
         if load.done():
-            raise AssertionError(f"the load ended after {result.requests} requests: {result.errors[:3]}")
+            raise AssertionError(
+                f"the load ended after {result.requests} requests: {result.errors[:3]}"
+            )
         await asyncio.sleep(0.05)
 
 
-def incomplete_traces(tempo_url: str, trace_ids: list[str], spans_per_trace: int, timeout: float) -> list[tuple[str, int]]:
+def incomplete_traces(
+    tempo_url: str, trace_ids: list[str], spans_per_trace: int, timeout: float
+) -> list[tuple[str, int]]:
     """(trace id, spans found) for each trace that has not all its spans in Tempo within `timeout`."""
     incomplete = []
     with TempoClient(tempo_url) as tempo:

@@ -27,10 +27,9 @@ from urllib.parse import quote
 import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from tandem_collector.localstack import Collector, Process, Stack
 from opentelemetry import trace as otel_trace
 
+from tandem_collector.localstack import Collector, Process, Stack
 from tandem_telemetry.propagation import W3CTraceContextPropagator, parse_baggage, parse_traceparent
 from tandem_tracecheck.spans import attributes as otlp_attributes
 from tandem_tracecheck.spans import hex_id
@@ -57,14 +56,31 @@ class Services:
         return f"http://127.0.0.1:{self.worker_port}"
 
 
-def start_services(stack: Stack, collector: Collector, *, suffix: str = "", gateway_env: dict[str, str] | None = None, worker_env: dict[str, str] | None = None) -> Services:
+def start_services(
+    stack: Stack,
+    collector: Collector,
+    *,
+    suffix: str = "",
+    gateway_env: dict[str, str] | None = None,
+    worker_env: dict[str, str] | None = None,
+) -> Services:
     """A worker and a gateway that call each other, exporting to `collector`."""
     gateway_port, worker_port = free_port(), free_port()
     worker = stack.start_service(
-        "worker", worker_port, collector, name=f"worker{suffix}", GATEWAY_URL=f"http://127.0.0.1:{gateway_port}", **(worker_env or {})
+        "worker",
+        worker_port,
+        collector,
+        name=f"worker{suffix}",
+        GATEWAY_URL=f"http://127.0.0.1:{gateway_port}",
+        **(worker_env or {}),
     )
     gateway = stack.start_service(
-        "gateway", gateway_port, collector, name=f"gateway{suffix}", WORKER_URL=f"http://127.0.0.1:{worker_port}", **(gateway_env or {})
+        "gateway",
+        gateway_port,
+        collector,
+        name=f"gateway{suffix}",
+        WORKER_URL=f"http://127.0.0.1:{worker_port}",
+        **(gateway_env or {}),
     )
     return Services(gateway, worker, gateway_port, worker_port)
 
@@ -85,7 +101,14 @@ class RawResponse:
         return value.split("-")[1] if value else None
 
 
-def http_request(method: str, target: str | bytes, headers: list[tuple[str | bytes, str | bytes]] = (), body: bytes | None = None, *, host: bytes = b"127.0.0.1") -> bytes:
+def http_request(
+    method: str,
+    target: str | bytes,
+    headers: list[tuple[str | bytes, str | bytes]] = (),
+    body: bytes | None = None,
+    *,
+    host: bytes = b"127.0.0.1",
+) -> bytes:
     """A hand-written HTTP/1.1 request, closing the connection after the answer."""
 
     def b(value: str | bytes) -> bytes:
@@ -93,7 +116,9 @@ def http_request(method: str, target: str | bytes, headers: list[tuple[str | byt
 
     lines = [b"%s %s HTTP/1.1" % (b(method), b(target)), b"Host: " + host]
     lines += [b(name) + b": " + b(value) for name, value in headers]
-    if body is not None and not any(b(name).lower() in (b"content-length", b"transfer-encoding") for name, _ in headers):
+    if body is not None and not any(
+        b(name).lower() in (b"content-length", b"transfer-encoding") for name, _ in headers
+    ):
         lines.append(b"Content-Length: %d" % len(body))
     lines.append(b"Connection: close")
     return b"\r\n".join(lines) + b"\r\n\r\n" + (body or b"")
@@ -162,13 +187,22 @@ def raw_trace(tempo_url: str, trace_id: str) -> list[dict]:
                 span["spanId"] = hex_id(span["spanId"], 8)
                 if span.get("parentSpanId"):
                     span["parentSpanId"] = hex_id(span["parentSpanId"], 8)
-                span["links"] = [{**link, "traceId": hex_id(link["traceId"], 16), "spanId": hex_id(link["spanId"], 8)} for link in span.get("links", [])]
+                span["links"] = [
+                    {
+                        **link,
+                        "traceId": hex_id(link["traceId"], 16),
+                        "spanId": hex_id(link["spanId"], 8),
+                    }
+                    for link in span.get("links", [])
+                ]
                 span["attributes"] = otlp_attributes(span.get("attributes"))
                 spans.append(span)
     return spans
 
 
-def wait_for_traces(tempo_url: str, expected: dict[str, int], *, timeout: float = 20.0, settle: float = 0.6) -> dict[str, list[dict]]:
+def wait_for_traces(
+    tempo_url: str, expected: dict[str, int], *, timeout: float = 20.0, settle: float = 0.6
+) -> dict[str, list[dict]]:
     """Poll until every trace has at least its expected span count, then once more after `settle` to catch extras."""
     deadline = time.monotonic() + timeout
     found: dict[str, list[dict]] = {}
@@ -186,17 +220,34 @@ def wait_for_traces(tempo_url: str, expected: dict[str, int], *, timeout: float 
 
 
 def root_span(spans: list[dict], name: str = "GET /api/work") -> dict:
-    roots = [s for s in spans if s["service"] == "gateway" and s["name"] == name and s["kind"] == "SPAN_KIND_SERVER"]
-    assert len(roots) == 1, f"expected one gateway SERVER {name!r}, got {[(s['service'], s['name']) for s in spans]}"
+    roots = [
+        s
+        for s in spans
+        if s["service"] == "gateway" and s["name"] == name and s["kind"] == "SPAN_KIND_SERVER"
+    ]
+    assert len(roots) == 1, (
+        f"expected one gateway SERVER {name!r}, got {[(s['service'], s['name']) for s in spans]}"
+    )
     return roots[0]
 
 
-LOG_PROBLEMS = ("Traceback", "Error in ASGI Framework", '"level": "ERROR"', '"level": "CRITICAL"', "Exception in ")
+LOG_PROBLEMS = (
+    "Traceback",
+    "Error in ASGI Framework",
+    '"level": "ERROR"',
+    '"level": "CRITICAL"',
+    "Exception in ",
+)
 
 
 def log_problems(*processes: Process) -> list[str]:
     """Lines of the services' logs that show an unhandled exception or an error."""
-    return [f"{p.name}: {line[:500]}" for p in processes for line in p.output().splitlines() if any(mark in line for mark in LOG_PROBLEMS)]
+    return [
+        f"{p.name}: {line[:500]}"
+        for p in processes
+        for line in p.output().splitlines()
+        if any(mark in line for mark in LOG_PROBLEMS)
+    ]
 
 
 # ---------------------------------------------------------------------------
@@ -239,7 +290,10 @@ INVALID_TRACEPARENTS: dict[str, bytes] = {
 # the spans carry what Trace Context Level 2 keeps of it (an invalid member goes alone), as far as the
 # API's TraceState can hold it (Level 1 keys; tests/telemetry/test_propagation.py checks the rest).
 TRACESTATE_CASES: dict[str, tuple[bytes, str | None]] = {
-    "33 members": (",".join(f"k{i}=v{i}" for i in range(33)).encode(), ",".join(f"k{i}=v{i}" for i in range(32))),
+    "33 members": (
+        ",".join(f"k{i}=v{i}" for i in range(33)).encode(),
+        ",".join(f"k{i}=v{i}" for i in range(32)),
+    ),
     "duplicate keys": (b"vendor=a,other=b,vendor=c", "vendor=a,other=b"),
     "uppercase key among valid ones": (b"a=1,Vendor=abc,c=3", "a=1,c=3"),
     "only an uppercase key": (b"Vendor=abc", None),
@@ -247,7 +301,10 @@ TRACESTATE_CASES: dict[str, tuple[bytes, str | None]] = {
     "key with a space": (b"ven dor=abc", None),
     "member without '='": (b"vendor", None),
     "'=' in the value": (b"vendor=a=b,a=1", "a=1"),
-    "over 512 characters (kept: Level 2 asks for at least 512)": (",".join(f"k{i}={'v' * 60}" for i in range(9)).encode(), ",".join(f"k{i}={'v' * 60}" for i in range(9))),
+    "over 512 characters (kept: Level 2 asks for at least 512)": (
+        ",".join(f"k{i}={'v' * 60}" for i in range(9)).encode(),
+        ",".join(f"k{i}={'v' * 60}" for i in range(9)),
+    ),
     "non-ASCII value": (b"vendor=caf\xe9", None),
 }
 # The control: a valid tracestate at the limits is kept, on every span, in both services.
@@ -276,37 +333,142 @@ class Case:
     data: bytes
     expect: frozenset[int]
     error: str | None = None  # the JSON `error` of a 4xx
-    names: tuple[str, str] | None = None  # (key, value) the JSON error must carry, e.g. ("parameter", "tasks")
+    names: tuple[str, str] | None = (
+        None  # (key, value) the JSON error must carry, e.g. ("parameter", "tasks")
+    )
     may_close: bool = False  # the server may close without an answer (oversized header blocks)
 
 
 def _gateway_param_cases(port: int) -> list[Case]:
     cases = []
     bad = {
-        "tasks": ["0", "17", "abc", "", "1.5", "1e3", quote("９"), quote("١"), "1_0", "%201", "%ff%fe", "-1", "9" * 5000],
+        "tasks": [
+            "0",
+            "17",
+            "abc",
+            "",
+            "1.5",
+            "1e3",
+            quote("９"),
+            quote("١"),
+            "1_0",
+            "%201",
+            "%ff%fe",
+            "-1",
+            "9" * 5000,
+        ],
         "delay_ms": ["-1", "5001", "x", "9" * 30],
         "fail": ["gateway", "", "WORKER"],
     }
     for param, values in bad.items():
         for value in values:
-            target = f"/api/work?tasks=1&{param}={value}" if param != "tasks" else f"/api/work?tasks={value}"
-            cases.append(Case(f"gateway {param}={value[:20]!r}", port, http_request("GET", target), frozenset({422}), "invalid_parameter", ("parameter", param)))
-    cases.append(Case("gateway quota without task", port, http_request("GET", "/internal/quota"), frozenset({422}), "missing_parameter", ("parameter", "task")))
+            target = (
+                f"/api/work?tasks=1&{param}={value}"
+                if param != "tasks"
+                else f"/api/work?tasks={value}"
+            )
+            cases.append(
+                Case(
+                    f"gateway {param}={value[:20]!r}",
+                    port,
+                    http_request("GET", target),
+                    frozenset({422}),
+                    "invalid_parameter",
+                    ("parameter", param),
+                )
+            )
+    cases.append(
+        Case(
+            "gateway quota without task",
+            port,
+            http_request("GET", "/internal/quota"),
+            frozenset({422}),
+            "missing_parameter",
+            ("parameter", "task"),
+        )
+    )
     for value in ["-5", "x", str(2**31), "1.0"]:
-        cases.append(Case(f"gateway quota task={value}", port, http_request("GET", f"/internal/quota?task={value}"), frozenset({422}), "invalid_parameter", ("parameter", "task")))
+        cases.append(
+            Case(
+                f"gateway quota task={value}",
+                port,
+                http_request("GET", f"/internal/quota?task={value}"),
+                frozenset({422}),
+                "invalid_parameter",
+                ("parameter", "task"),
+            )
+        )
     cases += [
-        Case("gateway POST /api/work", port, http_request("POST", "/api/work", body=b"{}"), frozenset({405})),
+        Case(
+            "gateway POST /api/work",
+            port,
+            http_request("POST", "/api/work", body=b"{}"),
+            frozenset({405}),
+        ),
         Case("gateway unknown method", port, http_request("BREW", "/api/work"), frozenset({405})),
-        Case("gateway unknown path", port, http_request("GET", "/api/work/../internal"), frozenset({404})),
-        Case("gateway Host with a superscript-digit port", port, http_request("GET", "/api/work?tasks=1", host=b"127.0.0.1:\xb2"), frozenset({400}), "invalid_host"),
-        Case("gateway Host with a 23-digit port", port, http_request("GET", "/api/work?tasks=1", host=b"127.0.0.1:" + b"9" * 23), frozenset({400}), "invalid_host"),
-        Case("gateway Host with an open IPv6 bracket", port, http_request("GET", "/api/work?tasks=1", host=b"[::1"), frozenset({400}), "invalid_host"),
-        Case("gateway two Host headers", port, http_request("GET", "/api/work?tasks=1", [("Host", "example.com")]), frozenset({400})),
-        Case("gateway absolute-form target", port, http_request("GET", f"http://127.0.0.1:{port}/api/work?tasks=1"), frozenset({200})),
-        Case("gateway garbage request line", port, b"HELLO\r\n\r\n", frozenset({400}), may_close=True),
-        Case("gateway TLS handshake on the HTTP port", port, bytes.fromhex("16030100a5010000a10303") + secrets.token_bytes(64), frozenset({400}), may_close=True),
-        Case("gateway bare LF line endings", port, b"GET /api/work?tasks=1 HTTP/1.1\nHost: 127.0.0.1\nConnection: close\n\n", frozenset({200, 400}), may_close=True),
-        Case("gateway NUL in a header value", port, http_request("GET", "/api/work?tasks=1", [("X-Nul", b"a\x00b")]), frozenset({400}), may_close=True),
+        Case(
+            "gateway unknown path",
+            port,
+            http_request("GET", "/api/work/../internal"),
+            frozenset({404}),
+        ),
+        Case(
+            "gateway Host with a superscript-digit port",
+            port,
+            http_request("GET", "/api/work?tasks=1", host=b"127.0.0.1:\xb2"),
+            frozenset({400}),
+            "invalid_host",
+        ),
+        Case(
+            "gateway Host with a 23-digit port",
+            port,
+            http_request("GET", "/api/work?tasks=1", host=b"127.0.0.1:" + b"9" * 23),
+            frozenset({400}),
+            "invalid_host",
+        ),
+        Case(
+            "gateway Host with an open IPv6 bracket",
+            port,
+            http_request("GET", "/api/work?tasks=1", host=b"[::1"),
+            frozenset({400}),
+            "invalid_host",
+        ),
+        Case(
+            "gateway two Host headers",
+            port,
+            http_request("GET", "/api/work?tasks=1", [("Host", "example.com")]),
+            frozenset({400}),
+        ),
+        Case(
+            "gateway absolute-form target",
+            port,
+            http_request("GET", f"http://127.0.0.1:{port}/api/work?tasks=1"),
+            frozenset({200}),
+        ),
+        Case(
+            "gateway garbage request line", port, b"HELLO\r\n\r\n", frozenset({400}), may_close=True
+        ),
+        Case(
+            "gateway TLS handshake on the HTTP port",
+            port,
+            bytes.fromhex("16030100a5010000a10303") + secrets.token_bytes(64),
+            frozenset({400}),
+            may_close=True,
+        ),
+        Case(
+            "gateway bare LF line endings",
+            port,
+            b"GET /api/work?tasks=1 HTTP/1.1\nHost: 127.0.0.1\nConnection: close\n\n",
+            frozenset({200, 400}),
+            may_close=True,
+        ),
+        Case(
+            "gateway NUL in a header value",
+            port,
+            http_request("GET", "/api/work?tasks=1", [("X-Nul", b"a\x00b")]),
+            frozenset({400}),
+            may_close=True,
+        ),
     ]
     return cases
 
@@ -314,8 +476,17 @@ def _gateway_param_cases(port: int) -> list[Case]:
 def _worker_body_cases(port: int) -> list[Case]:
     json_ct = [("Content-Type", "application/json")]
 
-    def post(name: str, body: bytes, status: int, error: str | None = None, headers=json_ct, names=None) -> Case:
-        return Case(f"worker {name}", port, http_request("POST", "/tasks", headers, body), frozenset({status}), error, names)
+    def post(
+        name: str, body: bytes, status: int, error: str | None = None, headers=json_ct, names=None
+    ) -> Case:
+        return Case(
+            f"worker {name}",
+            port,
+            http_request("POST", "/tasks", headers, body),
+            frozenset({status}),
+            error,
+            names,
+        )
 
     invalid_fields = {
         "unknown field": ({"task": 1, "extra": True}, None),
@@ -336,11 +507,23 @@ def _worker_body_cases(port: int) -> list[Case]:
         "fail 1": ({"task": 1, "fail": 1}, "fail"),
     }
     cases = [
-        post(name, json.dumps(body).encode(), 422, "invalid_field", names=("field", culprit) if culprit else None)
+        post(
+            name,
+            json.dumps(body).encode(),
+            422,
+            "invalid_field",
+            names=("field", culprit) if culprit else None,
+        )
         for name, (body, culprit) in invalid_fields.items()
     ]
     cases += [
-        post("delay_ms 1e400 (infinity)", b'{"task": 1, "delay_ms": 1e400}', 422, "invalid_field", names=("field", "delay_ms")),
+        post(
+            "delay_ms 1e400 (infinity)",
+            b'{"task": 1, "delay_ms": 1e400}',
+            422,
+            "invalid_field",
+            names=("field", "delay_ms"),
+        ),
         post("truncated JSON", b'{"task": 1', 422, "invalid_json"),
         post("not UTF-8", b"\xff\xfe\x00{", 422, "invalid_json"),
         post("empty body", b"", 422, "invalid_json"),
@@ -348,17 +531,81 @@ def _worker_body_cases(port: int) -> list[Case]:
         post("a JSON string", b'"task"', 422, "invalid_json"),
         post("16 000 nested brackets", b"[" * 16000, 422, "invalid_json"),
         post("NaN task", b'{"task": NaN}', 422, "invalid_field"),
-        post("text/plain", b'{"task": 1}', 415, "unsupported_media_type", [("Content-Type", "text/plain")]),
+        post(
+            "text/plain",
+            b'{"task": 1}',
+            415,
+            "unsupported_media_type",
+            [("Content-Type", "text/plain")],
+        ),
         post("no content type", b'{"task": 1}', 415, "unsupported_media_type", []),
-        post("application/jsonx", b'{"task": 1}', 415, "unsupported_media_type", [("Content-Type", "application/jsonx")]),
-        post("form-encoded", b"task=1", 415, "unsupported_media_type", [("Content-Type", "application/x-www-form-urlencoded")]),
-        post("multipart", b"--x\r\n\r\n--x--", 415, "unsupported_media_type", [("Content-Type", "multipart/form-data; boundary=x")]),
-        post("20 000-byte body", b'{"task": 1, "pad": "' + b"x" * 20000 + b'"}', 413, "body_too_large"),
-        post("chunked 20 000-byte body", b"4e20\r\n" + b" " * 20000 + b"\r\n0\r\n\r\n", 413, "body_too_large", [*json_ct, ("Transfer-Encoding", "chunked")]),
-        post("charset parameter (control)", b'{"task": 1}', 200, None, [("Content-Type", "application/json; charset=utf-8")]),
-        post("uppercase media type (control)", b'{"task": 2, "delay_ms": null}', 200, None, [("Content-Type", "APPLICATION/JSON")]),
-        Case("worker Content-Length not a number", port, http_request("POST", "/tasks", [*json_ct, ("Content-Length", "abc")], b"{}"), frozenset({400}), may_close=True),
-        Case("worker Content-Length and chunked", port, http_request("POST", "/tasks", [*json_ct, ("Content-Length", "5"), ("Transfer-Encoding", "chunked")], b"0\r\n\r\n"), frozenset({400, 422}), may_close=True),
+        post(
+            "application/jsonx",
+            b'{"task": 1}',
+            415,
+            "unsupported_media_type",
+            [("Content-Type", "application/jsonx")],
+        ),
+        post(
+            "form-encoded",
+            b"task=1",
+            415,
+            "unsupported_media_type",
+            [("Content-Type", "application/x-www-form-urlencoded")],
+        ),
+        post(
+            "multipart",
+            b"--x\r\n\r\n--x--",
+            415,
+            "unsupported_media_type",
+            [("Content-Type", "multipart/form-data; boundary=x")],
+        ),
+        post(
+            "20 000-byte body",
+            b'{"task": 1, "pad": "' + b"x" * 20000 + b'"}',
+            413,
+            "body_too_large",
+        ),
+        post(
+            "chunked 20 000-byte body",
+            b"4e20\r\n" + b" " * 20000 + b"\r\n0\r\n\r\n",
+            413,
+            "body_too_large",
+            [*json_ct, ("Transfer-Encoding", "chunked")],
+        ),
+        post(
+            "charset parameter (control)",
+            b'{"task": 1}',
+            200,
+            None,
+            [("Content-Type", "application/json; charset=utf-8")],
+        ),
+        post(
+            "uppercase media type (control)",
+            b'{"task": 2, "delay_ms": null}',
+            200,
+            None,
+            [("Content-Type", "APPLICATION/JSON")],
+        ),
+        Case(
+            "worker Content-Length not a number",
+            port,
+            http_request("POST", "/tasks", [*json_ct, ("Content-Length", "abc")], b"{}"),
+            frozenset({400}),
+            may_close=True,
+        ),
+        Case(
+            "worker Content-Length and chunked",
+            port,
+            http_request(
+                "POST",
+                "/tasks",
+                [*json_ct, ("Content-Length", "5"), ("Transfer-Encoding", "chunked")],
+                b"0\r\n\r\n",
+            ),
+            frozenset({400, 422}),
+            may_close=True,
+        ),
         Case("worker GET /tasks", port, http_request("GET", "/tasks"), frozenset({405})),
         Case("worker DELETE /tasks", port, http_request("DELETE", "/tasks"), frozenset({405})),
     ]
@@ -371,10 +618,42 @@ def _oversized_header_cases(services: Services) -> list[Case]:
         target = "/api/work?tasks=1" if who == "gateway" else "/tasks"
         method = "GET" if who == "gateway" else "POST"
         cases += [
-            Case(f"{who} one 64 KiB header", port, http_request(method, target, [("X-Big", "a" * 65536)], b"{}"), frozenset({431}), may_close=True),
-            Case(f"{who} 4 000 small headers", port, http_request(method, target, [(f"X-H{i}", "v" * 20) for i in range(4000)], b"{}"), frozenset({431}), may_close=True),
-            Case(f"{who} 64 KiB request target", port, http_request(method, target + "&pad=" + "p" * 65536, body=b"{}"), frozenset({431, 400, 414}), may_close=True),
-            Case(f"{who} 12 KiB tracestate", port, http_request(method, target, [("Content-Type", "application/json"), ("traceparent", f"00-{T}-{S}-01"), ("tracestate", "k=" + "v" * 12288)], b'{"task": 1}'), frozenset({200})),
+            Case(
+                f"{who} one 64 KiB header",
+                port,
+                http_request(method, target, [("X-Big", "a" * 65536)], b"{}"),
+                frozenset({431}),
+                may_close=True,
+            ),
+            Case(
+                f"{who} 4 000 small headers",
+                port,
+                http_request(method, target, [(f"X-H{i}", "v" * 20) for i in range(4000)], b"{}"),
+                frozenset({431}),
+                may_close=True,
+            ),
+            Case(
+                f"{who} 64 KiB request target",
+                port,
+                http_request(method, target + "&pad=" + "p" * 65536, body=b"{}"),
+                frozenset({431, 400, 414}),
+                may_close=True,
+            ),
+            Case(
+                f"{who} 12 KiB tracestate",
+                port,
+                http_request(
+                    method,
+                    target,
+                    [
+                        ("Content-Type", "application/json"),
+                        ("traceparent", f"00-{T}-{S}-01"),
+                        ("tracestate", "k=" + "v" * 12288),
+                    ],
+                    b'{"task": 1}',
+                ),
+                frozenset({200}),
+            ),
         ]
     return cases
 
@@ -401,7 +680,9 @@ def _check(case: Case, response: RawResponse) -> str | None:
 
 def test_fixed_corpus(stack: Stack, collector: Collector) -> None:
     services = start_services(stack, collector)
-    rss_before = report.rss_mb(services.gateway.popen.pid) + report.rss_mb(services.worker.popen.pid)
+    rss_before = report.rss_mb(services.gateway.popen.pid) + report.rss_mb(
+        services.worker.popen.pid
+    )
     gateway = services.gateway_port
     problems: list[str] = []
     requests = 0
@@ -426,7 +707,10 @@ def test_fixed_corpus(stack: Stack, collector: Collector) -> None:
     # 1. Invalid traceparent (with a valid tracestate): a new trace, the tracestate dropped.
     new_traces: dict[str, str] = {}  # trace id -> case
     for name, value in INVALID_TRACEPARENTS.items():
-        response = work([("traceparent", value), ("tracestate", VALID_TRACESTATE), ("baggage", "kept=yes")], f"traceparent {name}")
+        response = work(
+            [("traceparent", value), ("tracestate", VALID_TRACESTATE), ("baggage", "kept=yes")],
+            f"traceparent {name}",
+        )
         if response is None:
             continue
         if response.trace_id == T:
@@ -436,7 +720,14 @@ def test_fixed_corpus(stack: Stack, collector: Collector) -> None:
         if response.json()["results"][0]["baggage"] != {"kept": "yes"}:  # type: ignore[index]
             problems.append(f"traceparent {name}: baggage must not depend on the traceparent")
     # Two traceparent headers combine into one invalid value (RFC 9110 §5.3), so they too start a new trace.
-    response = work([("traceparent", f"00-{T}-{S}-01"), ("traceparent", f"00-{T}-{S}-01"), ("tracestate", VALID_TRACESTATE)], "two traceparent headers")
+    response = work(
+        [
+            ("traceparent", f"00-{T}-{S}-01"),
+            ("traceparent", f"00-{T}-{S}-01"),
+            ("tracestate", VALID_TRACESTATE),
+        ],
+        "two traceparent headers",
+    )
     if response is not None:
         if response.trace_id == T:
             problems.append("two traceparent headers: the caller's trace was continued")
@@ -444,20 +735,42 @@ def test_fixed_corpus(stack: Stack, collector: Collector) -> None:
             new_traces[response.trace_id] = "two traceparent headers"  # type: ignore[index]
 
     # 2. A valid traceparent continues the trace: a future version with extra fields, and controls.
-    continued: dict[str, tuple[str, str, str | None]] = {}  # trace id -> (case, parent span id, tracestate kept)
+    continued: dict[
+        str, tuple[str, str, str | None]
+    ] = {}  # trace id -> (case, parent span id, tracestate kept)
     valid_cases = {
-        "future version with extra fields": ("cc-{t}-{s}-01-what-the-future-holds", VALID_TRACESTATE.encode(), VALID_TRACESTATE),
-        "future version with four fields": ("cc-{t}-{s}-01", VALID_TRACESTATE.encode(), VALID_TRACESTATE),
-        "version 00, not sampled, tracestate at 32 members": ("00-{t}-{s}-00", LIMIT_TRACESTATE.encode(), LIMIT_TRACESTATE),
-        **{f"tracestate: {name}": ("00-{t}-{s}-01", value, kept) for name, (value, kept) in TRACESTATE_CASES.items()},
+        "future version with extra fields": (
+            "cc-{t}-{s}-01-what-the-future-holds",
+            VALID_TRACESTATE.encode(),
+            VALID_TRACESTATE,
+        ),
+        "future version with four fields": (
+            "cc-{t}-{s}-01",
+            VALID_TRACESTATE.encode(),
+            VALID_TRACESTATE,
+        ),
+        "version 00, not sampled, tracestate at 32 members": (
+            "00-{t}-{s}-00",
+            LIMIT_TRACESTATE.encode(),
+            LIMIT_TRACESTATE,
+        ),
+        **{
+            f"tracestate: {name}": ("00-{t}-{s}-01", value, kept)
+            for name, (value, kept) in TRACESTATE_CASES.items()
+        },
     }
     for name, (template, tracestate, kept) in valid_cases.items():
         trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
-        response = work([("traceparent", template.format(t=trace_id, s=span_id)), ("tracestate", tracestate)], name)
+        response = work(
+            [("traceparent", template.format(t=trace_id, s=span_id)), ("tracestate", tracestate)],
+            name,
+        )
         if response is None:
             continue
         if response.trace_id != trace_id:
-            problems.append(f"{name}: a valid traceparent must continue trace {trace_id}, got {response.trace_id}")
+            problems.append(
+                f"{name}: a valid traceparent must continue trace {trace_id}, got {response.trace_id}"
+            )
         elif template.endswith("-00"):
             pass  # not sampled: continued (checked above), but no spans to look at
         else:
@@ -470,7 +783,11 @@ def test_fixed_corpus(stack: Stack, collector: Collector) -> None:
             problems.append(f"baggage {name}: the worker saw {seen!r}, expected {expected!r}")
 
     # 4. Bad parameters, bodies, content types, methods, Host headers, oversized headers.
-    cases = _gateway_param_cases(gateway) + _worker_body_cases(services.worker_port) + _oversized_header_cases(services)
+    cases = (
+        _gateway_param_cases(gateway)
+        + _worker_body_cases(services.worker_port)
+        + _oversized_header_cases(services)
+    )
     outcomes: dict[str, str] = {}
     for case in cases:
         response = send(case.data, case.port)
@@ -483,18 +800,26 @@ def test_fixed_corpus(stack: Stack, collector: Collector) -> None:
 
     # 6. The W3C result in Tempo: new traces are roots without tracestate; continued ones hang off the caller.
     spans_expected = 7 * (len(new_traces) + len(continued))
-    traces = wait_for_traces(collector.tempo_url, {trace_id: 7 for trace_id in [*new_traces, *continued]})
+    traces = wait_for_traces(
+        collector.tempo_url, {trace_id: 7 for trace_id in [*new_traces, *continued]}
+    )
     spans_received = sum(len(spans) for spans in traces.values())
     for trace_id, name in new_traces.items():
         spans = traces[trace_id]
         if len(spans) != 7:
-            problems.append(f"traceparent {name}: trace {trace_id} has {len(spans)} spans, expected 7")
+            problems.append(
+                f"traceparent {name}: trace {trace_id} has {len(spans)} spans, expected 7"
+            )
             continue
         root = root_span(spans)
         if root.get("parentSpanId"):
-            problems.append(f"traceparent {name}: the gateway's SERVER span has parent {root['parentSpanId']}, expected none")
+            problems.append(
+                f"traceparent {name}: the gateway's SERVER span has parent {root['parentSpanId']}, expected none"
+            )
         if states := {s["name"]: s["traceState"] for s in spans if s.get("traceState")}:
-            problems.append(f"traceparent {name}: the tracestate of an invalid traceparent was kept: {states}")
+            problems.append(
+                f"traceparent {name}: the tracestate of an invalid traceparent was kept: {states}"
+            )
     for trace_id, (name, span_id, kept) in continued.items():
         spans = traces[trace_id]
         if len(spans) != 7:
@@ -502,10 +827,14 @@ def test_fixed_corpus(stack: Stack, collector: Collector) -> None:
             continue
         root = root_span(spans)
         if root.get("parentSpanId") != span_id:
-            problems.append(f"{name}: the gateway's SERVER span has parent {root.get('parentSpanId')}, expected the caller's {span_id}")
+            problems.append(
+                f"{name}: the gateway's SERVER span has parent {root.get('parentSpanId')}, expected the caller's {span_id}"
+            )
         states = {(s["service"], s["name"]): s.get("traceState") for s in spans}
         if any(state != kept for state in states.values()):
-            problems.append(f"{name}: tracestate on the spans {states}, expected {kept!r} on every one (worker included)")
+            problems.append(
+                f"{name}: tracestate on the spans {states}, expected {kept!r} on every one (worker included)"
+            )
 
     rss_after = report.rss_mb(services.gateway.popen.pid) + report.rss_mb(services.worker.popen.pid)
     services.gateway.stop()
@@ -523,7 +852,15 @@ def test_fixed_corpus(stack: Stack, collector: Collector) -> None:
             rss_mb_before=rss_before,
             rss_mb_after=rss_after,
             notes="RSS: gateway + worker. Oversized header blocks (a 64 KiB header, 4 000 headers, a 64 KiB target) got: "
-            + ", ".join(sorted({outcomes[c.name] for c in cases if "64 KiB" in c.name or "small headers" in c.name}))
+            + ", ".join(
+                sorted(
+                    {
+                        outcomes[c.name]
+                        for c in cases
+                        if "64 KiB" in c.name or "small headers" in c.name
+                    }
+                )
+            )
             + " (no span: hypercorn answers before the app)",
         )
     )
@@ -544,7 +881,9 @@ def _hex(n: int) -> st.SearchStrategy[str]:
 
 
 _valid_traceparent = st.builds(
-    lambda version, trace_id, span_id, flags, extra: f"{version}-{trace_id}-{span_id}-{flags}" + ("" if version == "00" else extra),
+    lambda version, trace_id, span_id, flags, extra: (
+        f"{version}-{trace_id}-{span_id}-{flags}" + ("" if version == "00" else extra)
+    ),
     st.one_of(st.just("00"), _hex(2)),
     _hex(32),
     _hex(16),
@@ -573,35 +912,79 @@ def _mutate(value: str, op: str, index: int, char: str) -> str:
 _traceparents = st.one_of(
     st.none(),
     _valid_traceparent,
-    st.builds(_mutate, _valid_traceparent, st.sampled_from(["delete", "insert", "replace", "upper", "zero trace", "zero span", "extra field"]), st.integers(0, 60), st.sampled_from(SENDABLE)),
+    st.builds(
+        _mutate,
+        _valid_traceparent,
+        st.sampled_from(
+            ["delete", "insert", "replace", "upper", "zero trace", "zero span", "extra field"]
+        ),
+        st.integers(0, 60),
+        st.sampled_from(SENDABLE),
+    ),
     st.text(SENDABLE, max_size=70),
 )
-_ts_key = st.one_of(st.from_regex(r"[a-z][a-z0-9_\-*/]{0,8}", fullmatch=True), st.from_regex(r"[a-z0-9]{1,4}@[a-z]{1,4}", fullmatch=True), st.text(SENDABLE, max_size=6))
-_ts_value = st.one_of(st.from_regex(r"[!-+\--<>-~]{1,10}", fullmatch=True), st.text(SENDABLE, max_size=10))
+_ts_key = st.one_of(
+    st.from_regex(r"[a-z][a-z0-9_\-*/]{0,8}", fullmatch=True),
+    st.from_regex(r"[a-z0-9]{1,4}@[a-z]{1,4}", fullmatch=True),
+    st.text(SENDABLE, max_size=6),
+)
+_ts_value = st.one_of(
+    st.from_regex(r"[!-+\--<>-~]{1,10}", fullmatch=True), st.text(SENDABLE, max_size=10)
+)
 _tracestates = st.one_of(
     st.none(),
-    st.lists(st.tuples(_ts_key, _ts_value), max_size=40).map(lambda members: ",".join(f"{k}={v}" for k, v in members)),
-    st.integers(1, 3).map(lambda n: ",".join(f"k{i}={'v' * 100}" for i in range(n * 3))),  # around the 512-character limit
+    st.lists(st.tuples(_ts_key, _ts_value), max_size=40).map(
+        lambda members: ",".join(f"{k}={v}" for k, v in members)
+    ),
+    st.integers(1, 3).map(
+        lambda n: ",".join(f"k{i}={'v' * 100}" for i in range(n * 3))
+    ),  # around the 512-character limit
     st.text(SENDABLE, max_size=60),
 )
-_bag_key = st.one_of(st.from_regex(r"[A-Za-z0-9!#$&'*+\-.^_`|~]{1,8}", fullmatch=True), st.text(SENDABLE, max_size=6))
+_bag_key = st.one_of(
+    st.from_regex(r"[A-Za-z0-9!#$&'*+\-.^_`|~]{1,8}", fullmatch=True), st.text(SENDABLE, max_size=6)
+)
 _bag_value = st.one_of(
     st.from_regex(r"[A-Za-z0-9\-._~!$&'()*+/:<=>?@\[\]^`{|}]{0,10}", fullmatch=True),
-    st.text("%0123456789abcdefABCDEFgzZ", max_size=9),  # valid, invalid and truncated percent-encodings
+    st.text(
+        "%0123456789abcdefABCDEFgzZ", max_size=9
+    ),  # valid, invalid and truncated percent-encodings
     st.text(SENDABLE, max_size=10),
 )
 _baggages = st.one_of(
     st.none(),
-    st.lists(st.tuples(_bag_key, _bag_value), max_size=70).map(lambda members: ",".join(f"{k}={v}" for k, v in members)),
+    st.lists(st.tuples(_bag_key, _bag_value), max_size=70).map(
+        lambda members: ",".join(f"{k}={v}" for k, v in members)
+    ),
     st.integers(8170, 8210).map(lambda n: "k=" + "v" * n),  # around the 8192-byte limit
     st.text(SENDABLE, max_size=60),
 )
 
-_json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 20), st.integers(), st.integers(2**31 - 3, 2**70), st.floats(), st.text(max_size=8))
-_json_values = st.recursive(_json_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8)
+_json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 20),
+    st.integers(),
+    st.integers(2**31 - 3, 2**70),
+    st.floats(),
+    st.text(max_size=8),
+)
+_json_values = st.recursive(
+    _json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
 _no_sleep = _json_values.filter(lambda v: not (type(v) is int and 1 <= v <= 5000))
 _task_objects = st.fixed_dictionaries(
-    {}, optional={"task": _json_values, "delay_ms": _no_sleep, "fail": _json_values.filter(lambda v: v is not True), "extra": _json_values}
+    {},
+    optional={
+        "task": _json_values,
+        "delay_ms": _no_sleep,
+        "fail": _json_values.filter(lambda v: v is not True),
+        "extra": _json_values,
+    },
 )
 _bodies = st.one_of(
     _task_objects.map(lambda obj: json.dumps(obj).encode()),
@@ -610,21 +993,43 @@ _bodies = st.one_of(
     st.integers(1, 20000).map(lambda n: b"[" * n),
     st.integers(16000, 17000).map(lambda n: b'{"task": 1, "pad": "' + b"x" * n + b'"}'),
 )
-_content_types = st.sampled_from(["application/json", "application/json; charset=utf-8", "APPLICATION/JSON", "text/plain", None, "application/x-www-form-urlencoded", "application/json-patch+json"])
+_content_types = st.sampled_from(
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "APPLICATION/JSON",
+        "text/plain",
+        None,
+        "application/x-www-form-urlencoded",
+        "application/json-patch+json",
+    ]
+)
 _query_values = st.one_of(st.none(), st.integers(-3, 20).map(str), st.text(SENDABLE, max_size=12))
 
 
 def _delay_sleeps(value: str | None) -> bool:
     """Would the gateway accept this delay_ms and sleep on it? The test must stay bounded."""
-    return value is not None and value.isascii() and value.lstrip("-").isdigit() and len(value) < 19 and 1 <= int(value) <= 5000
+    return (
+        value is not None
+        and value.isascii()
+        and value.lstrip("-").isdigit()
+        and len(value) < 19
+        and 1 <= int(value) <= 5000
+    )
 
 
 def test_hypothesis(stack: Stack, collector: Collector) -> None:
     services = start_services(stack, collector)
-    rss_before = report.rss_mb(services.gateway.popen.pid) + report.rss_mb(services.worker.popen.pid)
+    rss_before = report.rss_mb(services.gateway.popen.pid) + report.rss_mb(
+        services.worker.popen.pid
+    )
     counts = {"requests": 0, "5xx": 0}
-    checks: dict[str, tuple[str | None, str | None]] = {}  # trace id -> (caller's span id if continued, tracestate kept)
-    examples_per_trace: Counter[str] = Counter()  # hypothesis repeats values: a trace sent twice has twice the spans
+    checks: dict[
+        str, tuple[str | None, str | None]
+    ] = {}  # trace id -> (caller's span id if continued, tracestate kept)
+    examples_per_trace: Counter[str] = (
+        Counter()
+    )  # hypothesis repeats values: a trace sent twice has twice the spans
 
     def send(port: int, data: bytes) -> RawResponse:
         counts["requests"] += 1
@@ -632,12 +1037,30 @@ def test_hypothesis(stack: Stack, collector: Collector) -> None:
         counts["5xx"] += response.status is not None and response.status >= 500
         return response
 
-    limits = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+    limits = settings(
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.filter_too_much,
+            HealthCheck.data_too_large,
+        ],
+    )
 
     @limits
     @given(traceparent=_traceparents, tracestate=_tracestates, baggage=_baggages)
-    def headers_property(traceparent: str | None, tracestate: str | None, baggage: str | None) -> None:
-        headers = [(name, value.encode("latin-1")) for name, value in (("traceparent", traceparent), ("tracestate", tracestate), ("baggage", baggage)) if value is not None]
+    def headers_property(
+        traceparent: str | None, tracestate: str | None, baggage: str | None
+    ) -> None:
+        headers = [
+            (name, value.encode("latin-1"))
+            for name, value in (
+                ("traceparent", traceparent),
+                ("tracestate", tracestate),
+                ("baggage", baggage),
+            )
+            if value is not None
+        ]
         response = send(services.gateway_port, http_request("GET", "/api/work?tasks=1", headers))
         assert response.status == 200, f"{response.status} {response.body[:300]!r}"
         examples_per_trace[response.trace_id] += 1  # type: ignore[index]
@@ -646,13 +1069,21 @@ def test_hypothesis(stack: Stack, collector: Collector) -> None:
         text = {name: value.decode("latin-1") for name, value in seen.items()}
         caller = parse_traceparent(text["traceparent"]) if "traceparent" in text else None
         if caller is not None:
-            assert response.trace_id == f"{caller.trace_id:032x}", "a valid traceparent must continue its trace"
+            assert response.trace_id == f"{caller.trace_id:032x}", (
+                "a valid traceparent must continue its trace"
+            )
             # The span context holds the members the API's TraceState accepts (tests/telemetry checks which).
-            state = otel_trace.get_current_span(W3CTraceContextPropagator().extract(text)).get_span_context().trace_state
+            state = (
+                otel_trace.get_current_span(W3CTraceContextPropagator().extract(text))
+                .get_span_context()
+                .trace_state
+            )
             if caller.trace_flags.sampled:
                 checks[response.trace_id] = (f"{caller.span_id:016x}", state.to_header() or None)
         else:
-            assert response.trace_id is not None and (traceparent is None or response.trace_id not in traceparent.lower()), "an invalid traceparent must start a new trace"
+            assert response.trace_id is not None and (
+                traceparent is None or response.trace_id not in traceparent.lower()
+            ), "an invalid traceparent must start a new trace"
             checks[response.trace_id] = (None, None)  # type: ignore[index]
         expected_baggage = parse_baggage(text["baggage"]) if "baggage" in text else {}
         assert response.json()["results"][0]["baggage"] == expected_baggage  # type: ignore[index]
@@ -662,10 +1093,16 @@ def test_hypothesis(stack: Stack, collector: Collector) -> None:
     def body_property(body: bytes, content_type: str | None) -> None:
         headers = [("Content-Type", content_type)] if content_type is not None else []
         response = send(services.worker_port, http_request("POST", "/tasks", headers, body))
-        assert response.status is not None and response.status < 500, f"{response.status} {response.body[:300]!r}"
+        assert response.status is not None and response.status < 500, (
+            f"{response.status} {response.body[:300]!r}"
+        )
         media = (content_type or "").split(";")[0].strip().lower()
-        expected = {415} if media != "application/json" else {413} if len(body) > 16 * 1024 else {200, 422}
-        assert response.status in expected, f"{response.status}, expected {expected}: {response.body[:300]!r}"
+        expected = (
+            {415} if media != "application/json" else {413} if len(body) > 16 * 1024 else {200, 422}
+        )
+        assert response.status in expected, (
+            f"{response.status}, expected {expected}: {response.body[:300]!r}"
+        )
         answer = response.json()
         assert isinstance(answer, dict)
         if response.status == 200:
@@ -674,10 +1111,22 @@ def test_hypothesis(stack: Stack, collector: Collector) -> None:
             assert answer.get("error") and answer.get("detail"), answer
 
     @settings(limits, max_examples=40)
-    @given(tasks=_query_values, delay_ms=_query_values.filter(lambda v: not _delay_sleeps(v)), fail=st.one_of(st.none(), st.text(SENDABLE, max_size=8)))
+    @given(
+        tasks=_query_values,
+        delay_ms=_query_values.filter(lambda v: not _delay_sleeps(v)),
+        fail=st.one_of(st.none(), st.text(SENDABLE, max_size=8)),
+    )
     def query_property(tasks: str | None, delay_ms: str | None, fail: str | None) -> None:
-        params = {name: value for name, value in (("tasks", tasks), ("delay_ms", delay_ms), ("fail", fail)) if value is not None}
-        target = "/api/work" + ("?" + "&".join(f"{k}={quote(v.encode('utf-8'), safe='')}" for k, v in params.items()) if params else "")
+        params = {
+            name: value
+            for name, value in (("tasks", tasks), ("delay_ms", delay_ms), ("fail", fail))
+            if value is not None
+        }
+        target = "/api/work" + (
+            "?" + "&".join(f"{k}={quote(v.encode('utf-8'), safe='')}" for k, v in params.items())
+            if params
+            else ""
+        )
         response = send(services.gateway_port, http_request("GET", target))
         if fail == "worker" and response.status == 502:
             return  # asked for: the worker answers 500, the gateway 502
@@ -695,7 +1144,9 @@ def test_hypothesis(stack: Stack, collector: Collector) -> None:
 
     # Through Tempo: the root of each sampled trace hangs off the caller exactly when its traceparent was valid,
     # and every span carries the tracestate exactly when it was valid beside a valid traceparent.
-    checks = {trace_id: check for trace_id, check in checks.items() if examples_per_trace[trace_id] == 1}
+    checks = {
+        trace_id: check for trace_id, check in checks.items() if examples_per_trace[trace_id] == 1
+    }
     traces = wait_for_traces(collector.tempo_url, {trace_id: 7 for trace_id in checks})
     spans_received = 0
     for trace_id, (parent, state) in checks.items():
@@ -706,9 +1157,13 @@ def test_hypothesis(stack: Stack, collector: Collector) -> None:
             continue
         root = root_span(spans)
         if root.get("parentSpanId") != parent:
-            failures.append(f"trace {trace_id}: root parent {root.get('parentSpanId')}, expected {parent}")
+            failures.append(
+                f"trace {trace_id}: root parent {root.get('parentSpanId')}, expected {parent}"
+            )
         if any(s.get("traceState") != state for s in spans):
-            failures.append(f"trace {trace_id}: tracestate {[s.get('traceState') for s in spans]}, expected {state!r}")
+            failures.append(
+                f"trace {trace_id}: tracestate {[s.get('traceState') for s in spans]}, expected {state!r}"
+            )
 
     rss_after = report.rss_mb(services.gateway.popen.pid) + report.rss_mb(services.worker.popen.pid)
     services.gateway.stop()

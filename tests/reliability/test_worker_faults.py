@@ -35,13 +35,21 @@ def fds_back_to(pid: int, limit: int, timeout: float) -> int:
 
 
 @pytest.mark.parametrize("scenario", list(CASES))
-def test_gateway_answers_within_its_budget(stack: Stack, collector: Collector, scenario: str) -> None:
+def test_gateway_answers_within_its_budget(
+    stack: Stack, collector: Collector, scenario: str
+) -> None:
     query, worker_state, status, error, client_error = CASES[scenario]
     gateway_port, worker_port = free_port(), free_port()
     if worker_state == "up":
-        stack.start_service("worker", worker_port, collector, GATEWAY_URL=f"http://127.0.0.1:{gateway_port}")
+        stack.start_service(
+            "worker", worker_port, collector, GATEWAY_URL=f"http://127.0.0.1:{gateway_port}"
+        )
     gateway = stack.start_service(
-        "gateway", gateway_port, collector, WORKER_URL=f"http://127.0.0.1:{worker_port}", WORKER_TIMEOUT=str(WORKER_TIMEOUT)
+        "gateway",
+        gateway_port,
+        collector,
+        WORKER_URL=f"http://127.0.0.1:{worker_port}",
+        WORKER_TIMEOUT=str(WORKER_TIMEOUT),
     )
     url = f"http://127.0.0.1:{gateway_port}/api/work?{query}"
     # Warm up with the same concurrency, so the connection pool is as full as it gets.
@@ -49,25 +57,55 @@ def test_gateway_answers_within_its_budget(stack: Stack, collector: Collector, s
     time.sleep(6.0)
     fds_before = report.open_fds(gateway.popen.pid)
 
-    result = asyncio.run(drive(url, concurrency=8, requests=64 if worker_state == "up" and "delay" in query else 200, timeout=CLIENT_TIMEOUT))
+    result = asyncio.run(
+        drive(
+            url,
+            concurrency=8,
+            requests=64 if worker_state == "up" and "delay" in query else 200,
+            timeout=CLIENT_TIMEOUT,
+        )
+    )
 
     # hypercorn lets go of connections the client closed at its 5 s keep-alive timeout; on a
     # loaded machine later. Wait for that, not for a fixed time: a leak never comes back.
     fds_after = fds_back_to(gateway.popen.pid, fds_before + 2, timeout=60)
-    report.record(report.Row(
-        scenario, f"{result.requests} × /api/work?{query}, 8 concurrent, WORKER_TIMEOUT={WORKER_TIMEOUT:g}s",
-        result.requests, sum(1 for s in result.statuses if s != status) + len(result.errors), None, None, None, None, None,
-        f"every answer {status} {error}; gateway fds {fds_before} → {fds_after}",
-    ))
-    assert result.errors == [], f"requests hung past {CLIENT_TIMEOUT}s or broke: {result.errors[:3]}"
+    report.record(
+        report.Row(
+            scenario,
+            f"{result.requests} × /api/work?{query}, 8 concurrent, WORKER_TIMEOUT={WORKER_TIMEOUT:g}s",
+            result.requests,
+            sum(1 for s in result.statuses if s != status) + len(result.errors),
+            None,
+            None,
+            None,
+            None,
+            None,
+            f"every answer {status} {error}; gateway fds {fds_before} → {fds_after}",
+        )
+    )
+    assert result.errors == [], (
+        f"requests hung past {CLIENT_TIMEOUT}s or broke: {result.errors[:3]}"
+    )
     assert set(result.statuses) == {status}
-    assert fds_after <= fds_before + 2, f"gateway file descriptors grew from {fds_before} to {fds_after}"
+    assert fds_after <= fds_before + 2, (
+        f"gateway file descriptors grew from {fds_before} to {fds_after}"
+    )
 
-    response = httpx.get(url, headers={"traceparent": "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"}, timeout=CLIENT_TIMEOUT)
+    response = httpx.get(
+        url,
+        headers={"traceparent": "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"},
+        timeout=CLIENT_TIMEOUT,
+    )
     assert response.status_code == status and response.json()["error"] == error
     with TempoClient(collector.tempo_url) as tempo:
         spans = tempo.wait_for_trace("ab" * 16, spans=3, timeout=20, settle=0.5)
     root = [s for s in spans if s.kind == "SERVER" and s.name == "GET /api/work"]
     clients = [s for s in spans if s.kind == "CLIENT" and s.service == "gateway"]
-    assert len(root) == 1 and root[0].status == "ERROR" and root[0].attributes["http.response.status_code"] == status
-    assert clients and all(s.status == "ERROR" and s.attributes["error.type"] == client_error for s in clients)
+    assert (
+        len(root) == 1
+        and root[0].status == "ERROR"
+        and root[0].attributes["http.response.status_code"] == status
+    )
+    assert clients and all(
+        s.status == "ERROR" and s.attributes["error.type"] == client_error for s in clients
+    )

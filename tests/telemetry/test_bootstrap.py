@@ -44,11 +44,18 @@ def test_resource_defaults_and_environment_overrides(monkeypatch: pytest.MonkeyP
     assert attributes["service.version"] == "1.2.3"
     assert len(attributes["service.instance.id"]) == 36
     assert attributes["deployment.environment.name"] == "prod"
-    assert (attributes["k8s.pod.name"], attributes["k8s.namespace.name"], attributes["k8s.node.name"]) == ("gateway-7d9f", "shop", "node-1")
+    assert (
+        attributes["k8s.pod.name"],
+        attributes["k8s.namespace.name"],
+        attributes["k8s.node.name"],
+    ) == ("gateway-7d9f", "shop", "node-1")
     assert attributes["telemetry.sdk.language"] == "python"
     monkeypatch.setenv("OTEL_SERVICE_NAME", "renamed")
     assert build_resource("gateway", None).attributes["service.name"] == "renamed"
-    assert build_resource("a", None).attributes["service.instance.id"] != build_resource("a", None).attributes["service.instance.id"]
+    assert (
+        build_resource("a", None).attributes["service.instance.id"]
+        != build_resource("a", None).attributes["service.instance.id"]
+    )
 
 
 def test_malformed_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -62,7 +69,9 @@ def test_malformed_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.mark.anyio
-async def test_disabled_sdk_makes_no_spans_and_no_traceresponse(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_disabled_sdk_makes_no_spans_and_no_traceresponse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     exporter = InMemorySpanExporter()
     telemetry = tandem_telemetry.setup("svc", span_exporter=exporter)
@@ -74,7 +83,10 @@ async def test_disabled_sdk_makes_no_spans_and_no_traceresponse(monkeypatch: pyt
     app = Starlette(routes=[Route("/", ok)])
     app.add_middleware(TracingMiddleware, telemetry=telemetry)
     async with served(app) as base, httpx.AsyncClient() as client:
-        response = await client.get(f"{base}/", headers={"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+        response = await client.get(
+            f"{base}/",
+            headers={"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+        )
     assert response.status_code == 200
     assert "traceresponse" not in response.headers
     assert exporter.get_finished_spans() == ()
@@ -98,14 +110,18 @@ async def test_lifespan_shutdown_flushes_batched_spans(monkeypatch: pytest.Monke
     assert tandem_telemetry.current() is None
 
 
-def test_shutdown_with_unreachable_collector_returns_within_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shutdown_with_unreachable_collector_returns_within_its_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "30")
     telemetry = tandem_telemetry.setup("svc", settings=TelemetrySettings(shutdown_timeout=1.0))
     for _ in range(10):
         telemetry.tracer.start_span("lost").end()
     result: list[bool] = []
-    worker = threading.Thread(target=lambda: result.append(tandem_telemetry.shutdown()), daemon=True)
+    worker = threading.Thread(
+        target=lambda: result.append(tandem_telemetry.shutdown()), daemon=True
+    )
     worker.start()
     # The exporter alone would retry for 30 s; the bound is 1 s, and the join gives it generous slack.
     worker.join(10)

@@ -9,7 +9,11 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from tandem_telemetry.delivery import AccountedBatchSpanProcessor, AccountedSpanExporter, DeliveryReport
+from tandem_telemetry.delivery import (
+    AccountedBatchSpanProcessor,
+    AccountedSpanExporter,
+    DeliveryReport,
+)
 
 
 class Switchable(SpanExporter):
@@ -22,7 +26,9 @@ class Switchable(SpanExporter):
     def export(self, spans):
         self.gate.wait()
         if not self.up:
-            logging.getLogger("opentelemetry.exporter.otlp.proto.grpc.exporter").warning("UNAVAILABLE: connection refused")
+            logging.getLogger("opentelemetry.exporter.otlp.proto.grpc.exporter").warning(
+                "UNAVAILABLE: connection refused"
+            )
             return SpanExportResult.FAILURE
         self.received += len(spans)
         return SpanExportResult.SUCCESS
@@ -43,14 +49,19 @@ def test_an_outage_is_reported_once_with_its_losses(caplog: pytest.LogCaptureFix
         report.close()
     ours = [r for r in caplog.records if r.name == "tandem_telemetry.delivery"]
     theirs = [r for r in caplog.records if r.name.startswith("opentelemetry")]
-    assert [r.getMessage().split(" (")[0].split(";")[0] for r in ours] == ["telemetry export is failing", "telemetry export recovered after 0.0s"]
+    assert [r.getMessage().split(" (")[0].split(";")[0] for r in ours] == [
+        "telemetry export is failing",
+        "telemetry export recovered after 0.0s",
+    ]
     assert "UNAVAILABLE: connection refused" in ours[0].getMessage()
     assert ours[1].spans_lost == 15
     assert theirs == [], "the exporter's own per-batch lines are held back"
     assert (report.exported, report.failed, report.lost) == (2, 15, 15)
 
 
-def test_queue_drops_are_counted(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_queue_drops_are_counted(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """40 spans into a queue of 8 whose exporter hangs, as on a stalled collector: every span is either
     exported or counted as dropped, and the SDK never logs a full queue (it never overflows)."""
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4")
@@ -58,7 +69,9 @@ def test_queue_drops_are_counted(monkeypatch: pytest.MonkeyPatch, caplog: pytest
     inner = Switchable()
     inner.gate.clear()
     provider = TracerProvider()
-    provider.add_span_processor(AccountedBatchSpanProcessor(AccountedSpanExporter(inner, report), report, max_queue_size=8))
+    provider.add_span_processor(
+        AccountedBatchSpanProcessor(AccountedSpanExporter(inner, report), report, max_queue_size=8)
+    )
     tracer = provider.get_tracer("test")
     try:
         with caplog.at_level(logging.WARNING):
@@ -89,6 +102,14 @@ def test_losses_are_published_as_a_metric() -> None:
         report.admit(0)  # a full queue of size 0: one span dropped
     finally:
         report.close()
-    (metric,) = [m for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics for m in sm.metrics]
+    (metric,) = [
+        m
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+    ]
     assert metric.name == "tandem.telemetry.spans.lost"
-    assert {p.attributes["reason"]: p.value for p in metric.data.data_points} == {"export_failed": 4, "queue_full": 1}
+    assert {p.attributes["reason"]: p.value for p in metric.data.data_points} == {
+        "export_failed": 4,
+        "queue_full": 1,
+    }

@@ -27,23 +27,35 @@ PACKAGE = Path(tandem_telemetry.__file__).parent
 def an_untested_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every OpenTelemetry package reports a release the fast path was never tested on."""
     real = importlib.metadata.version
-    monkeypatch.setattr(importlib.metadata, "version", lambda name: "1.999.0" if name.startswith("opentelemetry") else real(name))
+    monkeypatch.setattr(
+        importlib.metadata,
+        "version",
+        lambda name: "1.999.0" if name.startswith("opentelemetry") else real(name),
+    )
 
 
-def test_auto_takes_the_public_path_on_an_untested_sdk_and_says_so_once(an_untested_sdk: None, caplog: pytest.LogCaptureFixture) -> None:
+def test_auto_takes_the_public_path_on_an_untested_sdk_and_says_so_once(
+    an_untested_sdk: None, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.INFO, logger="tandem_telemetry"):
         telemetry = build_telemetry("svc", settings=TelemetrySettings(fast_path="auto"))
     try:
         assert not telemetry.fast_path
         assert type(telemetry.tracer) is Tracer
         lines = [r.getMessage() for r in caplog.records if r.name == "tandem_telemetry"]
-        assert len(lines) == 1 and "public OpenTelemetry API" in lines[0] and "1.999.0" in lines[0], lines
+        assert (
+            len(lines) == 1 and "public OpenTelemetry API" in lines[0] and "1.999.0" in lines[0]
+        ), lines
     finally:
         telemetry.shutdown(1)
 
 
-def test_on_refuses_to_start_on_an_untested_sdk(an_untested_sdk: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(FastPathUnavailable, match=r"TANDEM_FAST_PATH=on.*1\.999\.0.*TANDEM_FAST_PATH=auto"):
+def test_on_refuses_to_start_on_an_untested_sdk(
+    an_untested_sdk: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(
+        FastPathUnavailable, match=r"TANDEM_FAST_PATH=on.*1\.999\.0.*TANDEM_FAST_PATH=auto"
+    ):
         load_fast_path("on")
     # A service refuses at import, before it serves anything.
     monkeypatch.setenv("TANDEM_FAST_PATH", "on")
@@ -53,9 +65,13 @@ def test_on_refuses_to_start_on_an_untested_sdk(an_untested_sdk: None, monkeypat
         tandem_telemetry.instrument(Starlette(), "svc")
 
 
-def test_a_fast_path_that_cannot_load_falls_back(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_fast_path_that_cannot_load_falls_back(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """Whatever an SDK release moves or renames, auto never fails: it takes the public path."""
-    monkeypatch.setitem(sys.modules, "tandem_telemetry.fastpath", None)  # importing it raises ImportError
+    monkeypatch.setitem(
+        sys.modules, "tandem_telemetry.fastpath", None
+    )  # importing it raises ImportError
     with caplog.at_level(logging.INFO, logger="tandem_telemetry"):
         assert load_fast_path("auto") is None
     assert "cannot load" in caplog.text
@@ -83,7 +99,9 @@ def test_a_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None
 def test_auto_takes_the_fast_path_on_a_tested_sdk() -> None:
     from tandem_telemetry import fastpath
 
-    assert fastpath.unsupported_reason() is None, "this environment's SDK is not in fastpath.TESTED_RELEASES"
+    assert fastpath.unsupported_reason() is None, (
+        "this environment's SDK is not in fastpath.TESTED_RELEASES"
+    )
     telemetry = build_telemetry("svc", settings=TelemetrySettings(fast_path="auto"))
     try:
         assert telemetry.fast_path and isinstance(telemetry.tracer, fastpath.RequestTracer)
@@ -98,7 +116,11 @@ def test_the_default_path_reads_no_private_sdk_member() -> None:
         if path.name == "fastpath.py":
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
-            if "SLF001" in line or re.search(r"\b_internal\b", line) or re.search(r"from opentelemetry\S* import .*\b_[a-z]", line):
+            if (
+                "SLF001" in line
+                or re.search(r"\b_internal\b", line)
+                or re.search(r"from opentelemetry\S* import .*\b_[a-z]", line)
+            ):
                 offenders.append(f"{path.name}:{number}: {line.strip()}")
     assert offenders == []
 
@@ -131,7 +153,12 @@ assert sorted(s.kind.name for s in spans.get_finished_spans()) == ["CLIENT", "SE
 assert "tandem_telemetry.fastpath" not in sys.modules
 print("public path only")
 """
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={**_env(), "TANDEM_FAST_PATH": "off"})
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**_env(), "TANDEM_FAST_PATH": "off"},
+    )
     assert proc.returncode == 0 and "public path only" in proc.stdout, proc.stderr
 
 

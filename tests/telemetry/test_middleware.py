@@ -12,7 +12,6 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from tandem_telemetry import TracingMiddleware
-
 from tests.support import Pipeline, make_pipeline, served
 
 pytestmark = pytest.mark.anyio
@@ -45,12 +44,16 @@ def make_app(pipeline: Pipeline) -> Starlette:
         Route("/boom", boom),
         Route("/healthz", health),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(TracingMiddleware, telemetry=pipeline.telemetry)])
+    return Starlette(
+        routes=routes, middleware=[Middleware(TracingMiddleware, telemetry=pipeline.telemetry)]
+    )
 
 
 async def test_span_name_and_stable_semconv_attributes(pipeline: Pipeline) -> None:
     async with served(make_app(pipeline)) as base, httpx.AsyncClient() as client:
-        response = await client.get(f"{base}/items/42?token=secret", headers={"user-agent": "probe/1.0"})
+        response = await client.get(
+            f"{base}/items/42?token=secret", headers={"user-agent": "probe/1.0"}
+        )
     assert response.status_code == 200
     (span,) = pipeline.finished()
     assert span.name == "GET /items/{item_id}"
@@ -78,7 +81,10 @@ async def test_traceresponse_names_the_server_span(pipeline: Pipeline) -> None:
         response = await client.get(f"{base}/items/1")
     (span,) = pipeline.finished()
     context = span.get_span_context()
-    assert response.headers["traceresponse"] == f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+    assert (
+        response.headers["traceresponse"]
+        == f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+    )
 
 
 async def test_unmatched_route_is_named_by_method_alone(pipeline: Pipeline) -> None:
@@ -91,8 +97,12 @@ async def test_unmatched_route_is_named_by_method_alone(pipeline: Pipeline) -> N
     assert span.status.status_code is StatusCode.UNSET
 
 
-@pytest.mark.parametrize(("code", "error"), [(400, False), (404, False), (499, False), (500, True), (503, True)])
-async def test_only_5xx_marks_a_server_span_as_error(pipeline: Pipeline, code: int, error: bool) -> None:
+@pytest.mark.parametrize(
+    ("code", "error"), [(400, False), (404, False), (499, False), (500, True), (503, True)]
+)
+async def test_only_5xx_marks_a_server_span_as_error(
+    pipeline: Pipeline, code: int, error: bool
+) -> None:
     async with served(make_app(pipeline)) as base, httpx.AsyncClient() as client:
         response = await client.get(f"{base}/status/{code}")
     assert response.status_code == code
@@ -155,7 +165,10 @@ async def test_untrusted_context_links_instead_of_parenting() -> None:
         seen_baggage.update(baggage.get_all())
         return PlainTextResponse("ok")
 
-    app = Starlette(routes=[Route("/peek", peek)], middleware=[Middleware(TracingMiddleware, telemetry=pipeline.telemetry)])
+    app = Starlette(
+        routes=[Route("/peek", peek)],
+        middleware=[Middleware(TracingMiddleware, telemetry=pipeline.telemetry)],
+    )
     async with served(app) as base, httpx.AsyncClient() as client:
         await client.get(f"{base}/peek", headers=headers)
     (span,) = pipeline.finished()
@@ -172,7 +185,9 @@ async def test_request_duration_metric(pipeline: Pipeline) -> None:
         for _ in range(3):
             await client.get(f"{base}/items/1")
     data = pipeline.metrics.get_metrics_data()
-    metrics = {m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    metrics = {
+        m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+    }
     duration = metrics["http.server.request.duration"]
     assert duration.unit == "s"
     (point,) = duration.data.data_points
@@ -188,7 +203,9 @@ async def test_request_duration_metric(pipeline: Pipeline) -> None:
     }
 
 
-async def test_span_ends_at_the_last_body_byte_not_after_background_work(pipeline: Pipeline) -> None:
+async def test_span_ends_at_the_last_body_byte_not_after_background_work(
+    pipeline: Pipeline,
+) -> None:
     import asyncio
     from time import time_ns
 
@@ -203,7 +220,10 @@ async def test_span_ends_at_the_last_body_byte_not_after_background_work(pipelin
     async def respond(request: Request) -> PlainTextResponse:
         return PlainTextResponse("ok", background=BackgroundTask(background))
 
-    app = Starlette(routes=[Route("/bg", respond)], middleware=[Middleware(TracingMiddleware, telemetry=pipeline.telemetry)])
+    app = Starlette(
+        routes=[Route("/bg", respond)],
+        middleware=[Middleware(TracingMiddleware, telemetry=pipeline.telemetry)],
+    )
     async with served(app) as base, httpx.AsyncClient() as client:
         await client.get(f"{base}/bg")
         for _ in range(100):
@@ -218,13 +238,32 @@ async def test_span_ends_at_the_last_body_byte_not_after_background_work(pipelin
 async def test_repeated_requests_reuse_attributes_without_sharing_them(pipeline: Pipeline) -> None:
     """The request attributes are cached per (path, Host, user agent...): each span still gets its own, right ones."""
     async with served(make_app(pipeline)) as base, httpx.AsyncClient() as client:
-        for agent, host in (("probe/1", "a.example"), ("probe/2", "a.example"), ("probe/1", "b.example:8443"), ("probe/1", "a.example")):
+        for agent, host in (
+            ("probe/1", "a.example"),
+            ("probe/2", "a.example"),
+            ("probe/1", "b.example:8443"),
+            ("probe/1", "a.example"),
+        ):
             await client.get(f"{base}/items/1", headers={"user-agent": agent, "host": host})
-        await client.get(f"{base}/status/503", headers={"user-agent": "probe/1", "host": "a.example"})
+        await client.get(
+            f"{base}/status/503", headers={"user-agent": "probe/1", "host": "a.example"}
+        )
     spans = pipeline.finished()
-    seen = [(s.attributes["user_agent.original"], s.attributes["server.address"], s.attributes["server.port"]) for s in spans]
-    assert seen == [("probe/1", "a.example", 80), ("probe/2", "a.example", 80), ("probe/1", "b.example", 8443),
-                    ("probe/1", "a.example", 80), ("probe/1", "a.example", 80)]
+    seen = [
+        (
+            s.attributes["user_agent.original"],
+            s.attributes["server.address"],
+            s.attributes["server.port"],
+        )
+        for s in spans
+    ]
+    assert seen == [
+        ("probe/1", "a.example", 80),
+        ("probe/2", "a.example", 80),
+        ("probe/1", "b.example", 8443),
+        ("probe/1", "a.example", 80),
+        ("probe/1", "a.example", 80),
+    ]
     # Outcome attributes of one request never leak into the next one's span.
     assert [s.attributes["http.response.status_code"] for s in spans] == [200, 200, 200, 200, 503]
     assert "error.type" not in spans[3].attributes and spans[4].attributes["error.type"] == "503"

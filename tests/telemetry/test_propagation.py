@@ -64,7 +64,10 @@ KEY_256 = "a" * 100 + "@" + "b" * 155
         ("a=1, b=2", [("a", "1"), ("b", "2")]),
         ("tenant@vendor=x", [("tenant@vendor", "x")]),
         # Level 2 keys: "@" anywhere but first, a leading digit, 256 characters.
-        ("foo@=1,foo@@bar=2,a@b@c=3,1abc=4,9@z=5", [("foo@", "1"), ("foo@@bar", "2"), ("a@b@c", "3"), ("1abc", "4"), ("9@z", "5")]),
+        (
+            "foo@=1,foo@@bar=2,a@b@c=3,1abc=4,9@z=5",
+            [("foo@", "1"), ("foo@@bar", "2"), ("a@b@c", "3"), ("1abc", "4"), ("9@z", "5")],
+        ),
         (f"{KEY_256}=v", [(KEY_256, "v")]),
         # An invalid member goes alone: a 257-character key, a leading "@", upper case, "=" in a value.
         (f"a=1,{KEY_256}x=v,@foo=2,B=3,c=4=4,d=5", [("a", "1"), ("d", "5")]),
@@ -84,7 +87,9 @@ def test_tracestate_headers_combine_in_order() -> None:
     assert parse_tracestate(["a=1,b=2", "c=3,a=4"]) == [("a", "1"), ("b", "2"), ("c", "3")]
 
 
-def test_tracestate_round_trips_whole_through_the_propagator(caplog: pytest.LogCaptureFixture) -> None:
+def test_tracestate_round_trips_whole_through_the_propagator(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Extract then inject on the same trace sends what arrived, Level 2 keys included, and the API logs nothing."""
     from opentelemetry import trace
 
@@ -95,7 +100,15 @@ def test_tracestate_round_trips_whole_through_the_propagator(caplog: pytest.LogC
         span_context = trace.get_current_span(context).get_span_context()
         # The API's TraceState holds what its grammar allows; the rest travels beside it.
         assert list(span_context.trace_state.items()) == [("vendor", "1"), ("t@v", "5")]
-        child = trace.NonRecordingSpan(trace.SpanContext(span_context.trace_id, 0xABC, False, span_context.trace_flags, span_context.trace_state))
+        child = trace.NonRecordingSpan(
+            trace.SpanContext(
+                span_context.trace_id,
+                0xABC,
+                False,
+                span_context.trace_flags,
+                span_context.trace_state,
+            )
+        )
         carrier: dict[str, str] = {}
         propagator.inject(carrier, trace.set_span_in_context(child, context))
     assert carrier == {"traceparent": f"00-{TRACE}-{0xABC:016x}-01", "tracestate": header}
@@ -106,10 +119,14 @@ def test_a_changed_tracestate_leads_and_the_rest_follows() -> None:
     from opentelemetry import trace
 
     propagator = W3CTraceContextPropagator()
-    context = propagator.extract({"traceparent": f"00-{TRACE}-{SPAN}-01", "tracestate": "a=1,foo@@bar=2"})
+    context = propagator.extract(
+        {"traceparent": f"00-{TRACE}-{SPAN}-01", "tracestate": "a=1,foo@@bar=2"}
+    )
     span_context = trace.get_current_span(context).get_span_context()
     changed = span_context.trace_state.add("mine", "x")
-    child = trace.NonRecordingSpan(trace.SpanContext(span_context.trace_id, 0xABC, False, span_context.trace_flags, changed))
+    child = trace.NonRecordingSpan(
+        trace.SpanContext(span_context.trace_id, 0xABC, False, span_context.trace_flags, changed)
+    )
     carrier: dict[str, str] = {}
     propagator.inject(carrier, trace.set_span_in_context(child, context))
     assert carrier["tracestate"] == "mine=x,a=1,foo@@bar=2"
@@ -121,7 +138,10 @@ def test_a_changed_tracestate_leads_and_the_rest_follows() -> None:
 
 
 def test_baggage_rules() -> None:
-    assert parse_baggage("a=1, b=hello%20world;prop=x") == {"a": "1", "b": "hello world"}  # properties are no value
+    assert parse_baggage("a=1, b=hello%20world;prop=x") == {
+        "a": "1",
+        "b": "hello world",
+    }  # properties are no value
     assert parse_baggage("a=%zz,b=2") == {"b": "2"}  # invalid percent-encoding drops that member
     assert parse_baggage("a=%ff") == {}  # not UTF-8
     assert parse_baggage("a=caf\xe9") == {}  # not ASCII
@@ -130,7 +150,11 @@ def test_baggage_rules() -> None:
     assert len(parse_baggage(",".join(f"k{i}=v" for i in range(64)))) == 64
 
 
-@given(st.dictionaries(st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True), st.text(max_size=30), max_size=10))
+@given(
+    st.dictionaries(
+        st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True), st.text(max_size=30), max_size=10
+    )
+)
 def test_baggage_round_trips_through_the_propagator(entries: dict[str, str]) -> None:
     from opentelemetry import baggage
     from opentelemetry.context import Context
@@ -159,30 +183,45 @@ def test_otel_propagators_chooses_the_propagators(monkeypatch: pytest.MonkeyPatc
 header_bytes = st.one_of(
     st.binary(max_size=200),
     st.text(alphabet="0123456789abcdefABCDEF-xz", max_size=80).map(str.encode),
-    st.builds(lambda v, t, s, f, r: f"{v}-{t}-{s}-{f}{r}".encode(),
-              st.sampled_from(["00", "01", "ff", "0", "zz", "cc"]),
-              st.sampled_from([TRACE, "0" * 32, TRACE[:31], TRACE.upper()]),
-              st.sampled_from([SPAN, "0" * 16, SPAN[:15]]),
-              st.sampled_from(["01", "00", "0x", "1"]),
-              st.sampled_from(["", "-", "-x", "-x-y"])),
+    st.builds(
+        lambda v, t, s, f, r: f"{v}-{t}-{s}-{f}{r}".encode(),
+        st.sampled_from(["00", "01", "ff", "0", "zz", "cc"]),
+        st.sampled_from([TRACE, "0" * 32, TRACE[:31], TRACE.upper()]),
+        st.sampled_from([SPAN, "0" * 16, SPAN[:15]]),
+        st.sampled_from(["01", "00", "0x", "1"]),
+        st.sampled_from(["", "-", "-x", "-x-y"]),
+    ),
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(traceparent=header_bytes, tracestate=st.binary(max_size=600), baggage=st.binary(max_size=300))
-def test_malformed_headers_never_raise_and_start_a_new_trace(pipeline: Pipeline, traceparent: bytes, tracestate: bytes, baggage: bytes) -> None:
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    traceparent=header_bytes, tracestate=st.binary(max_size=600), baggage=st.binary(max_size=300)
+)
+def test_malformed_headers_never_raise_and_start_a_new_trace(
+    pipeline: Pipeline, traceparent: bytes, tracestate: bytes, baggage: bytes
+) -> None:
     """Whatever the caller sends, the request succeeds; an invalid traceparent starts a new trace without its tracestate."""
     import anyio
 
     async def ok(request) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
-    app = Starlette(routes=[Route("/", ok)], middleware=[Middleware(TracingMiddleware, telemetry=pipeline.telemetry)])
+    app = Starlette(
+        routes=[Route("/", ok)],
+        middleware=[Middleware(TracingMiddleware, telemetry=pipeline.telemetry)],
+    )
     pipeline.spans.clear()
 
     async def call() -> httpx.Response:
         # Raw ASGI headers: httpx would refuse some of these bytes on a real socket.
-        scope_headers = [(b"traceparent", traceparent), (b"tracestate", tracestate), (b"baggage", baggage)]
+        scope_headers = [
+            (b"traceparent", traceparent),
+            (b"tracestate", tracestate),
+            (b"baggage", baggage),
+        ]
         sent: list[dict] = []
 
         async def receive() -> dict:
@@ -191,9 +230,20 @@ def test_malformed_headers_never_raise_and_start_a_new_trace(pipeline: Pipeline,
         async def send(message: dict) -> None:
             sent.append(message)
 
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-                 "path": "/", "raw_path": b"/", "query_string": b"", "root_path": "", "headers": scope_headers,
-                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/",
+            "raw_path": b"/",
+            "query_string": b"",
+            "root_path": "",
+            "headers": scope_headers,
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+        }
         await app(scope, receive, send)
         return sent
 
@@ -216,10 +266,16 @@ def test_malformed_headers_never_raise_and_start_a_new_trace(pipeline: Pipeline,
 
 
 @given(st.integers(1, 2**128 - 1), st.integers(1, 2**64 - 1), st.integers(0, 255))
-def test_format_traceparent_round_trips_and_matches_the_w3c_layout(trace_id: int, span_id: int, flags: int) -> None:
+def test_format_traceparent_round_trips_and_matches_the_w3c_layout(
+    trace_id: int, span_id: int, flags: int
+) -> None:
     from opentelemetry.trace import SpanContext, TraceFlags
 
     header = format_traceparent(SpanContext(trace_id, span_id, False, TraceFlags(flags)))
     assert header == f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
     parsed = parse_traceparent(header)
-    assert parsed is not None and (parsed.trace_id, parsed.span_id, int(parsed.trace_flags)) == (trace_id, span_id, flags)
+    assert parsed is not None and (parsed.trace_id, parsed.span_id, int(parsed.trace_flags)) == (
+        trace_id,
+        span_id,
+        flags,
+    )

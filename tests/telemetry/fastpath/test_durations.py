@@ -22,10 +22,30 @@ from tandem_telemetry.fastpath import DurationHistogram
 pytestmark = pytest.mark.fast_path
 
 SETS = [
-    {"http.request.method": "GET", "url.scheme": "http", "http.response.status_code": 200, "http.route": "/api/work"},
-    {"http.request.method": "GET", "url.scheme": "http", "http.response.status_code": 503, "error.type": "503"},
-    {"http.request.method": "POST", "server.address": "worker", "server.port": 8081, "http.response.status_code": 200},
-    {"http.request.method": "POST", "server.address": "worker", "server.port": 8081, "http.response.status_code": True},
+    {
+        "http.request.method": "GET",
+        "url.scheme": "http",
+        "http.response.status_code": 200,
+        "http.route": "/api/work",
+    },
+    {
+        "http.request.method": "GET",
+        "url.scheme": "http",
+        "http.response.status_code": 503,
+        "error.type": "503",
+    },
+    {
+        "http.request.method": "POST",
+        "server.address": "worker",
+        "server.port": 8081,
+        "http.response.status_code": 200,
+    },
+    {
+        "http.request.method": "POST",
+        "server.address": "worker",
+        "server.port": 8081,
+        "http.response.status_code": True,
+    },
 ]
 
 
@@ -33,7 +53,9 @@ def histogram(**provider_args: Any) -> tuple[Any, InMemoryMetricReader, MeterPro
     reader = provider_args.pop("reader", None) or InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader], **provider_args)
     instrument = provider.get_meter("tandem_telemetry").create_histogram(
-        "http.server.request.duration", unit="s", explicit_bucket_boundaries_advisory=HTTP_DURATION_BUCKETS
+        "http.server.request.duration",
+        unit="s",
+        explicit_bucket_boundaries_advisory=HTTP_DURATION_BUCKETS,
     )
     return instrument, reader, provider
 
@@ -48,12 +70,27 @@ def points(reader: InMemoryMetricReader) -> list[tuple[Any, ...]]:
             for metric in scope_metrics.metrics:
                 for point in metric.data.data_points:
                     exemplars = sorted((e.value, e.span_id, e.trace_id) for e in point.exemplars)
-                    attributes = tuple(sorted((k, type(v).__name__, v) for k, v in point.attributes.items()))
-                    out.append((metric.name, attributes, point.count, point.sum, point.min, point.max, tuple(point.bucket_counts), exemplars))
+                    attributes = tuple(
+                        sorted((k, type(v).__name__, v) for k, v in point.attributes.items())
+                    )
+                    out.append(
+                        (
+                            metric.name,
+                            attributes,
+                            point.count,
+                            point.sum,
+                            point.min,
+                            point.max,
+                            tuple(point.bucket_counts),
+                            exemplars,
+                        )
+                    )
     return sorted(out)
 
 
-def record_both(calls: list[tuple[float, dict[str, Any]]], **provider_args: Any) -> tuple[list[Any], list[Any]]:
+def record_both(
+    calls: list[tuple[float, dict[str, Any]]], **provider_args: Any
+) -> tuple[list[Any], list[Any]]:
     sdk, sdk_reader, _ = histogram(**dict(provider_args))
     ours_instrument, ours_reader, _ = histogram(**dict(provider_args))
     ours = DurationHistogram(ours_instrument)
@@ -73,7 +110,10 @@ def record_both(calls: list[tuple[float, dict[str, Any]]], **provider_args: Any)
 
 def workload(n: int = 600) -> list[tuple[float, dict[str, Any]]]:
     rng = random.Random(7)
-    return [(rng.choice([0.0001, 0.004, 0.02, 0.3, 2.0, 12.0, rng.random()]), dict(rng.choice(SETS))) for _ in range(n)]
+    return [
+        (rng.choice([0.0001, 0.004, 0.02, 0.3, 2.0, 12.0, rng.random()]), dict(rng.choice(SETS)))
+        for _ in range(n)
+    ]
 
 
 def test_cumulative_points_and_exemplars_match_the_sdk() -> None:
@@ -86,11 +126,15 @@ def test_cumulative_points_and_exemplars_match_the_sdk() -> None:
 
 
 def test_delta_temporality_falls_back_to_the_sdk_path_and_matches() -> None:
-    reader = InMemoryMetricReader(preferred_temporality={SdkHistogram: AggregationTemporality.DELTA})
+    reader = InMemoryMetricReader(
+        preferred_temporality={SdkHistogram: AggregationTemporality.DELTA}
+    )
     sdk, sdk_reader, _ = histogram()
     ours_instrument, ours_reader, _ = histogram(reader=reader)
     ours = DurationHistogram(ours_instrument)
-    delta_sdk_reader = InMemoryMetricReader(preferred_temporality={SdkHistogram: AggregationTemporality.DELTA})
+    delta_sdk_reader = InMemoryMetricReader(
+        preferred_temporality={SdkHistogram: AggregationTemporality.DELTA}
+    )
     delta_sdk, _, _ = histogram(reader=delta_sdk_reader)
     for round_ in range(3):
         for amount, attributes in workload(50):
@@ -100,10 +144,15 @@ def test_delta_temporality_falls_back_to_the_sdk_path_and_matches() -> None:
 
 
 def test_a_view_that_filters_attribute_keys_is_honoured() -> None:
-    view = View(instrument_name="http.server.request.duration", attribute_keys={"http.request.method"})
+    view = View(
+        instrument_name="http.server.request.duration", attribute_keys={"http.request.method"}
+    )
     first, second = record_both(workload(100), views=[view])
     assert second[1] == second[0]
-    assert {point[1] for point in second[1]} == {(("http.request.method", "str", "GET"),), (("http.request.method", "str", "POST"),)}
+    assert {point[1] for point in second[1]} == {
+        (("http.request.method", "str", "GET"),),
+        (("http.request.method", "str", "POST"),),
+    }
 
 
 def test_a_disabled_meter_records_nothing() -> None:
@@ -111,7 +160,9 @@ def test_a_disabled_meter_records_nothing() -> None:
     ours = DurationHistogram(instrument)
     ours.record(0.1, dict(SETS[0]))
     ours.record(0.1, dict(SETS[0]))
-    provider._set_meter_configurator(meter_configurator=lambda scope: _MeterConfig(is_enabled=False))  # type: ignore[attr-defined]
+    provider._set_meter_configurator(
+        meter_configurator=lambda scope: _MeterConfig(is_enabled=False)
+    )  # type: ignore[attr-defined]
     ours.record(0.1, dict(SETS[0]))
     [point] = points(reader)
     assert point[2] == 2

@@ -7,7 +7,13 @@ Everything is configured by the standard OTEL_* variables (see ENV_VARS).
 """
 
 from tandem_telemetry.bootstrap import Telemetry, current, get_tracer, setup, shutdown
-from tandem_telemetry.client import RetryPolicy, Timeouts, TotalTimeout, TracingTransport, create_client
+from tandem_telemetry.client import (
+    RetryPolicy,
+    Timeouts,
+    TotalTimeout,
+    TracingTransport,
+    create_client,
+)
 from tandem_telemetry.lifespan import flushing_lifespan, instrument
 from tandem_telemetry.logs import JsonFormatter, configure_logging
 from tandem_telemetry.middleware import TracingMiddleware

@@ -9,7 +9,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-
 from types import ModuleType
 from typing import Any, Protocol
 
@@ -22,7 +21,12 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import Tracer
 
-from tandem_telemetry.delivery import AccountedBatchSpanProcessor, AccountedOTLPMetricExporter, AccountedSpanExporter, DeliveryReport
+from tandem_telemetry.delivery import (
+    AccountedBatchSpanProcessor,
+    AccountedOTLPMetricExporter,
+    AccountedSpanExporter,
+    DeliveryReport,
+)
 from tandem_telemetry.propagation import configured_propagator
 from tandem_telemetry.settings import TelemetrySettings
 
@@ -31,7 +35,22 @@ logger = logging.getLogger("tandem_telemetry")
 SERVICE_NAMESPACE = "tandem"
 INSTRUMENTATION_SCOPE = "tandem_telemetry"
 # Stable HTTP semconv: http.{server,client}.request.duration bucket boundaries, in seconds.
-HTTP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+HTTP_DURATION_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+)
 
 
 class DurationRecorder(Protocol):
@@ -74,7 +93,9 @@ class Telemetry:
         if self.tracer_provider is None or self.meter_provider is None:
             return True
         millis = int(timeout * 1000)
-        return bool(self.tracer_provider.force_flush(millis)) and bool(self.meter_provider.force_flush(millis))
+        return bool(self.tracer_provider.force_flush(millis)) and bool(
+            self.meter_provider.force_flush(millis)
+        )
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Flush and stop both providers, waiting at most `timeout` seconds (settings' default).
@@ -88,7 +109,9 @@ class Telemetry:
         bound = self.settings.shutdown_timeout if timeout is None else timeout
         millis = bound * 1000
         workers = [
-            threading.Thread(target=self.tracer_provider.shutdown, name="tandem-trace-shutdown", daemon=True),
+            threading.Thread(
+                target=self.tracer_provider.shutdown, name="tandem-trace-shutdown", daemon=True
+            ),
             threading.Thread(
                 target=self.meter_provider.shutdown,
                 kwargs={"timeout_millis": millis},
@@ -108,8 +131,10 @@ class Telemetry:
         # Interrupt the exporters' retry backoff, so the threads finish promptly. Off
         # this thread too: some SDK releases make shutdown wait for the export in
         # progress, backoff and all. Past half a second, the daemon threads are left.
-        stoppers = [threading.Thread(target=exporter.shutdown, name="tandem-exporter-shutdown", daemon=True)  # type: ignore[attr-defined]
-                    for exporter in self.exporters]
+        stoppers = [
+            threading.Thread(target=exporter.shutdown, name="tandem-exporter-shutdown", daemon=True)  # type: ignore[attr-defined]
+            for exporter in self.exporters
+        ]
         for thread in stoppers:
             thread.start()
         deadline = time.monotonic() + 0.5
@@ -171,7 +196,9 @@ def build_telemetry(
                 span_exporter = OTLPSpanExporter()
         accounted_spans = AccountedSpanExporter(span_exporter, delivery)
         exporters.append(accounted_spans)
-        span_processor = AccountedBatchSpanProcessor(accounted_spans, delivery, settings.max_queue_size)
+        span_processor = AccountedBatchSpanProcessor(
+            accounted_spans, delivery, settings.max_queue_size
+        )
     if metric_reader is None:
         accounted_metrics = AccountedOTLPMetricExporter(delivery)
         exporters.append(accounted_metrics)
@@ -185,7 +212,10 @@ def build_telemetry(
     server_duration, client_duration = _http_histograms(meter)
     if fast is not None:
         tracer = fast.RequestTracer(tracer)
-        server_duration, client_duration = fast.DurationHistogram(server_duration), fast.DurationHistogram(client_duration)
+        server_duration, client_duration = (
+            fast.DurationHistogram(server_duration),
+            fast.DurationHistogram(client_duration),
+        )
     delivery.count_losses_on(meter)
     return Telemetry(
         settings,
@@ -214,14 +244,23 @@ def load_fast_path(mode: str) -> ModuleType | None:
     try:
         fastpath = importlib.import_module("tandem_telemetry.fastpath")
         reason = fastpath.unsupported_reason()
-    except Exception as exc:  # an SDK that moved or renamed what the fast path reads: never a failure
-        fastpath, reason = None, f"it cannot load with the installed SDK ({type(exc).__name__}: {exc})"
+    except (
+        Exception
+    ) as exc:  # an SDK that moved or renamed what the fast path reads: never a failure
+        fastpath, reason = (
+            None,
+            f"it cannot load with the installed SDK ({type(exc).__name__}: {exc})",
+        )
     if reason is None:
         return fastpath
     if mode == "on":
-        raise FastPathUnavailable(f"TANDEM_FAST_PATH=on, but the fast path cannot be used: {reason}. "
-                                  "Use TANDEM_FAST_PATH=auto (or off) to run on OpenTelemetry's public API.")
-    logger.info("TANDEM_FAST_PATH=auto: the public OpenTelemetry API path is used, since %s", reason)
+        raise FastPathUnavailable(
+            f"TANDEM_FAST_PATH=on, but the fast path cannot be used: {reason}. "
+            "Use TANDEM_FAST_PATH=auto (or off) to run on OpenTelemetry's public API."
+        )
+    logger.info(
+        "TANDEM_FAST_PATH=auto: the public OpenTelemetry API path is used, since %s", reason
+    )
     return None
 
 

@@ -95,7 +95,9 @@ class TracingTransport(httpx.AsyncBaseTransport):
                 response = await self._send_within(request, deadline)
             except Exception as exc:
                 _end_span(telemetry, span, start, target, None, _error_type(exc))
-                if attempt + 1 < self._retry.attempts and (_nothing_sent(exc) or (idempotent and _is_transport_error(exc))):
+                if attempt + 1 < self._retry.attempts and (
+                    _nothing_sent(exc) or (idempotent and _is_transport_error(exc))
+                ):
                     attempt += 1
                     await self._backoff(attempt, deadline, request)
                     continue
@@ -109,17 +111,23 @@ class TracingTransport(httpx.AsyncBaseTransport):
             # The span ends when the body has been read, so it covers the whole exchange.
             if span is None:
                 return response
-            response.stream = _SpanEndingStream(response.stream, telemetry, span, start, target, response.status_code)  # type: ignore[arg-type]
+            response.stream = _SpanEndingStream(
+                response.stream, telemetry, span, start, target, response.status_code
+            )  # type: ignore[arg-type]
             return response
 
-    def _start_attempt(self, telemetry: Telemetry, request: httpx.Request, target: _Target | None, attempt: int) -> tuple[Span | None, int]:
+    def _start_attempt(
+        self, telemetry: Telemetry, request: httpx.Request, target: _Target | None, attempt: int
+    ) -> tuple[Span | None, int]:
         start = time_ns()
         if target is None:
             return None, start
         attributes = target.span_attributes()
         if attempt:
             attributes["http.request.resend_count"] = attempt
-        span = telemetry.tracer.start_span(target.span_name, None, SpanKind.CLIENT, attributes, None, start)
+        span = telemetry.tracer.start_span(
+            target.span_name, None, SpanKind.CLIENT, attributes, None, start
+        )
         try:
             # The callee continues this attempt's span: its context, and the current baggage.
             propagate.inject(request.headers, context=trace.set_span_in_context(span))
@@ -134,14 +142,18 @@ class TracingTransport(httpx.AsyncBaseTransport):
             async with asyncio.timeout(deadline - monotonic()):
                 return await self._transport.handle_async_request(request)
         except TimeoutError:
-            raise TotalTimeout(f"no response within the total timeout of {self._total_timeout}s", request=request) from None
+            raise TotalTimeout(
+                f"no response within the total timeout of {self._total_timeout}s", request=request
+            ) from None
         except httpx.TransportError as exc:
             raise _precise(exc, request) from exc.__cause__
 
     async def _backoff(self, retry: int, deadline: float | None, request: httpx.Request) -> None:
         delay = self._retry.delay(retry)
         if deadline is not None and monotonic() + delay >= deadline:
-            raise TotalTimeout(f"retries exceeded the total timeout of {self._total_timeout}s", request=request)
+            raise TotalTimeout(
+                f"retries exceeded the total timeout of {self._total_timeout}s", request=request
+            )
         await asyncio.sleep(delay)
 
     async def aclose(self) -> None:
@@ -151,7 +163,7 @@ class TracingTransport(httpx.AsyncBaseTransport):
 class _Target:
     """The attributes a CLIENT span and its duration metric give the request's target."""
 
-    __slots__ = ("span_name", "_common", "_url_full")
+    __slots__ = ("_common", "_url_full", "span_name")
 
     def __init__(self, request: httpx.Request) -> None:
         url = request.url
@@ -159,7 +171,11 @@ class _Target:
         scheme, host = url.scheme, url.host
         port = url.port or (443 if scheme == "https" else 80)
         self.span_name = "HTTP" if method == "_OTHER" else method
-        self._common: dict[str, str | int] = {"http.request.method": method, "server.address": host, "server.port": port}
+        self._common: dict[str, str | int] = {
+            "http.request.method": method,
+            "server.address": host,
+            "server.port": port,
+        }
         # Never the query or userinfo: they may carry secrets.
         self._url_full = f"{scheme}://{host}:{port}{url.path}"
 
@@ -175,7 +191,15 @@ class _Target:
 class _SpanEndingStream(httpx.AsyncByteStream):
     """A response body stream that ends the attempt's span when the body is closed."""
 
-    def __init__(self, stream: httpx.AsyncByteStream, telemetry: Telemetry, span: Span | None, start: int, target: _Target | None, status: int) -> None:
+    def __init__(
+        self,
+        stream: httpx.AsyncByteStream,
+        telemetry: Telemetry,
+        span: Span | None,
+        start: int,
+        target: _Target | None,
+        status: int,
+    ) -> None:
         self._stream = stream
         self._telemetry = telemetry
         self._span = span
@@ -198,11 +222,20 @@ class _SpanEndingStream(httpx.AsyncByteStream):
         finally:
             if self._span is not None:
                 error = self._error or (str(self._status) if self._status >= 400 else None)
-                _end_span(self._telemetry, self._span, self._start, self._target, self._status, error)
+                _end_span(
+                    self._telemetry, self._span, self._start, self._target, self._status, error
+                )
                 self._span = None
 
 
-def _end_span(telemetry: Telemetry, span: Span | None, start: int, target: _Target | None, status: int | None, error_type: str | None) -> None:
+def _end_span(
+    telemetry: Telemetry,
+    span: Span | None,
+    start: int,
+    target: _Target | None,
+    status: int | None,
+    error_type: str | None,
+) -> None:
     if span is None or target is None:
         return
     end = time_ns()
@@ -255,7 +288,9 @@ def _precise(exc: httpx.TransportError, request: httpx.Request) -> httpx.Transpo
         return httpx.ConnectError(message, request=request)
     if isinstance(cause, aiohttp.SocketTimeoutError):
         return httpx.ReadTimeout(message, request=request)
-    if isinstance(cause, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)):
+    if isinstance(
+        cause, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)
+    ):
         return httpx.ReadError(message, request=request)
     return exc
 
@@ -340,14 +375,20 @@ def create_client(
     default under concurrency, with httpx's API kept. Pass `transport` to
     use another one.
     """
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections, keepalive_expiry=KEEPALIVE_EXPIRY)
+    limits = httpx.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections,
+        keepalive_expiry=KEEPALIVE_EXPIRY,
+    )
     if transport is None:
         from httpx_aiohttp import AiohttpTransport
 
         transport = AiohttpTransport(limits=limits)
     return _Client(
         base_url=base_url,
-        transport=TracingTransport(transport, retry=retry, total_timeout=timeouts.total, telemetry=telemetry),
+        transport=TracingTransport(
+            transport, retry=retry, total_timeout=timeouts.total, telemetry=telemetry
+        ),
         timeout=httpx.Timeout(timeouts.read, connect=timeouts.connect, pool=timeouts.connect),
         limits=limits,
     )

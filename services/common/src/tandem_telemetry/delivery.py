@@ -17,20 +17,18 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-
 from typing import Any
 
+from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics.export import MetricExportResult, MetricsData
-from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 logger = logging.getLogger("tandem_telemetry.delivery")
 
 _EXPORTER_LOGGER = "opentelemetry.exporter.otlp.proto.grpc.exporter"
-
 
 
 class DeliveryReport:
@@ -53,10 +51,16 @@ class DeliveryReport:
         """Publish the losses as `tandem.telemetry.spans.lost`, read at each metric export (no cost per span)."""
 
         def observe(options: CallbackOptions) -> list[Observation]:
-            return [Observation(self.failed, {"reason": "export_failed"}), Observation(self.queue_dropped, {"reason": "queue_full"})]
+            return [
+                Observation(self.failed, {"reason": "export_failed"}),
+                Observation(self.queue_dropped, {"reason": "queue_full"}),
+            ]
 
         meter.create_observable_counter(
-            "tandem.telemetry.spans.lost", callbacks=[observe], unit="{span}", description="Spans that never reached the collector."
+            "tandem.telemetry.spans.lost",
+            callbacks=[observe],
+            unit="{span}",
+            description="Spans that never reached the collector.",
         )
 
     @property
@@ -75,7 +79,10 @@ class DeliveryReport:
             if self.failing_since is None:
                 return
             outage = time.monotonic() - self.failing_since
-            failed, dropped = self.failed - self._failed_at_outage, self.queue_dropped - self._dropped_at_outage
+            failed, dropped = (
+                self.failed - self._failed_at_outage,
+                self.queue_dropped - self._dropped_at_outage,
+            )
             self.failing_since = None
         logger.warning(
             "telemetry export recovered after %.1fs; %d spans were lost (%d in failed exports, %d dropped from the full queue)",
@@ -116,7 +123,11 @@ class DeliveryReport:
     def close(self) -> None:
         """Say what was lost if the collector never came back."""
         if self.failing_since is not None:
-            logger.warning("telemetry export was still failing at shutdown; %d spans were lost in all", self.lost, extra={"spans_lost": self.lost})
+            logger.warning(
+                "telemetry export was still failing at shutdown; %d spans were lost in all",
+                self.lost,
+                extra={"spans_lost": self.lost},
+            )
 
 
 # The report whose export is running on this thread, if any. The exporter's
@@ -192,7 +203,9 @@ class AccountedBatchSpanProcessor(SpanProcessor):
     path is one lock and one comparison.
     """
 
-    def __init__(self, exporter: AccountedSpanExporter, report: DeliveryReport, max_queue_size: int) -> None:
+    def __init__(
+        self, exporter: AccountedSpanExporter, report: DeliveryReport, max_queue_size: int
+    ) -> None:
         self._processor = BatchSpanProcessor(exporter, max_queue_size=max_queue_size)
         self._report = report
         self._capacity = max_queue_size
@@ -203,7 +216,11 @@ class AccountedBatchSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         context = span.context
         # The batch processor takes sampled spans only.
-        if context is not None and context.trace_flags.sampled and self._report.admit(self._capacity):
+        if (
+            context is not None
+            and context.trace_flags.sampled
+            and self._report.admit(self._capacity)
+        ):
             self._processor.on_end(span)
 
     def shutdown(self) -> None:
@@ -221,7 +238,9 @@ class AccountedOTLPMetricExporter(OTLPMetricExporter):
         self._report = report
         self._shut_down = threading.Event()
 
-    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
         with self._report.exporting():
             result = super().export(metrics_data, timeout_millis=timeout_millis, **kwargs)
         if result is MetricExportResult.SUCCESS:

@@ -43,7 +43,11 @@ def installed_releases() -> dict[str, str]:
 
 def unsupported_reason() -> str | None:
     """Why the fast path must not run with the installed packages, or None when it may."""
-    untested = {package: version for package, version in installed_releases().items() if version not in TESTED_RELEASES}
+    untested = {
+        package: version
+        for package, version in installed_releases().items()
+        if version not in TESTED_RELEASES
+    }
     if not untested:
         return None
     found = ", ".join(f"{package} {version}" for package, version in untested.items())
@@ -75,7 +79,15 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, Tracer
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +125,7 @@ class RequestSpan(Span):
         ):
             with self._lock:
                 if self._end_time is None:
-                    stored = bounded._dict  # noqa: SLF001
+                    stored = bounded._dict
                     for key, value in attributes.items():
                         # What _set_items stores: a key set again moves to the end.
                         if key in stored:
@@ -121,6 +133,7 @@ class RequestSpan(Span):
                         stored[key] = value
                     return
         super().set_attributes(attributes)
+
 
 class RequestTracer(trace_api.Tracer):
     """Tandem's tracer: an SDK tracer's spans, started as `Tracer.start_span` would start them.
@@ -148,8 +161,10 @@ class RequestTracer(trace_api.Tracer):
         tracer = self._tracer
         attributes = attributes or {}
         links = links or ()
-        parent_span_context: SpanContext | None = trace_api.get_current_span(context).get_span_context()
-        if not tracer._is_enabled():  # noqa: SLF001 - the tracer configurator's switch
+        parent_span_context: SpanContext | None = trace_api.get_current_span(
+            context
+        ).get_span_context()
+        if not tracer._is_enabled():
             return NonRecordingSpan(parent_span_context)
         if parent_span_context is None or not parent_span_context.is_valid:
             parent_span_context = None
@@ -162,49 +177,59 @@ class RequestTracer(trace_api.Tracer):
         flags = _SAMPLED if sampling.decision.is_sampled() else _NOT_SAMPLED
         if random_trace_id:
             flags = TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID)
-        span_context = SpanContext(trace_id, tracer.id_generator.generate_span_id(), False, flags, sampling.trace_state)
-        record_end_metrics = tracer._tracer_metrics.start_span(parent_span_context, sampling.decision)  # noqa: SLF001
+        span_context = SpanContext(
+            trace_id, tracer.id_generator.generate_span_id(), False, flags, sampling.trace_state
+        )
+        record_end_metrics = tracer._tracer_metrics.start_span(
+            parent_span_context, sampling.decision
+        )
         if not sampling.decision.is_recording():
             return NonRecordingSpan(span_context)
-        limits = tracer._span_limits  # noqa: SLF001
+        limits = tracer._span_limits
         span_attributes = sampling.attributes if sampling.attributes is not None else attributes
         if (
             limits.max_span_attribute_length is None
-            and (limits.max_span_attributes is None or len(span_attributes) <= limits.max_span_attributes)
+            and (
+                limits.max_span_attributes is None
+                or len(span_attributes) <= limits.max_span_attributes
+            )
             and _plain(span_attributes)
         ):
             bounded = BoundedAttributes(limits.max_span_attributes, None, False, None)
-            bounded._dict.update(span_attributes)  # noqa: SLF001 - what the SDK's validation would store
+            bounded._dict.update(span_attributes)
         else:
-            bounded = BoundedAttributes(limits.max_span_attributes, span_attributes, False, limits.max_span_attribute_length)
+            bounded = BoundedAttributes(
+                limits.max_span_attributes, span_attributes, False, limits.max_span_attribute_length
+            )
         span = RequestSpan.__new__(RequestSpan)
         # Every field Span.__init__ sets; test_spans checks the list against the SDK's.
-        span._name = name  # noqa: SLF001
-        span._context = span_context  # noqa: SLF001
-        span._kind = kind  # noqa: SLF001
-        span._instrumentation_info = tracer.instrumentation_info  # noqa: SLF001
-        span._instrumentation_scope = tracer._instrumentation_scope  # noqa: SLF001
-        span._parent = parent_span_context  # noqa: SLF001
-        span._start_time = start_time if start_time is not None else time_ns()  # noqa: SLF001
-        span._end_time = None  # noqa: SLF001
-        span._attributes = bounded  # noqa: SLF001
-        span._events = BoundedList(limits.max_events)  # noqa: SLF001
-        span._resource = tracer.resource  # noqa: SLF001
-        span._status = _UNSET  # noqa: SLF001
-        span._sampler = tracer.sampler  # noqa: SLF001
-        span._trace_config = None  # noqa: SLF001
-        span._record_exception = record_exception  # noqa: SLF001
-        span._set_status_on_exception = set_status_on_exception  # noqa: SLF001
-        span._span_processor = tracer.span_processor  # noqa: SLF001
-        span._limits = limits  # noqa: SLF001
-        span._lock = threading.Lock()  # noqa: SLF001
-        span._links = span._new_links(links)  # noqa: SLF001
-        span._record_end_metrics = record_end_metrics  # noqa: SLF001
+        span._name = name
+        span._context = span_context
+        span._kind = kind
+        span._instrumentation_info = tracer.instrumentation_info
+        span._instrumentation_scope = tracer._instrumentation_scope
+        span._parent = parent_span_context
+        span._start_time = start_time if start_time is not None else time_ns()
+        span._end_time = None
+        span._attributes = bounded
+        span._events = BoundedList(limits.max_events)
+        span._resource = tracer.resource
+        span._status = _UNSET
+        span._sampler = tracer.sampler
+        span._trace_config = None
+        span._record_exception = record_exception
+        span._set_status_on_exception = set_status_on_exception
+        span._span_processor = tracer.span_processor
+        span._limits = limits
+        span._lock = threading.Lock()
+        span._links = span._new_links(links)
+        span._record_end_metrics = record_end_metrics
         tracer.span_processor.on_start(span, parent_context=context)
         return span
 
     # The SDK's own: self.start_span, then use_span (as a context manager or a decorator).
     start_as_current_span = Tracer.start_as_current_span
+
 
 # --- Duration records -------------------------------------------------------------
 
@@ -223,22 +248,24 @@ class DurationHistogram:
         consumer = getattr(histogram, "_measurement_consumer", None)
         self._consumer = consumer
         self._storages = getattr(consumer, "_reader_storages", None)
-        self._prepared: dict[tuple[tuple[str, Any], ...], tuple[Mapping[str, Any], list[_Target]]] = {}
+        self._prepared: dict[
+            tuple[tuple[str, Any], ...], tuple[Mapping[str, Any], list[_Target]]
+        ] = {}
 
     def record(self, amount: float, attributes: dict[str, Any]) -> None:
         histogram = self._histogram
         key = tuple(attributes.items())
         prepared = self._prepared.get(key)
-        if prepared is None or not 0.0 <= amount < _INFINITY or not histogram._is_enabled():  # type: ignore[attr-defined]  # noqa: SLF001
+        if prepared is None or not 0.0 <= amount < _INFINITY or not histogram._is_enabled():  # type: ignore[attr-defined]
             # The SDK's path: it also warns about, and drops, negative and non-finite amounts.
             histogram.record(amount, attributes)
             if prepared is None:
                 self._prepare(key, attributes)
             return
-        if self._consumer._reader_storages is not self._storages:  # type: ignore[union-attr]  # noqa: SLF001
+        if self._consumer._reader_storages is not self._storages:  # type: ignore[union-attr]
             # A reader was added or removed: prepare the sets again.
             self._prepared.clear()
-            self._storages = self._consumer._reader_storages  # type: ignore[union-attr]  # noqa: SLF001
+            self._storages = self._consumer._reader_storages  # type: ignore[union-attr]
             histogram.record(amount, attributes)
             return
         cleaned, targets = prepared
@@ -246,9 +273,11 @@ class DurationHistogram:
         measurement = Measurement(amount, time_ns(), histogram, context)  # type: ignore[arg-type]
         # Validated when the set was prepared; the aggregation keeps a reference, as it would to a copy.
         object.__setattr__(measurement, "attributes", cleaned)
-        sample = self._consumer._sdk_config.exemplar_filter.should_sample(amount, measurement.time_unix_nano, cleaned, context)  # type: ignore[union-attr]  # noqa: SLF001
+        sample = self._consumer._sdk_config.exemplar_filter.should_sample(
+            amount, measurement.time_unix_nano, cleaned, context
+        )  # type: ignore[union-attr]
         for match, aggregation_key, aggregation in targets:
-            if match._attributes_aggregation.get(aggregation_key) is aggregation:  # noqa: SLF001
+            if match._attributes_aggregation.get(aggregation_key) is aggregation:
                 aggregation.aggregate(measurement, sample)
             else:
                 match.consume_measurement(measurement, sample)
@@ -264,12 +293,17 @@ class DurationHistogram:
         aggregation_key = _hash_attributes(dict(cleaned))
         targets: list[_Target] = []
         for storage in self._storages.values():
-            for match in storage._get_or_init_view_instrument_match(self._histogram):  # noqa: SLF001
-                aggregation = match._attributes_aggregation.get(aggregation_key)  # noqa: SLF001
-                if match._reset_on_collect or match._view._attribute_keys is not None or aggregation is None:  # noqa: SLF001
+            for match in storage._get_or_init_view_instrument_match(self._histogram):
+                aggregation = match._attributes_aggregation.get(aggregation_key)
+                if (
+                    match._reset_on_collect
+                    or match._view._attribute_keys is not None
+                    or aggregation is None
+                ):
                     return
                 targets.append((match, aggregation_key, aggregation))
         self._prepared[key] = (cleaned, targets)
+
 
 # --- OTLP encoding ----------------------------------------------------------------
 
@@ -391,7 +425,9 @@ def _trace_state(context: SpanContext) -> bytes:
     return _field(b"\x1a", _text(",".join(f"{key}={value}" for key, value in state.items())))
 
 
-_KINDS = {kind: b"\x30" + bytes((kind.value + 1,)) for kind in SpanKind}  # OTLP counts from UNSPECIFIED = 0
+_KINDS = {
+    kind: b"\x30" + bytes((kind.value + 1,)) for kind in SpanKind
+}  # OTLP counts from UNSPECIFIED = 0
 
 
 def _span(span: ReadableSpan) -> bytes:
@@ -400,9 +436,9 @@ def _span(span: ReadableSpan) -> bytes:
     Reads ReadableSpan's fields directly: its properties copy events and
     links into tuples and cost a call each, on every span of every batch.
     """
-    context = span._context  # noqa: SLF001
-    parent = span._parent  # noqa: SLF001
-    name = _text(span._name)  # noqa: SLF001
+    context = span._context
+    parent = span._parent
+    name = _text(span._name)
     parts = [
         b"\x0a\x10",
         context.trace_id.to_bytes(16, "big"),
@@ -417,13 +453,13 @@ def _span(span: ReadableSpan) -> bytes:
     parts.append(b"\x2a")
     parts.append(_varint(len(name)))
     parts.append(name)
-    parts.append(_KINDS[span._kind])  # noqa: SLF001
-    parts.append(_TIMES(0x39, span._start_time or 0, 0x41, span._end_time or 0))  # noqa: SLF001
-    attributes = span._attributes  # noqa: SLF001
+    parts.append(_KINDS[span._kind])
+    parts.append(_TIMES(0x39, span._start_time or 0, 0x41, span._end_time or 0))
+    attributes = span._attributes
     parts.extend(_attributes(b"\x4a", attributes))
     if dropped := getattr(attributes, "dropped", 0):
         parts.append(b"\x50" + _varint(dropped))
-    events, links = span._events, span._links  # noqa: SLF001
+    events, links = span._events, span._links
     if events:
         for event in events:
             parts.append(_field(b"\x5a", _event(event)))
@@ -434,7 +470,7 @@ def _span(span: ReadableSpan) -> bytes:
             parts.append(_field(b"\x6a", _link(link)))
         if dropped := getattr(links, "dropped", 0):
             parts.append(b"\x70" + _varint(dropped))
-    parts.append(_status(span._status))  # noqa: SLF001
+    parts.append(_status(span._status))
     parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
     return b"".join(parts)
 
@@ -465,7 +501,10 @@ def _event(event: Any) -> bytes:
 
 def _link(link: Any) -> bytes:
     context = link.context
-    parts = [b"\x0a\x10" + context.trace_id.to_bytes(16, "big"), b"\x12\x08" + context.span_id.to_bytes(8, "big")]
+    parts = [
+        b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
+        b"\x12\x08" + context.span_id.to_bytes(8, "big"),
+    ]
     # The SDK's encoder leaves a link's trace state out; so do we, to send the same bytes.
     parts.extend(_attributes(b"\x22", link.attributes))
     if dropped := link.dropped_attributes:
@@ -537,7 +576,9 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
 
 def _bucket(groups: _Groups, resource: Resource, scope: InstrumentationScope | None) -> list[bytes]:
     """The span list for this resource and scope; equal ones held by distinct objects share it."""
-    scopes = next((entry[1] for entry in groups if entry[0] is resource or entry[0] == resource), None)
+    scopes = next(
+        (entry[1] for entry in groups if entry[0] is resource or entry[0] == resource), None
+    )
     if scopes is None:
         scopes = []
         groups.append((resource, scopes))
@@ -568,4 +609,3 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
 
     def _translate_data(self, data: Sequence[ReadableSpan]) -> bytes:  # type: ignore[override]
         return encode_spans(data)
-

@@ -16,7 +16,9 @@ from tandem_telemetry.propagation import configured_propagator
 from tandem_telemetry.settings import TelemetrySettings
 
 
-def instrument(app: Starlette, service_name: str, *, service_version: str | None = None) -> Starlette:
+def instrument(
+    app: Starlette, service_name: str, *, service_version: str | None = None
+) -> Starlette:
     """Trace `app` as `service_name`: the one call a service makes.
 
     Adds `TracingMiddleware`, configures JSON logs, and wraps the app's
@@ -31,7 +33,9 @@ def instrument(app: Starlette, service_name: str, *, service_version: str | None
     if settings.fast_path == "on" and not settings.disabled:
         load_fast_path("on")
     configure_logging(settings.log_level, service_name=service_name)
-    app.add_middleware(TracingMiddleware, service_name=service_name, service_version=service_version)
+    app.add_middleware(
+        TracingMiddleware, service_name=service_name, service_version=service_version
+    )
     app.router.lifespan_context = flushing_lifespan(app.router.lifespan_context)
     return app
 

@@ -21,7 +21,9 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _PORT = re.compile(r"[0-9]{1,5}")
 # Distinct (path, Host, client address, user agent...) combinations whose span attributes are cached.
 ATTRIBUTE_SETS_LIMIT = 1024
-KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
 
 
 class TracingMiddleware:
@@ -82,9 +84,18 @@ class TracingMiddleware:
         method = scope["method"]
         if method not in KNOWN_METHODS:
             method = "_OTHER"
-        attributes = self._cached_request_attributes(scope, method, headers.first(b"host"), headers.first(b"user-agent"))
+        attributes = self._cached_request_attributes(
+            scope, method, headers.first(b"host"), headers.first(b"user-agent")
+        )
         # 2. Start the SERVER span in the caller's context, and make it current for the app.
-        span = tracer.start_span("HTTP" if method == "_OTHER" else method, parent, SpanKind.SERVER, attributes, links, start)
+        span = tracer.start_span(
+            "HTTP" if method == "_OTHER" else method,
+            parent,
+            SpanKind.SERVER,
+            attributes,
+            links,
+            start,
+        )
         token = attach(trace.set_span_in_context(span, parent))
         status_code = 0
         ended = False
@@ -101,7 +112,9 @@ class TracingMiddleware:
             outcome: dict[str, str | int] = {"http.response.status_code": code}
             if template:
                 outcome["http.route"] = template
-                span.update_name(f"{method} {template}" if method != "_OTHER" else f"HTTP {template}")
+                span.update_name(
+                    f"{method} {template}" if method != "_OTHER" else f"HTTP {template}"
+                )
             if error_type is None and code >= 500:
                 error_type = str(code)
             if error_type is not None:
@@ -122,11 +135,18 @@ class TracingMiddleware:
             if message["type"] == "http.response.start":
                 status_code = message["status"]
                 traceresponse = format_traceparent(span.get_span_context()).encode()
-                message["headers"] = [*message.get("headers", ()), (b"traceresponse", traceresponse)]
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (b"traceresponse", traceresponse),
+                ]
                 await send(message)
                 return
             await send(message)
-            if not ended and message["type"] == "http.response.body" and not message.get("more_body", False):
+            if (
+                not ended
+                and message["type"] == "http.response.body"
+                and not message.get("more_body", False)
+            ):
                 finish(None)
 
         # 3. Run the app; 4. the span ends with the last body byte (finish).
@@ -143,11 +163,21 @@ class TracingMiddleware:
                 # Cancelled (client gone) or the app returned without a full response.
                 finish(None if status_code else "incomplete_response")
 
-    def _cached_request_attributes(self, scope: Scope, method: str, host: bytes | None, user_agent: bytes | None) -> dict[str, str | int]:
+    def _cached_request_attributes(
+        self, scope: Scope, method: str, host: bytes | None, user_agent: bytes | None
+    ) -> dict[str, str | int]:
         """The span's request attributes: a fresh dict, from a bounded cache."""
         client = scope.get("client")
-        key = (scope["path"], scope["method"], scope["scheme"], scope["http_version"], host, user_agent,
-               client[0] if client else None, scope.get("server") if host is None else None)
+        key = (
+            scope["path"],
+            scope["method"],
+            scope["scheme"],
+            scope["http_version"],
+            host,
+            user_agent,
+            client[0] if client else None,
+            scope.get("server") if host is None else None,
+        )
         cached = self._attribute_sets.get(key)
         if cached is None:
             cached = _request_attributes(scope, method, host, user_agent)
@@ -156,11 +186,15 @@ class TracingMiddleware:
         return cached.copy()
 
 
-def _request_attributes(scope: Scope, method: str, host: bytes | None, user_agent: bytes | None) -> dict[str, str | int]:
+def _request_attributes(
+    scope: Scope, method: str, host: bytes | None, user_agent: bytes | None
+) -> dict[str, str | int]:
     attributes: dict[str, str | int] = {
         "http.request.method": method,
         # An absolute-form target arrives whole, userinfo and all; only its path is the path.
-        "url.path": path if (path := scope["path"]).startswith("/") else (urlsplit(path).path or "/"),
+        "url.path": path
+        if (path := scope["path"]).startswith("/")
+        else (urlsplit(path).path or "/"),
         "url.scheme": scope["scheme"],
         "network.protocol.version": scope["http_version"],
     }
@@ -171,7 +205,10 @@ def _request_attributes(scope: Scope, method: str, host: bytes | None, user_agen
         attributes["server.address"] = address
         attributes["server.port"] = port or _DEFAULT_PORTS.get(scope["scheme"], 0)
     elif scope.get("server"):
-        attributes["server.address"], attributes["server.port"] = scope["server"][0], scope["server"][1]
+        attributes["server.address"], attributes["server.port"] = (
+            scope["server"][0],
+            scope["server"][1],
+        )
     client = scope.get("client")
     if client:
         attributes["client.address"] = client[0]
@@ -188,7 +225,12 @@ def _split_host(host: str) -> tuple[str, int | None]:
     the whole value stays the address.
     """
     name, sep, port = host.rpartition(":")
-    if sep and _PORT.fullmatch(port) and 0 < int(port) < 65536 and not (name.startswith("[") and not name.endswith("]")):
+    if (
+        sep
+        and _PORT.fullmatch(port)
+        and 0 < int(port) < 65536
+        and not (name.startswith("[") and not name.endswith("]"))
+    ):
         return name.strip("[]"), int(port)
     return host.strip("[]"), None
 

@@ -32,18 +32,26 @@ from importlib.metadata import entry_points
 from urllib.parse import quote, unquote
 
 from opentelemetry import baggage as otel_baggage
-
 from opentelemetry import trace
 from opentelemetry.context import Context, create_key, get_value, set_value
 from opentelemetry.propagators.composite import CompositePropagator
-from opentelemetry.propagators.textmap import CarrierT, Getter, Setter, TextMapPropagator, default_getter, default_setter
+from opentelemetry.propagators.textmap import (
+    CarrierT,
+    Getter,
+    Setter,
+    TextMapPropagator,
+    default_getter,
+    default_setter,
+)
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
 DEFAULT_PROPAGATORS = "tracecontext,baggage"
 
 # https://www.w3.org/TR/trace-context-2/#traceparent-header-field-values
 # version-traceid-parentid-flags; a later version may append "-..." fields.
-_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?", re.DOTALL)
+_TRACEPARENT = re.compile(
+    r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?", re.DOTALL
+)
 _ZERO_TRACE_ID = "0" * 32
 _ZERO_SPAN_ID = "0" * 16
 
@@ -54,7 +62,9 @@ _TRACESTATE_KEY = re.compile(r"[a-z0-9][_0-9a-z\-*/@]{0,255}")
 _TRACESTATE_VALUE = re.compile(r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]")
 # The Level 1 key grammar, which the API's TraceState still enforces (with a
 # warning per rejected key): only members it accepts go into a TraceState.
-_LEVEL1_KEY = re.compile(r"[a-z][_0-9a-z\-*/]{0,255}|[a-z0-9][_0-9a-z\-*/]{0,240}@[a-z][_0-9a-z\-*/]{0,13}")
+_LEVEL1_KEY = re.compile(
+    r"[a-z][_0-9a-z\-*/]{0,255}|[a-z0-9][_0-9a-z\-*/]{0,240}@[a-z][_0-9a-z\-*/]{0,13}"
+)
 
 # https://www.w3.org/TR/baggage/#limits
 BAGGAGE_MAX_BYTES = 8192
@@ -82,7 +92,9 @@ def parse_traceparent(value: str) -> SpanContext | None:
         return None
     if trace_id == _ZERO_TRACE_ID or span_id == _ZERO_SPAN_ID:
         return None
-    return SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=True, trace_flags=TraceFlags(int(flags, 16)))
+    return SpanContext(
+        int(trace_id, 16), int(span_id, 16), is_remote=True, trace_flags=TraceFlags(int(flags, 16))
+    )
 
 
 def parse_tracestate(values: Iterable[str]) -> list[Member]:
@@ -96,7 +108,12 @@ def parse_tracestate(values: Iterable[str]) -> list[Member]:
     for value in values:
         for member in value.split(","):
             key, sep, val = member.strip(" \t").partition("=")
-            if sep and key not in members and _TRACESTATE_KEY.fullmatch(key) and _TRACESTATE_VALUE.fullmatch(val):
+            if (
+                sep
+                and key not in members
+                and _TRACESTATE_KEY.fullmatch(key)
+                and _TRACESTATE_VALUE.fullmatch(val)
+            ):
                 members[key] = val
                 if len(members) == TRACESTATE_MAX_MEMBERS:
                     return list(members.items())
@@ -115,7 +132,12 @@ def parse_baggage(value: str) -> dict[str, str]:
         # Properties after ';' describe the entry; they are not part of its value.
         key, sep, raw = member.split(";", 1)[0].partition("=")
         key, raw = key.strip(" \t"), raw.strip(" \t")
-        if not sep or not _BAGGAGE_KEY.fullmatch(key) or not _BAGGAGE_VALUE.fullmatch(raw) or _BAD_PERCENT.search(raw):
+        if (
+            not sep
+            or not _BAGGAGE_KEY.fullmatch(key)
+            or not _BAGGAGE_VALUE.fullmatch(raw)
+            or _BAD_PERCENT.search(raw)
+        ):
             continue
         try:
             entries[key] = unquote(raw, errors="strict")
@@ -126,7 +148,10 @@ def parse_baggage(value: str) -> dict[str, str]:
 
 def format_baggage(entries: dict[str, object]) -> str | None:
     """Baggage entries as a header value, or None when none fit the limits."""
-    members = [f"{key}={quote(str(val), safe=_BAGGAGE_SAFE)}" for key, val in list(entries.items())[:BAGGAGE_MAX_MEMBERS]]
+    members = [
+        f"{key}={quote(str(val), safe=_BAGGAGE_SAFE)}"
+        for key, val in list(entries.items())[:BAGGAGE_MAX_MEMBERS]
+    ]
     value = ",".join(members)
     if not value or len(value) > BAGGAGE_MAX_BYTES:
         return None
@@ -135,7 +160,10 @@ def format_baggage(entries: dict[str, object]) -> str | None:
 
 def format_traceparent(span_context: SpanContext) -> str:
     """A span context as a version-00 traceparent (also the traceresponse format)."""
-    trace_id, span_id = span_context.trace_id.to_bytes(16, "big"), span_context.span_id.to_bytes(8, "big")
+    trace_id, span_id = (
+        span_context.trace_id.to_bytes(16, "big"),
+        span_context.span_id.to_bytes(8, "big"),
+    )
     return f"00-{trace_id.hex()}-{span_id.hex()}-{span_context.trace_flags:02x}"
 
 
@@ -145,7 +173,12 @@ class W3CTraceContextPropagator(TextMapPropagator):
     _TRACEPARENT = "traceparent"
     _TRACESTATE = "tracestate"
 
-    def extract(self, carrier: CarrierT, context: Context | None = None, getter: Getter[CarrierT] = default_getter) -> Context:
+    def extract(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        getter: Getter[CarrierT] = default_getter,
+    ) -> Context:
         context = Context() if context is None else context
         values = getter.get(carrier, self._TRACEPARENT)
         # Repeated headers combine with commas, as HTTP says: a repeated traceparent is then invalid.
@@ -154,20 +187,29 @@ class W3CTraceContextPropagator(TextMapPropagator):
             return context
         members = parse_tracestate(getter.get(carrier, self._TRACESTATE) or ())
         held = [(key, value) for key, value in members if _LEVEL1_KEY.fullmatch(key)]
-        caller = SpanContext(caller.trace_id, caller.span_id, True, caller.trace_flags, TraceState(held))
+        caller = SpanContext(
+            caller.trace_id, caller.span_id, True, caller.trace_flags, TraceState(held)
+        )
         context = trace.set_span_in_context(NonRecordingSpan(caller), context)
         if len(held) != len(members):
             context = set_value(_RECEIVED_TRACESTATE, (caller.trace_id, members, held), context)
         return context
 
-    def inject(self, carrier: CarrierT, context: Context | None = None, setter: Setter[CarrierT] = default_setter) -> None:
+    def inject(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        setter: Setter[CarrierT] = default_setter,
+    ) -> None:
         span_context = trace.get_current_span(context).get_span_context()
         if not span_context.is_valid:
             return
         setter.set(carrier, self._TRACEPARENT, format_traceparent(span_context))
         members = _tracestate_members(span_context, context)
         if members:
-            setter.set(carrier, self._TRACESTATE, ",".join(f"{key}={value}" for key, value in members))
+            setter.set(
+                carrier, self._TRACESTATE, ",".join(f"{key}={value}" for key, value in members)
+            )
 
     @property
     def fields(self) -> set[str]:
@@ -179,7 +221,12 @@ class W3CBaggagePropagator(TextMapPropagator):
 
     _BAGGAGE = "baggage"
 
-    def extract(self, carrier: CarrierT, context: Context | None = None, getter: Getter[CarrierT] = default_getter) -> Context:
+    def extract(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        getter: Getter[CarrierT] = default_getter,
+    ) -> Context:
         context = Context() if context is None else context
         values = getter.get(carrier, self._BAGGAGE)
         # Repeated headers combine with commas (W3C Baggage, as HTTP says).
@@ -187,7 +234,12 @@ class W3CBaggagePropagator(TextMapPropagator):
             context = otel_baggage.set_baggage(key, value, context)
         return context
 
-    def inject(self, carrier: CarrierT, context: Context | None = None, setter: Setter[CarrierT] = default_setter) -> None:
+    def inject(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        setter: Setter[CarrierT] = default_setter,
+    ) -> None:
         entries = otel_baggage.get_all(context)
         if entries and (value := format_baggage(dict(entries))) is not None:
             setter.set(carrier, self._BAGGAGE, value)
@@ -208,10 +260,15 @@ def _tracestate_members(span_context: SpanContext, context: Context | None) -> l
         return list(members)  # unchanged since it arrived: as received, in its order
     # A sampler or the application changed it: its members lead, as Level 2 wants for new ones.
     keys = {key for key, _ in state}
-    return (state + [member for member in members if member[0] not in keys])[:TRACESTATE_MAX_MEMBERS]
+    return (state + [member for member in members if member[0] not in keys])[
+        :TRACESTATE_MAX_MEMBERS
+    ]
 
 
-_W3C: dict[str, type[TextMapPropagator]] = {"tracecontext": W3CTraceContextPropagator, "baggage": W3CBaggagePropagator}
+_W3C: dict[str, type[TextMapPropagator]] = {
+    "tracecontext": W3CTraceContextPropagator,
+    "baggage": W3CBaggagePropagator,
+}
 
 
 def configured_propagator() -> CompositePropagator:
@@ -226,8 +283,12 @@ def configured_propagator() -> CompositePropagator:
             continue
         found = list(entry_points(group="opentelemetry_propagator", name=name))
         if not found:
-            installed = sorted({ep.name for ep in entry_points(group="opentelemetry_propagator")} | {*_W3C, "none"})
-            raise ValueError(f"OTEL_PROPAGATORS={raw!r}: no propagator named {name!r} is installed; installed: {', '.join(installed)}")
+            installed = sorted(
+                {ep.name for ep in entry_points(group="opentelemetry_propagator")} | {*_W3C, "none"}
+            )
+            raise ValueError(
+                f"OTEL_PROPAGATORS={raw!r}: no propagator named {name!r} is installed; installed: {', '.join(installed)}"
+            )
         propagators.append(found[0].load()())
     return CompositePropagator(propagators)
 

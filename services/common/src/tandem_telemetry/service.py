@@ -43,7 +43,13 @@ def int_param(request: Request, name: str, *, default: int, low: int, high: int)
         return default
     value = int(raw) if _INT.fullmatch(raw) else None
     if value is None or not low <= value <= high:
-        raise BadRequest(422, "invalid_parameter", f"{name} must be an integer from {low} to {high}", parameter=name, value=raw)
+        raise BadRequest(
+            422,
+            "invalid_parameter",
+            f"{name} must be an integer from {low} to {high}",
+            parameter=name,
+            value=raw,
+        )
     return value
 
 
@@ -59,7 +65,10 @@ async def readyz(request: Request) -> JSONResponse:
     return json_error(503, "not_ready", "the service is still starting or is shutting down")
 
 
-HEALTH_ROUTES = [Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])]
+HEALTH_ROUTES = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+]
 EXCEPTION_HANDLERS = {BadRequest: bad_request_handler}
 
 
@@ -83,7 +92,9 @@ class RequestGuard:
         if scope["type"] == "http":
             hosts = [value for name, value in scope["headers"] if name == b"host"]
             if len(hosts) > 1 or (hosts and not _valid_host(hosts[0])):
-                response = json_error(400, "invalid_host", "send exactly one Host header of the form host[:port]")
+                response = json_error(
+                    400, "invalid_host", "send exactly one Host header of the form host[:port]"
+                )
                 await response(scope, receive, send)
                 return
             if not scope["path"].startswith("/"):

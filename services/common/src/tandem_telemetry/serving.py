@@ -107,7 +107,12 @@ async def _serve(config: Config, sockets: Sockets | None) -> None:
         # Whatever is left gets the rest of the budget once the listeners close.
         config.graceful_timeout = max(0.5, deadline - time.monotonic())
 
-    await worker_serve(wrap_app(in_flight, config.wsgi_max_body_size, "asgi"), config, sockets=sockets, shutdown_trigger=drain)
+    await worker_serve(
+        wrap_app(in_flight, config.wsgi_max_body_size, "asgi"),
+        config,
+        sockets=sockets,
+        shutdown_trigger=drain,
+    )
 
 
 def _serve_in_process(config: Config, sockets: Sockets | None = None) -> None:
@@ -132,7 +137,10 @@ def serve(application_path: str, default_port: int) -> int:
         return 0
     sockets = config.create_sockets()
     context = multiprocessing.get_context("spawn")
-    children = [context.Process(target=_serve_in_process, args=(config, sockets)) for _ in range(config.workers)]
+    children = [
+        context.Process(target=_serve_in_process, args=(config, sockets))
+        for _ in range(config.workers)
+    ]
     for child in children:
         child.start()
 

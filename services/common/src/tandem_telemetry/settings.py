@@ -104,7 +104,9 @@ class TelemetrySettings:
 
     disabled: bool = False
     untrusted_context: bool = False
-    untraced_paths: frozenset[str] = field(default_factory=lambda: frozenset(DEFAULT_UNTRACED_PATHS))
+    untraced_paths: frozenset[str] = field(
+        default_factory=lambda: frozenset(DEFAULT_UNTRACED_PATHS)
+    )
     trusted_path_prefixes: tuple[str, ...] = DEFAULT_TRUSTED_PATH_PREFIXES
     shutdown_timeout: float = 3.0
     log_level: str = "INFO"

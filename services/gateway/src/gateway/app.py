@@ -18,7 +18,14 @@ from starlette.routing import Route
 from gateway import __version__
 from gateway.settings import SERVICE_NAME, Settings
 from tandem_telemetry import Timeouts, create_client, instrument
-from tandem_telemetry.service import EXCEPTION_HANDLERS, HEALTH_ROUTES, BadRequest, RequestGuard, int_param, json_error
+from tandem_telemetry.service import (
+    EXCEPTION_HANDLERS,
+    HEALTH_ROUTES,
+    BadRequest,
+    RequestGuard,
+    int_param,
+    json_error,
+)
 
 logger = logging.getLogger("gateway")
 
@@ -33,11 +40,15 @@ async def work(request: Request) -> JSONResponse:
     delay_ms = int_param(request, "delay_ms", default=0, low=0, high=MAX_DELAY_MS)
     fail = request.query_params.get("fail")
     if fail is not None and fail not in FAILURE_MODES:
-        raise BadRequest(422, "invalid_parameter", "fail must be 'worker'", parameter="fail", value=fail)
+        raise BadRequest(
+            422, "invalid_parameter", "fail must be 'worker'", parameter="fail", value=fail
+        )
 
     client: httpx.AsyncClient = request.app.state.worker
     payloads = [{"task": i, "delay_ms": delay_ms, "fail": fail == "worker"} for i in range(tasks)]
-    outcomes = await asyncio.gather(*(client.post("/tasks", json=p) for p in payloads), return_exceptions=True)
+    outcomes = await asyncio.gather(
+        *(client.post("/tasks", json=p) for p in payloads), return_exceptions=True
+    )
     trace_id = f"{trace.get_current_span().get_span_context().trace_id:032x}"
     failure = _worst_failure(outcomes, trace_id)
     if failure is not None:
@@ -45,27 +56,43 @@ async def work(request: Request) -> JSONResponse:
     return JSONResponse({"trace_id": trace_id, "results": [o.json() for o in outcomes]})  # type: ignore[union-attr]
 
 
-def _worst_failure(outcomes: list[httpx.Response | BaseException], trace_id: str) -> JSONResponse | None:
+def _worst_failure(
+    outcomes: list[httpx.Response | BaseException], trace_id: str
+) -> JSONResponse | None:
     """Map the fan-out's failures to one answer: a timeout (504) over unreachable (503) over a bad reply (502)."""
     statuses = []
     for outcome in outcomes:
         if isinstance(outcome, httpx.TimeoutException):  # TotalTimeout included
-            statuses.append((504, "worker_timeout", "the worker did not answer within the gateway's timeout"))
+            statuses.append(
+                (504, "worker_timeout", "the worker did not answer within the gateway's timeout")
+            )
         elif isinstance(outcome, httpx.TransportError):
-            statuses.append((503, "worker_unavailable", f"the worker could not be reached: {outcome}"))
+            statuses.append(
+                (503, "worker_unavailable", f"the worker could not be reached: {outcome}")
+            )
         elif isinstance(outcome, BaseException):
             # Not a transport failure: a bug or a misconfiguration (say, a bad
             # WORKER_URL). Logged with its traceback; the caller still gets JSON.
             logger.error("worker call failed unexpectedly", exc_info=outcome)
-            statuses.append((502, "worker_call_failed", f"the call to the worker failed: {type(outcome).__name__}"))
+            statuses.append(
+                (
+                    502,
+                    "worker_call_failed",
+                    f"the call to the worker failed: {type(outcome).__name__}",
+                )
+            )
         elif outcome.status_code >= 500:
             statuses.append((502, "worker_error", f"the worker answered {outcome.status_code}"))
         elif outcome.status_code >= 400:
-            statuses.append((502, "worker_rejected", f"the worker refused the task with {outcome.status_code}"))
+            statuses.append(
+                (502, "worker_rejected", f"the worker refused the task with {outcome.status_code}")
+            )
     if not statuses:
         return None
     status, error, detail = max(statuses)
-    return json_error(status, error, detail, trace_id=trace_id, failed_tasks=len(statuses), tasks=len(outcomes))
+    return json_error(
+        status, error, detail, trace_id=trace_id, failed_tasks=len(statuses), tasks=len(outcomes)
+    )
 
 
 async def quota(request: Request) -> JSONResponse:
@@ -83,7 +110,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        timeouts = Timeouts(connect=1.0, read=settings.worker_timeout, total=settings.worker_timeout)
+        timeouts = Timeouts(
+            connect=1.0, read=settings.worker_timeout, total=settings.worker_timeout
+        )
         async with create_client(settings.worker_url, timeouts=timeouts) as worker:
             app.state.worker = worker
             app.state.quota_counter = itertools.count(1)

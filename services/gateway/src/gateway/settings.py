@@ -30,4 +30,7 @@ class Settings:
             raise ValueError(f"WORKER_TIMEOUT={raw_timeout!r} is not a number of seconds") from None
         if timeout <= 0:
             raise ValueError(f"WORKER_TIMEOUT={raw_timeout!r} must be greater than 0")
-        return cls(worker_url=os.environ.get("WORKER_URL", DEFAULT_WORKER_URL).rstrip("/"), worker_timeout=timeout)
+        return cls(
+            worker_url=os.environ.get("WORKER_URL", DEFAULT_WORKER_URL).rstrip("/"),
+            worker_timeout=timeout,
+        )

@@ -13,15 +13,39 @@ from tandem_tracecheck.tempo import TempoClient
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--gateway-url", default=os.environ.get("GATEWAY_URL"), help="e.g. http://tandem-gateway:8080 (env GATEWAY_URL)")
-    parser.add_argument("--tempo-url", default=os.environ.get("TEMPO_URL"), help="e.g. http://tandem-tempo:3200 (env TEMPO_URL)")
-    parser.add_argument("--metrics-url", default=os.environ.get("METRICS_URL"), help="the collector's Prometheus endpoint (env METRICS_URL)")
-    parser.add_argument("--trace-timeout", type=float, default=60.0, help="seconds to wait for a trace to arrive in Tempo")
+    parser.add_argument(
+        "--gateway-url",
+        default=os.environ.get("GATEWAY_URL"),
+        help="e.g. http://tandem-gateway:8080 (env GATEWAY_URL)",
+    )
+    parser.add_argument(
+        "--tempo-url",
+        default=os.environ.get("TEMPO_URL"),
+        help="e.g. http://tandem-tempo:3200 (env TEMPO_URL)",
+    )
+    parser.add_argument(
+        "--metrics-url",
+        default=os.environ.get("METRICS_URL"),
+        help="the collector's Prometheus endpoint (env METRICS_URL)",
+    )
+    parser.add_argument(
+        "--trace-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for a trace to arrive in Tempo",
+    )
     args = parser.parse_args(argv)
-    missing = [name for name in ("gateway_url", "tempo_url", "metrics_url") if not getattr(args, name)]
+    missing = [
+        name for name in ("gateway_url", "tempo_url", "metrics_url") if not getattr(args, name)
+    ]
     if missing:
         parser.error("missing " + ", ".join("--" + m.replace("_", "-") for m in missing))
-    target = Target(args.gateway_url.rstrip("/"), args.tempo_url.rstrip("/"), args.metrics_url, args.trace_timeout)
+    target = Target(
+        args.gateway_url.rstrip("/"),
+        args.tempo_url.rstrip("/"),
+        args.metrics_url,
+        args.trace_timeout,
+    )
 
     with TempoClient(target.tempo_url) as tempo:
         deadline = time.monotonic() + args.trace_timeout

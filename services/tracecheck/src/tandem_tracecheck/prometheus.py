@@ -6,7 +6,7 @@ import re
 
 import httpx
 
-_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)')
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
@@ -31,4 +31,8 @@ def scrape(url: str, *, timeout: float = 10.0) -> list[tuple[str, dict[str, str]
 
 def total(samples: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
     """Sum of the samples of `name` whose labels include `labels`."""
-    return sum(value for metric, have, value in samples if metric == name and all(have.get(k) == v for k, v in labels.items()))
+    return sum(
+        value
+        for metric, have, value in samples
+        if metric == name and all(have.get(k) == v for k, v in labels.items())
+    )

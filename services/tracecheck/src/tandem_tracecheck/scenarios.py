@@ -50,10 +50,21 @@ def _fetch(target: Target, trace_id: str, expected: Expect) -> list[Span]:
 def linked_tree(target: Target, tasks: int) -> str:
     """A caller's traceparent yields one trace of exactly 1 + 6N linked spans under the caller's span."""
     traceparent, trace_id, span_id = new_traceparent()
-    response = httpx.get(f"{target.gateway_url}/api/work", params={"tasks": tasks}, headers={"traceparent": traceparent}, timeout=30)
-    problems = [] if response.status_code == 200 else [f"GET /api/work answered {response.status_code}: {response.text}"]
+    response = httpx.get(
+        f"{target.gateway_url}/api/work",
+        params={"tasks": tasks},
+        headers={"traceparent": traceparent},
+        timeout=30,
+    )
+    problems = (
+        []
+        if response.status_code == 200
+        else [f"GET /api/work answered {response.status_code}: {response.text}"]
+    )
     if response.status_code == 200 and response.json().get("trace_id") != trace_id:
-        problems.append(f"the body names trace {response.json().get('trace_id')}, not the caller's {trace_id}")
+        problems.append(
+            f"the body names trace {response.json().get('trace_id')}, not the caller's {trace_id}"
+        )
     expected = work_trace(tasks)
     spans = _fetch(target, trace_id, expected)
     problems += match_tree(spans, expected, root_parent=span_id)
@@ -64,12 +75,18 @@ def linked_tree(target: Target, tasks: int) -> str:
 def new_trace_without_traceparent(target: Target) -> str:
     """Without a traceparent the gateway starts a trace; body and traceresponse both name it."""
     response = httpx.get(f"{target.gateway_url}/api/work", params={"tasks": 1}, timeout=30)
-    problems = [] if response.status_code == 200 else [f"GET /api/work answered {response.status_code}: {response.text}"]
+    problems = (
+        []
+        if response.status_code == 200
+        else [f"GET /api/work answered {response.status_code}: {response.text}"]
+    )
     trace_id = response.json().get("trace_id", "") if response.status_code == 200 else ""
     traceresponse = response.headers.get("traceresponse", "")
     parts = traceresponse.split("-")
     if len(parts) != 4 or parts[1] != trace_id:
-        problems.append(f"traceresponse {traceresponse!r} does not name the body's trace {trace_id!r}")
+        problems.append(
+            f"traceresponse {traceresponse!r} does not name the body's trace {trace_id!r}"
+        )
     if trace_id:
         expected = work_trace(1, caller=False)
         problems += match_tree(_fetch(target, trace_id, expected), expected, root_parent=None)
@@ -80,13 +97,40 @@ def new_trace_without_traceparent(target: Target) -> str:
 def worker_failure_is_an_error_chain(target: Target) -> str:
     """fail=worker gives 502, and the worker server, gateway client and gateway server spans are ERROR."""
     traceparent, trace_id, span_id = new_traceparent()
-    response = httpx.get(f"{target.gateway_url}/api/work", params={"tasks": 1, "fail": "worker"}, headers={"traceparent": traceparent}, timeout=30)
+    response = httpx.get(
+        f"{target.gateway_url}/api/work",
+        params={"tasks": 1, "fail": "worker"},
+        headers={"traceparent": traceparent},
+        timeout=30,
+    )
     problems = []
     if response.status_code != 502 or response.json().get("error") != "worker_error":
         problems.append(f"expected 502 worker_error, got {response.status_code}: {response.text}")
-    task = Expect("worker", "SERVER", "POST /tasks", {"http.response.status_code": 500, "error.type": "500"}, status="ERROR", remote_parent=True)
-    call = Expect("gateway", "CLIENT", "POST", {"http.response.status_code": 500, "error.type": "500"}, status="ERROR", children=(task,))
-    expected = Expect("gateway", "SERVER", "GET /api/work", {"http.response.status_code": 502, "error.type": "502"}, status="ERROR", remote_parent=True, children=(call,))
+    task = Expect(
+        "worker",
+        "SERVER",
+        "POST /tasks",
+        {"http.response.status_code": 500, "error.type": "500"},
+        status="ERROR",
+        remote_parent=True,
+    )
+    call = Expect(
+        "gateway",
+        "CLIENT",
+        "POST",
+        {"http.response.status_code": 500, "error.type": "500"},
+        status="ERROR",
+        children=(task,),
+    )
+    expected = Expect(
+        "gateway",
+        "SERVER",
+        "GET /api/work",
+        {"http.response.status_code": 502, "error.type": "502"},
+        status="ERROR",
+        remote_parent=True,
+        children=(call,),
+    )
     problems += match_tree(_fetch(target, trace_id, expected), expected, root_parent=span_id)
     _fail_if(problems, f"failing trace {trace_id}")
     return trace_id
@@ -95,9 +139,18 @@ def worker_failure_is_an_error_chain(target: Target) -> str:
 def baggage_reaches_the_worker(target: Target) -> None:
     """Baggage set by the caller arrives at the worker, which echoes what it received."""
     traceparent, _, _ = new_traceparent()
-    headers = {"traceparent": traceparent, "baggage": "tenant=acme,request.origin=tracecheck%20suite"}
-    response = httpx.get(f"{target.gateway_url}/api/work", params={"tasks": 2}, headers=headers, timeout=30)
-    problems = [] if response.status_code == 200 else [f"GET /api/work answered {response.status_code}: {response.text}"]
+    headers = {
+        "traceparent": traceparent,
+        "baggage": "tenant=acme,request.origin=tracecheck%20suite",
+    }
+    response = httpx.get(
+        f"{target.gateway_url}/api/work", params={"tasks": 2}, headers=headers, timeout=30
+    )
+    problems = (
+        []
+        if response.status_code == 200
+        else [f"GET /api/work answered {response.status_code}: {response.text}"]
+    )
     for result in response.json().get("results", []) if response.status_code == 200 else []:
         seen = result.get("baggage", {})
         if seen.get("tenant") != "acme" or seen.get("request.origin") != "tracecheck suite":
@@ -115,11 +168,17 @@ def request_duration_metrics(target: Target, timeout: float = 30.0) -> None:
         missing = {
             (service, route)
             for service, route in wanted
-            if prometheus.total(samples, REQUEST_DURATION, job=f"tandem/{service}", http_route=route) <= 0
+            if prometheus.total(
+                samples, REQUEST_DURATION, job=f"tandem/{service}", http_route=route
+            )
+            <= 0
         }
         if missing:
             time.sleep(0.5)
-    _fail_if([f"no {REQUEST_DURATION} for job=tandem/{s} http_route={r}" for s, r in sorted(missing)], "metrics")
+    _fail_if(
+        [f"no {REQUEST_DURATION} for job=tandem/{s} http_route={r}" for s, r in sorted(missing)],
+        "metrics",
+    )
 
 
 ALL = (

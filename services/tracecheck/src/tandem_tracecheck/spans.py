@@ -88,13 +88,17 @@ def parse_trace(body: dict[str, Any]) -> list[Span]:
                         name=raw.get("name", ""),
                         kind=_enum(raw.get("kind"), _KINDS, "SPAN_KIND_"),
                         service=str(resource.get("service.name", "")),
-                        status=_enum((raw.get("status") or {}).get("code"), _STATUS, "STATUS_CODE_"),
+                        status=_enum(
+                            (raw.get("status") or {}).get("code"), _STATUS, "STATUS_CODE_"
+                        ),
                         start_ns=int(raw.get("startTimeUnixNano", 0)),
                         end_ns=int(raw.get("endTimeUnixNano", 0)),
                         attributes=attributes(raw.get("attributes")),
                         resource=resource,
                         events=tuple(event.get("name", "") for event in raw.get("events", [])),
-                        parent_is_remote=bool(flags & _IS_REMOTE) if flags & _HAS_IS_REMOTE else None,
+                        parent_is_remote=bool(flags & _IS_REMOTE)
+                        if flags & _HAS_IS_REMOTE
+                        else None,
                     )
                 )
     return spans

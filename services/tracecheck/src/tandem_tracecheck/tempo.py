@@ -38,7 +38,9 @@ class TempoClient:
         response.raise_for_status()
         return parse_trace(response.json())
 
-    def wait_for_trace(self, trace_id: str, *, spans: int, timeout: float = 30.0, settle: float = 1.0) -> list[Span]:
+    def wait_for_trace(
+        self, trace_id: str, *, spans: int, timeout: float = 30.0, settle: float = 1.0
+    ) -> list[Span]:
         """Poll until the trace has at least `spans` spans and no more arrive for `settle` seconds.
 
         Waiting past the expected count catches extra spans; returning what
@@ -51,7 +53,11 @@ class TempoClient:
             current = self.trace(trace_id) or []
             if len(current) != len(found):
                 found, stable_since = current, time.monotonic()
-            elif len(found) >= spans and stable_since is not None and time.monotonic() - stable_since >= settle:
+            elif (
+                len(found) >= spans
+                and stable_since is not None
+                and time.monotonic() - stable_since >= settle
+            ):
                 return found
             time.sleep(0.2)
         return found

@@ -33,7 +33,13 @@ def work_trace(tasks: int, *, caller: bool = True) -> Expect:
 
     With `caller`, the request carried a traceparent, so the root's parent is remote.
     """
-    quota = Expect("gateway", "SERVER", "GET /internal/quota", {"http.route": "/internal/quota", "http.response.status_code": 200}, remote_parent=True)
+    quota = Expect(
+        "gateway",
+        "SERVER",
+        "GET /internal/quota",
+        {"http.route": "/internal/quota", "http.response.status_code": 200},
+        remote_parent=True,
+    )
     task = Expect(
         "worker",
         "SERVER",
@@ -42,16 +48,33 @@ def work_trace(tasks: int, *, caller: bool = True) -> Expect:
         remote_parent=True,
         children=(
             Expect("worker", "INTERNAL", "compute"),
-            Expect("worker", "CLIENT", "GET", {"http.request.method": "GET", "http.response.status_code": 200}, children=(quota,)),
+            Expect(
+                "worker",
+                "CLIENT",
+                "GET",
+                {"http.request.method": "GET", "http.response.status_code": 200},
+                children=(quota,),
+            ),
             Expect("worker", "INTERNAL", "publish result"),
         ),
     )
-    call = Expect("gateway", "CLIENT", "POST", {"http.request.method": "POST", "http.response.status_code": 200}, children=(task,))
+    call = Expect(
+        "gateway",
+        "CLIENT",
+        "POST",
+        {"http.request.method": "POST", "http.response.status_code": 200},
+        children=(task,),
+    )
     return Expect(
         "gateway",
         "SERVER",
         "GET /api/work",
-        {"http.route": "/api/work", "http.request.method": "GET", "http.response.status_code": 200, "url.path": "/api/work"},
+        {
+            "http.route": "/api/work",
+            "http.request.method": "GET",
+            "http.response.status_code": 200,
+            "url.path": "/api/work",
+        },
         remote_parent=caller,
         children=(call,) * tasks,
     )
@@ -65,7 +88,9 @@ def match_tree(spans: list[Span], expected: Expect, *, root_parent: str | None =
     """
     problems: list[str] = []
     if len({span.trace_id for span in spans}) > 1:
-        problems.append(f"spans of several traces were mixed: {sorted({s.trace_id for s in spans})}")
+        problems.append(
+            f"spans of several traces were mixed: {sorted({s.trace_id for s in spans})}"
+        )
     ids = {span.span_id for span in spans}
     children: dict[str, list[Span]] = defaultdict(list)
     for span in spans:
@@ -73,7 +98,9 @@ def match_tree(spans: list[Span], expected: Expect, *, root_parent: str | None =
             children[span.parent_span_id].append(span)
     roots = [s for s in spans if s.parent_span_id not in ids and s.parent_span_id == root_parent]
     if len(roots) != 1:
-        problems.append(f"expected one root span with parent {root_parent}, found {len(roots)}: {[str(r) for r in roots]}")
+        problems.append(
+            f"expected one root span with parent {root_parent}, found {len(roots)}: {[str(r) for r in roots]}"
+        )
         return problems + [f"trace as received:\n{render(spans)}"]
     matched: set[str] = set()
     _match(roots[0], expected, children, problems, matched, path="")
@@ -87,7 +114,9 @@ def match_tree(spans: list[Span], expected: Expect, *, root_parent: str | None =
     return problems
 
 
-def _match(span: Span, expected: Expect, children: dict, problems: list[str], matched: set[str], path: str) -> None:
+def _match(
+    span: Span, expected: Expect, children: dict, problems: list[str], matched: set[str], path: str
+) -> None:
     here = f"{path}/{expected}"
     matched.add(span.span_id)
     if (span.service, span.kind, span.name) != (expected.service, expected.kind, expected.name):
@@ -95,16 +124,27 @@ def _match(span: Span, expected: Expect, children: dict, problems: list[str], ma
         return
     for key, value in expected.attributes.items():
         if span.attributes.get(key) != value:
-            problems.append(f"{here}: attribute {key}={span.attributes.get(key)!r}, expected {value!r}")
+            problems.append(
+                f"{here}: attribute {key}={span.attributes.get(key)!r}, expected {value!r}"
+            )
     if expected.status is not None and span.status != expected.status:
         problems.append(f"{here}: status {span.status}, expected {expected.status}")
     if expected.remote_parent and span.parent_is_remote is False:
         problems.append(f"{here}: its parent is in another process but is not marked remote")
     if span.resource.get("service.namespace") != "tandem":
-        problems.append(f"{here}: resource service.namespace={span.resource.get('service.namespace')!r}, expected 'tandem'")
+        problems.append(
+            f"{here}: resource service.namespace={span.resource.get('service.namespace')!r}, expected 'tandem'"
+        )
     pool = sorted(children.get(span.span_id, []), key=lambda s: s.start_ns)
     for want in expected.children:
-        candidate = next((s for s in pool if (s.service, s.kind, s.name) == (want.service, want.kind, want.name)), None)
+        candidate = next(
+            (
+                s
+                for s in pool
+                if (s.service, s.kind, s.name) == (want.service, want.kind, want.name)
+            ),
+            None,
+        )
         if candidate is None:
             problems.append(f"{here}: missing child {want}")
             continue

@@ -19,7 +19,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tandem_telemetry import Timeouts, create_client, get_tracer, instrument
-from tandem_telemetry.service import EXCEPTION_HANDLERS, HEALTH_ROUTES, BadRequest, RequestGuard, json_error
+from tandem_telemetry.service import (
+    EXCEPTION_HANDLERS,
+    HEALTH_ROUTES,
+    BadRequest,
+    RequestGuard,
+    json_error,
+)
 from worker import __version__
 from worker.settings import SERVICE_NAME, Settings
 
@@ -37,7 +43,12 @@ async def read_task(request: Request) -> tuple[int, int, bool]:
     """Validate a task request body; BadRequest names what is wrong."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
-        raise BadRequest(415, "unsupported_media_type", "send the task as application/json", content_type=content_type or None)
+        raise BadRequest(
+            415,
+            "unsupported_media_type",
+            "send the task as application/json",
+            content_type=content_type or None,
+        )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise BadRequest(413, "body_too_large", f"the body may be at most {MAX_BODY_BYTES} bytes")
@@ -45,7 +56,9 @@ async def read_task(request: Request) -> tuple[int, int, bool]:
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY_BYTES:
-            raise BadRequest(413, "body_too_large", f"the body may be at most {MAX_BODY_BYTES} bytes")
+            raise BadRequest(
+                413, "body_too_large", f"the body may be at most {MAX_BODY_BYTES} bytes"
+            )
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -57,15 +70,24 @@ async def read_task(request: Request) -> tuple[int, int, bool]:
         raise BadRequest(422, "invalid_json", "the body must be a JSON object")
     unknown = sorted(set(data) - TASK_FIELDS)
     if unknown:
-        raise BadRequest(422, "invalid_field", f"unknown fields: {', '.join(unknown)}", fields=unknown)
+        raise BadRequest(
+            422, "invalid_field", f"unknown fields: {', '.join(unknown)}", fields=unknown
+        )
     task, delay_ms, fail = data.get("task"), data.get("delay_ms", 0), data.get("fail", False)
     # bool is an int in Python, but not in JSON.
     if type(task) is not int or not 0 <= task <= MAX_TASK:
-        raise BadRequest(422, "invalid_field", f"task must be an integer from 0 to {MAX_TASK}", field="task")
+        raise BadRequest(
+            422, "invalid_field", f"task must be an integer from 0 to {MAX_TASK}", field="task"
+        )
     if delay_ms is None:
         delay_ms = 0
     if type(delay_ms) is not int or not 0 <= delay_ms <= MAX_DELAY_MS:
-        raise BadRequest(422, "invalid_field", f"delay_ms must be an integer from 0 to {MAX_DELAY_MS}", field="delay_ms")
+        raise BadRequest(
+            422,
+            "invalid_field",
+            f"delay_ms must be an integer from 0 to {MAX_DELAY_MS}",
+            field="delay_ms",
+        )
     if type(fail) is not bool:
         raise BadRequest(422, "invalid_field", "fail must be true or false", field="fail")
     return task, delay_ms, fail
@@ -81,7 +103,9 @@ def compute(task: int) -> str:
 
 async def publish_result(task: int, digest: str) -> None:
     """Publish a finished task (here: a log line joined to the trace), after the response is sent."""
-    with get_tracer().start_as_current_span("publish result", kind=SpanKind.INTERNAL, attributes={"tandem.task": task}):
+    with get_tracer().start_as_current_span(
+        "publish result", kind=SpanKind.INTERNAL, attributes={"tandem.task": task}
+    ):
         logger.info("published result", extra={"task": task, "digest": digest})
 
 
@@ -89,8 +113,12 @@ async def tasks(request: Request) -> JSONResponse:
     """Run one task: compute, wait `delay_ms`, check quota with the gateway, answer, then publish."""
     task, delay_ms, fail = await read_task(request)
     if fail:
-        return json_error(500, "task_failed", "the task failed because the request asked it to", task=task)
-    with get_tracer().start_as_current_span("compute", kind=SpanKind.INTERNAL, attributes={"tandem.task": task}):
+        return json_error(
+            500, "task_failed", "the task failed because the request asked it to", task=task
+        )
+    with get_tracer().start_as_current_span(
+        "compute", kind=SpanKind.INTERNAL, attributes={"tandem.task": task}
+    ):
         digest = compute(task)
     if delay_ms:
         await asyncio.sleep(delay_ms / 1000)
@@ -98,9 +126,13 @@ async def tasks(request: Request) -> JSONResponse:
     try:
         quota = await gateway.get("/internal/quota", params={"task": task})
     except httpx.TransportError as exc:
-        return json_error(503, "quota_unavailable", f"the gateway's quota check failed: {exc}", task=task)
+        return json_error(
+            503, "quota_unavailable", f"the gateway's quota check failed: {exc}", task=task
+        )
     if quota.status_code != 200:
-        return json_error(502, "quota_error", f"the gateway's quota check answered {quota.status_code}", task=task)
+        return json_error(
+            502, "quota_error", f"the gateway's quota check answered {quota.status_code}", task=task
+        )
     return JSONResponse(
         {"task": task, "digest": digest, "quota": quota.json(), "baggage": dict(baggage.get_all())},
         background=BackgroundTask(publish_result, task, digest),
@@ -113,7 +145,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with create_client(settings.gateway_url, timeouts=Timeouts(connect=1.0, read=2.0, total=3.0)) as gateway:
+        async with create_client(
+            settings.gateway_url, timeouts=Timeouts(connect=1.0, read=2.0, total=3.0)
+        ) as gateway:
             app.state.gateway = gateway
             app.state.ready = True
             try:
