@@ -17,7 +17,6 @@ class Config:
 
     host: str = "127.0.0.1"
     grpc_port: int = 4317
-    http_port: int = 4318
     query_port: int = 3200
     prometheus_port: int = 8889
     max_traces: int = 10_000
@@ -28,6 +27,10 @@ class Config:
     tls_key: str | None = None
     metric_expiration: float = 300.0
     waterfall_width: int = 40
+    # Seconds a trace stays "live" after its last span, as in Tempo's live store
+    # (live_store.max_trace_idle, 5 s); then answers leave out span flags, as Tempo's do
+    # once the trace is flushed to a block.
+    live_seconds: float = 5.0
     # Seconds each OTLP export waits before it is answered: a slow collector, for fault tests.
     response_delay: float = 0.0
 
@@ -79,7 +82,6 @@ def _typed(parse: Callable[[str], Any], name: str) -> Callable[[str], Any]:
 _OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--host", "host", str, "address every server binds"),
     ("--grpc-port", "grpc_port", _port, "OTLP/gRPC receiver port"),
-    ("--http-port", "http_port", _port, "OTLP/HTTP receiver port"),
     ("--query-port", "query_port", _port, "Tempo-shaped query API port"),
     ("--prometheus-port", "prometheus_port", _port, "Prometheus /metrics port"),
     ("--max-traces", "max_traces", _positive_int, "traces kept in memory (oldest evicted)"),
@@ -99,6 +101,13 @@ _OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
         "seconds a metric series is served after its last update (0 = forever)",
     ),
     ("--waterfall-width", "waterfall_width", _positive_int, "width of waterfall bars"),
+    (
+        "--live-seconds",
+        "live_seconds",
+        _non_negative_float,
+        "seconds after its last span that a trace keeps its span flags in answers, as in "
+        "Tempo's live store (0 = answer as Tempo does for a trace already flushed to blocks)",
+    ),
     (
         "--response-delay",
         "response_delay",

@@ -155,7 +155,7 @@ class Stack:
 
 
 def free_collector_ports() -> dict[str, int]:
-    return dict(zip(("grpc", "http", "query", "prometheus"), free_ports(4)))
+    return dict(zip(("grpc", "query", "prometheus"), free_ports(3), strict=True))
 
 
 def main() -> int:
@@ -167,7 +167,6 @@ def main() -> int:
     defaults = Config()
     ports = {
         "grpc": defaults.grpc_port,
-        "http": defaults.http_port,
         "query": defaults.query_port,
         "prometheus": defaults.prometheus_port,
     }
@@ -198,7 +197,8 @@ def main() -> int:
 Tandem is running on loopback:
   gateway    {gateway_url}          (logs: {logdir}/gateway.log)
   worker     {worker_url}          (logs: {logdir}/worker.log)
-  collector  OTLP {collector.grpc_endpoint} (gRPC), Tempo API {collector.tempo_url}, metrics {collector.metrics_url}
+  collector  OTLP {collector.grpc_endpoint} (gRPC), Tempo API {collector.tempo_url},
+             metrics {collector.metrics_url}
 
 Try:
   curl '{gateway_url}/api/work?tasks=3'
@@ -209,8 +209,9 @@ Each finished trace is drawn below as a waterfall. Ctrl-C stops all three.
     while not stopping.wait(0.5):
         exited = [p for p in stack.processes if p.popen.poll() is not None]
         if exited:
+            first = exited[0]
             print(
-                f"make run: {exited[0].name} exited with {exited[0].popen.returncode}; stopping the rest",
+                f"make run: {first.name} exited with {first.popen.returncode}; stopping the rest",
                 file=sys.stderr,
             )
             break

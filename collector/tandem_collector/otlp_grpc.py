@@ -1,4 +1,4 @@
-"""OTLP/gRPC receiver (grpc.aio): TraceService, MetricsService and LogsService Export.
+"""OTLP/gRPC receiver (grpc.aio): TraceService and MetricsService Export.
 
 gzip request compression is negotiated and undone by gRPC itself.
 """
@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
@@ -54,14 +53,6 @@ class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
         return self._receiver.export_metrics(request)
 
 
-class _LogsService(logs_service_pb2_grpc.LogsServiceServicer):
-    def __init__(self, receiver: Receiver) -> None:
-        self._receiver = receiver
-
-    async def Export(self, request, context):
-        return self._receiver.export_logs(request)
-
-
 def create_grpc_server(
     receiver: Receiver,
     host: str,
@@ -87,7 +78,6 @@ def create_grpc_server(
     metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
         _MetricsService(receiver, response_delay), server
     )
-    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_LogsService(receiver), server)
     address = host_port(host, port)
     try:
         if tls is None:

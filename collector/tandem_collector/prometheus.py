@@ -233,7 +233,7 @@ def _series_samples(series: Series, labels: dict[str, str]) -> list[Sample]:
     if series.kind == "summary":
         for quantile, value in series.quantiles:
             samples.append(
-                Sample("", ordered + (("quantile", format_float(quantile)),), format_float(value))
+                Sample("", (*ordered, ("quantile", format_float(quantile))), format_float(value))
             )
     else:
         # Cumulative buckets over the distinct, sorted bounds; the overflow bucket is
@@ -249,9 +249,9 @@ def _series_samples(series: Series, labels: dict[str, str]) -> list[Sample]:
             if bound == math.inf:
                 continue
             samples.append(
-                Sample("_bucket", ordered + (("le", format_float(bound)),), str(cumulative))
+                Sample("_bucket", (*ordered, ("le", format_float(bound))), str(cumulative))
             )
-        samples.append(Sample("_bucket", ordered + (("le", "+Inf"),), str(series.count)))
+        samples.append(Sample("_bucket", (*ordered, ("le", "+Inf")), str(series.count)))
     samples.append(Sample("_sum", ordered, format_float(series.sum)))
     samples.append(Sample("_count", ordered, str(series.count)))
     return samples

@@ -1,13 +1,9 @@
-"""The ingest point both OTLP transports share, plus the collector's self-metrics."""
+"""What the OTLP/gRPC services hand their requests to, plus the collector's self-metrics."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
-    ExportLogsServiceRequest,
-    ExportLogsServiceResponse,
-)
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
@@ -24,11 +20,10 @@ from tandem_collector.store import TraceStore
 
 @dataclass
 class Receiver:
-    """Takes export requests from any transport and answers with OTLP responses."""
+    """Takes export requests and answers with OTLP responses."""
 
     traces: TraceStore
     metrics: MetricsStore
-    log_records_received: int = 0
 
     def export_traces(self, request: ExportTraceServiceRequest) -> ExportTraceServiceResponse:
         result = self.traces.add(request.resource_spans)
@@ -50,13 +45,6 @@ class Receiver:
                 "or out of order)"
             )
         return response
-
-    def export_logs(self, request: ExportLogsServiceRequest) -> ExportLogsServiceResponse:
-        # Logs are accepted and counted only, so SDKs configured to send them stay quiet.
-        for resource_logs in request.resource_logs:
-            for scope_logs in resource_logs.scope_logs:
-                self.log_records_received += len(scope_logs.log_records)
-        return ExportLogsServiceResponse()
 
     def self_metrics(self) -> list[Family]:
         """``tandem_collector_*`` families for the /metrics pages."""
@@ -107,12 +95,6 @@ class Receiver:
                 COUNTER,
                 "Metric data points that could not be exposed.",
                 self.metrics.stats.points_dropped,
-            ),
-            _single(
-                "tandem_collector_log_records_received_total",
-                COUNTER,
-                "Log records received (counted, not stored).",
-                self.log_records_received,
             ),
         ]
         return families

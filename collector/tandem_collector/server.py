@@ -1,4 +1,4 @@
-"""The collector process: four servers, the stores and the waterfall, on one event loop."""
+"""The collector process: three servers, the stores and the waterfall, on one event loop."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from tandem_collector.config import Config
 from tandem_collector.console import ConsoleWriter
 from tandem_collector.metrics_store import MetricsStore
 from tandem_collector.otlp_grpc import TlsFiles, create_grpc_server
-from tandem_collector.otlp_http import create_otlp_http_app
 from tandem_collector.ports import host_port
 from tandem_collector.prometheus import create_prometheus_app
 from tandem_collector.receiver import Receiver
@@ -38,7 +37,6 @@ class Addresses:
 
     host: str
     grpc_port: int
-    http_port: int
     query_port: int
     prometheus_port: int
     tls: bool = False
@@ -47,10 +45,6 @@ class Addresses:
     def grpc_endpoint(self) -> str:
         """``host:port`` for an OTLP/gRPC exporter."""
         return host_port(self.host, self.grpc_port)
-
-    @property
-    def http_url(self) -> str:
-        return f"http://{host_port(self.host, self.http_port)}"
 
     @property
     def query_url(self) -> str:
@@ -65,8 +59,7 @@ class Addresses:
         scheme = "grpcs" if self.tls else "grpc"
         return (
             f"tandem-collector listening: otlp-grpc={scheme}://{self.grpc_endpoint} "
-            f"otlp-http={self.http_url} tempo-api={self.query_url} "
-            f"prometheus={self.prometheus_url}/metrics"
+            f"tempo-api={self.query_url} prometheus={self.prometheus_url}/metrics"
         )
 
 
@@ -118,11 +111,10 @@ class Collector:
             )
             await self._grpc.start()
             apps: list[tuple[str, int, Starlette]] = [
-                ("the OTLP/HTTP receiver", config.http_port, create_otlp_http_app(self.receiver)),
                 (
                     "the query API",
                     config.query_port,
-                    create_tempo_app(self.traces, self.receiver.self_metrics),
+                    create_tempo_app(self.traces, config.live_seconds),
                 ),
                 (
                     "the Prometheus endpoint",
@@ -138,11 +130,13 @@ class Collector:
             if self._grpc is not None:
                 await self._grpc.stop(None)
             raise
-        ports = [sock.getsockname()[1] for sock in sockets]
+        query_port, prometheus_port = (int(sock.getsockname()[1]) for sock in sockets)
         for sock, (_, _, app) in zip(sockets, apps, strict=True):
             self._tasks.append(asyncio.create_task(self._serve_http(app, sock)))
         self._tasks.append(asyncio.create_task(self._housekeeping()))
-        self.addresses = Addresses(config.host, grpc_port, *ports, tls=tls is not None)
+        self.addresses = Addresses(
+            config.host, grpc_port, query_port, prometheus_port, tls=tls is not None
+        )
         return self.addresses
 
     async def _serve_http(self, app: Starlette, sock: socket.socket) -> None:
@@ -153,7 +147,8 @@ class Collector:
         hyper.loglevel = "WARNING"
         hyper.graceful_timeout = GRACE_SECONDS
         assert self._stop_event is not None
-        await serve(app, hyper, shutdown_trigger=self._stop_event.wait)  # type: ignore[arg-type]
+        stop = self._stop_event.wait
+        await serve(app, hyper, shutdown_trigger=stop)  # type: ignore[arg-type]  # scope types differ
 
     def request_stop(self) -> None:
         """Ask the collector to stop (safe to call from a signal handler on the loop)."""

@@ -12,7 +12,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
@@ -21,18 +20,12 @@ from tandem_collector.ids import TRACE_ID_BYTES
 _INVALID_TRACE_ID = bytes(TRACE_ID_BYTES)
 
 
-def attribute(attributes: Iterable[KeyValue], key: str) -> KeyValue | None:
-    """First attribute named ``key`` (attribute lists are short, a scan is fine)."""
-    for kv in attributes:
-        if kv.key == key:
-            return kv
-    return None
-
-
 def service_name(resource: Resource) -> str:
     """``service.name`` of a resource, or ``""`` when it has none."""
-    kv = attribute(resource.attributes, "service.name")
-    return kv.value.string_value if kv is not None else ""
+    for kv in resource.attributes:
+        if kv.key == "service.name":
+            return kv.value.string_value
+    return ""
 
 
 @dataclass
@@ -62,24 +55,15 @@ class AddResult:
 
 @dataclass(eq=False)
 class Trace:
-    """One trace's spans plus the summary search and the waterfall need."""
+    """One trace's spans, plus what the waterfall and the live/flushed answer need."""
 
     trace_id: bytes
     batches: list[ResourceSpans] = field(default_factory=list)
     span_count: int = 0
     dropped_spans: int = 0
-    start_ns: int = 0
-    end_ns: int = 0
-    root_service: str | None = None
-    root_name: str | None = None
-    root_start_ns: int = 0
     updated: float = 0.0  # store clock (monotonic) of the last accepted span
     printed_span_count: int = 0  # span_count when the waterfall was last printed
     print_count: int = 0
-
-    @property
-    def duration_ns(self) -> int:
-        return max(0, self.end_ns - self.start_ns)
 
     def spans(self) -> Iterator[tuple[Resource, Span]]:
         """Every stored span with the resource it came with."""
@@ -87,18 +71,6 @@ class Trace:
             for scope_spans in batch.scope_spans:
                 for span in scope_spans.spans:
                     yield batch.resource, span
-
-    def _note_span(self, resource: Resource, span: Span) -> None:
-        start, end = span.start_time_unix_nano, span.end_time_unix_nano
-        if self.span_count == 0 or start < self.start_ns:
-            self.start_ns = start
-        self.end_ns = max(self.end_ns, end, start)
-        self.span_count += 1
-        # A root has no parent; with several (broken instrumentation) the earliest wins.
-        if not span.parent_span_id and (self.root_name is None or start < self.root_start_ns):
-            self.root_service = service_name(resource)
-            self.root_name = span.name
-            self.root_start_ns = start
 
 
 class TraceStore:
@@ -133,9 +105,9 @@ class TraceStore:
     def get(self, trace_id: bytes) -> Trace | None:
         return self._traces.get(trace_id)
 
-    def recent(self) -> list[Trace]:
-        """All traces, most recently updated first."""
-        return list(reversed(self._traces.values()))
+    def idle_seconds(self, trace: Trace) -> float:
+        """Seconds since ``trace`` last got a span."""
+        return self._clock() - trace.updated
 
     def add(self, resource_spans: Iterable[ResourceSpans]) -> AddResult:
         """Store the spans of one export request; never raises on bad data."""
@@ -175,7 +147,7 @@ class TraceStore:
                     stored.CopyFrom(span)
                     # Tempo always prints "status": {} (a non-nullable field in its proto).
                     stored.status.SetInParent()
-                    trace._note_span(rs.resource, stored)
+                    trace.span_count += 1
                     result.accepted += 1
         self._evict()
         self.stats.spans_accepted += result.accepted

@@ -1,41 +1,31 @@
-"""Tempo-shaped query API over the trace store.
+"""Tempo 3.0.3's trace-by-id API, ``GET /api/v2/traces/<id>``, over the trace store.
 
-Shapes, as Tempo serves them (``pkg/tempopb/tempo.proto``, marshalled with jsonpb):
+The answers take Tempo's shape (``tempopb.TraceByIDResponse`` written with jsonpb, zero
+values left out):
 
-- ``GET /api/traces/<id>`` → ``tempopb.Trace``: ``{"batches": [ResourceSpans...]}``
-- ``GET /api/v2/traces/<id>`` → ``tempopb.TraceByIDResponse``:
-  ``{"trace": {"resourceSpans": [ResourceSpans...]}}``
+- a trace it holds: 200, ``{"trace":{"resourceSpans":[...]},"metrics":{"inspectedBytes":"N"}}``;
+- a trace it does not hold: 200, ``{"trace":{},"metrics":{}}`` (never 404);
+- a malformed id: 400, Tempo's message as plain text (Tempo's error bodies are not JSON).
 
 ResourceSpans are OTLP protobuf JSON: camelCase fields, ids in base64, 64-bit integers as
-strings, enums by name (``SPAN_KIND_SERVER``). ``Accept: application/protobuf`` returns
-the same messages in protobuf (``tempopb.Trace`` is wire-identical to ``TracesData``).
+strings, enums by name (``SPAN_KIND_SERVER``). Span ``flags`` appear only while the trace
+is live: Tempo drops them when it flushes the trace to a block, a few seconds after its
+last span, and so does this API ``live_seconds`` after a trace's last span.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
 from typing import Any
 
 from google.protobuf import json_format
-from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from tandem_collector import search as search_module
 from tandem_collector.ids import parse_trace_id
-from tandem_collector.otlp_codec import varint
-from tandem_collector.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
-from tandem_collector.prometheus import Family
 from tandem_collector.store import Trace, TraceStore
-
-PROTOBUF_MEDIA_TYPES = ("application/protobuf", "application/x-protobuf")
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
 
 
 class _JSON(Response):
@@ -47,87 +37,40 @@ class _JSON(Response):
         return json.dumps(content, separators=(",", ":")).encode("utf-8")
 
 
-def _wants_protobuf(request: Request) -> bool:
-    accept = request.headers.get("accept", "")
-    return any(media in accept for media in PROTOBUF_MEDIA_TYPES)
+def trace_by_id_body(trace: Trace | None, *, live: bool) -> dict[str, Any]:
+    """The JSON body Tempo answers for ``trace`` (None: a trace it does not hold)."""
+    if trace is None:
+        return {"trace": {}, "metrics": {}}
+    batches = [json_format.MessageToDict(batch) for batch in trace.batches]
+    if not live:
+        for batch in batches:
+            for scope_spans in batch.get("scopeSpans", ()):
+                for span in scope_spans.get("spans", ()):
+                    span.pop("flags", None)
+    # Tempo counts the bytes it read to find the trace; here, the bytes the trace takes.
+    inspected = sum(batch.ByteSize() for batch in trace.batches)
+    return {"trace": {"resourceSpans": batches}, "metrics": {"inspectedBytes": str(inspected)}}
 
 
-def _window_excludes(trace: Trace, request: Request) -> bool:
-    """True when optional ``start``/``end`` (unix seconds) leave the trace out."""
-    try:
-        start = int(request.query_params["start"]) if request.query_params.get("start") else None
-        end = int(request.query_params["end"]) if request.query_params.get("end") else None
-    except ValueError:
-        raise ValueError("invalid start/end: must be unix epoch seconds") from None
-    if start is not None and trace.end_ns < start * 1_000_000_000:
-        return True
-    return end is not None and trace.start_ns > end * 1_000_000_000
+def create_tempo_app(store: TraceStore, live_seconds: float) -> Starlette:
+    """Starlette app for Tempo's ``/ready`` and ``/api/v2/traces/<id>``."""
 
-
-def create_tempo_app(
-    store: TraceStore, self_metrics: Callable[[], Iterable[Family]] = lambda: ()
-) -> Starlette:
-    """Starlette app for the query API; ``self_metrics()`` feeds ``GET /metrics``."""
-
-    def lookup(request: Request) -> Trace | Response:
+    async def trace_v2(request: Request) -> Response:
         raw_id = request.path_params["trace_id"]
         try:
             trace_id = parse_trace_id(raw_id)
         except ValueError as exc:
-            return _error(400, f"invalid trace ID {raw_id!r}: {exc}")
+            return PlainTextResponse(str(exc), status_code=400)
         trace = store.get(trace_id)
-        try:
-            if trace is None or _window_excludes(trace, request):
-                return _error(404, f"trace {trace_id.hex()} not found")
-        except ValueError as exc:
-            return _error(400, str(exc))
-        return trace
-
-    async def trace_v1(request: Request) -> Response:
-        found = lookup(request)
-        if isinstance(found, Response):
-            return found
-        if _wants_protobuf(request):
-            body = TracesData(resource_spans=found.batches).SerializeToString()
-            return Response(body, media_type="application/protobuf")
-        return _JSON({"batches": [json_format.MessageToDict(b) for b in found.batches]})
-
-    async def trace_v2(request: Request) -> Response:
-        found = lookup(request)
-        if isinstance(found, Response):
-            return found
-        if _wants_protobuf(request):
-            trace_bytes = TracesData(resource_spans=found.batches).SerializeToString()
-            # TraceByIDResponse{trace = 1}: a length-delimited field 1 around tempopb.Trace.
-            body = b"\x0a" + varint(len(trace_bytes)) + trace_bytes
-            return Response(body, media_type="application/protobuf")
-        batches = [json_format.MessageToDict(b) for b in found.batches]
-        return _JSON({"trace": {"resourceSpans": batches}})
-
-    async def search(request: Request) -> Response:
-        try:
-            search_request = search_module.parse_search_params(request.query_params)
-        except search_module.SearchError as exc:
-            return _error(400, str(exc))
-        return _JSON(search_module.search(store, search_request))
+        live = trace is not None and store.idle_seconds(trace) < live_seconds
+        return _JSON(trace_by_id_body(trace, live=live))
 
     async def ready(_: Request) -> Response:
         return PlainTextResponse("ready")
 
-    async def echo(_: Request) -> Response:
-        return PlainTextResponse("echo")
-
-    async def metrics(_: Request) -> Response:
-        families: list[Family] = sorted(self_metrics(), key=lambda f: f.name)
-        return Response("".join(f.render() for f in families), media_type=PROMETHEUS_CONTENT_TYPE)
-
     return Starlette(
         routes=[
             Route("/ready", ready, methods=["GET"]),
-            Route("/api/echo", echo, methods=["GET"]),
-            Route("/api/traces/{trace_id}", trace_v1, methods=["GET"]),
             Route("/api/v2/traces/{trace_id}", trace_v2, methods=["GET"]),
-            Route("/api/search", search, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
         ]
     )

@@ -4,7 +4,7 @@
 
     with running_collector() as c:              # every port picked by the OS
         exporter = OTLPSpanExporter(endpoint=c.addresses.grpc_endpoint, insecure=True)
-        httpx.get(f"{c.addresses.query_url}/api/traces/{trace_id}")
+        httpx.get(f"{c.addresses.query_url}/api/v2/traces/{trace_id}")
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tandem_collector.server import Addresses, Collector
 
 T = TypeVar("T")
 
-TEST_DEFAULTS = Config(grpc_port=0, http_port=0, query_port=0, prometheus_port=0, quiet=True)
+TEST_DEFAULTS = Config(grpc_port=0, query_port=0, prometheus_port=0, quiet=True)
 
 
 class RunningCollector:
@@ -69,7 +69,8 @@ class RunningCollector:
         self._loop = asyncio.get_running_loop()
         try:
             await self.collector.start()
-        except BaseException as exc:  # reported to the starting thread
+        # Whatever stops the start is raised again by start(), on the thread that called it.
+        except BaseException as exc:  # noqa: BLE001
             self._error = exc
             self._started.set()
             return

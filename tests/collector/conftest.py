@@ -28,7 +28,6 @@ def collector() -> Iterator[RunningCollector]:
 class CollectorProcess:
     process: subprocess.Popen[bytes]
     grpc_port: int
-    http_port: int
     query_port: int
     prometheus_port: int
     stdout_path: Path
@@ -38,6 +37,10 @@ class CollectorProcess:
     def query_url(self) -> str:
         return f"http://127.0.0.1:{self.query_port}"
 
+    @property
+    def grpc_endpoint(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
     def stdout(self) -> str:
         return self.stdout_path.read_text(encoding="utf-8")
 
@@ -46,7 +49,7 @@ class CollectorProcess:
 
 
 def start_collector_process(tmp_path: Path, *extra: str) -> CollectorProcess:
-    grpc_port, http_port, query_port, prometheus_port = free_ports(4)
+    grpc_port, query_port, prometheus_port = free_ports(3)
     stdout_path, stderr_path = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
     # Output goes to files, not pipes, so a full pipe can never wedge the collector.
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
@@ -59,8 +62,6 @@ def start_collector_process(tmp_path: Path, *extra: str) -> CollectorProcess:
                 "127.0.0.1",
                 "--grpc-port",
                 str(grpc_port),
-                "--http-port",
-                str(http_port),
                 "--query-port",
                 str(query_port),
                 "--prometheus-port",
@@ -73,7 +74,7 @@ def start_collector_process(tmp_path: Path, *extra: str) -> CollectorProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     proc = CollectorProcess(
-        process, grpc_port, http_port, query_port, prometheus_port, stdout_path, stderr_path
+        process, grpc_port, query_port, prometheus_port, stdout_path, stderr_path
     )
     deadline = time.monotonic() + 30
     while True:

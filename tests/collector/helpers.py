@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+import grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 
@@ -45,6 +50,7 @@ def make_span(
     kind: int = SERVER,
     attrs: dict[str, Any] | None = None,
     error: bool = False,
+    flags: int = 0,
 ) -> Span:
     start = BASE_NS + round(start_ms * MS)
     span = Span(
@@ -56,6 +62,7 @@ def make_span(
         start_time_unix_nano=start,
         end_time_unix_nano=start + round(duration_ms * MS),
         attributes=[kv(k, v) for k, v in (attrs or {}).items()],
+        flags=flags,
     )
     if error:
         span.status.code = Status.STATUS_CODE_ERROR
@@ -75,3 +82,9 @@ def resource_spans(service: str, spans: list[Span], **resource_attrs: Any) -> Re
 
 def request(*batches: ResourceSpans) -> ExportTraceServiceRequest:
     return ExportTraceServiceRequest(resource_spans=list(batches))
+
+
+def export(grpc_endpoint: str, *batches: ResourceSpans) -> ExportTraceServiceResponse:
+    """Send hand-made spans to a collector over OTLP/gRPC, as an SDK exporter would."""
+    with grpc.insecure_channel(grpc_endpoint) as channel:
+        return TraceServiceStub(channel).Export(request(*batches), timeout=10)

@@ -1,4 +1,4 @@
-"""TraceStore: grouping, bounded memory and settling."""
+"""TraceStore: grouping, bounded memory, settling and idle time."""
 
 from __future__ import annotations
 
@@ -43,8 +43,6 @@ def test_groups_spans_per_trace_with_resource_and_scope():
     (stored,) = trace.batches
     assert stored.resource == batch.resource
     assert stored.scope_spans[0].scope.name == "tandem.tests"
-    assert (trace.root_service, trace.root_name) == ("gateway", "root")
-    assert trace.duration_ns == 10_000_000
     assert store.get(second).span_count == 1
 
 
@@ -58,8 +56,7 @@ def test_evicts_least_recently_updated_traces_and_counts_them():
     add_trace(store, 5)
 
     assert len(store) == 3
-    assert trace_id(2) not in store and trace_id(3) not in store
-    assert [t.trace_id for t in store.recent()] == [trace_id(5), trace_id(4), trace_id(1)]
+    assert [n for n in range(1, 6) if trace_id(n) in store] == [1, 4, 5]
     assert store.stats.traces_evicted == 2
     assert store.stats.spans_evicted == 4
 
@@ -120,4 +117,4 @@ def test_full_trace_is_not_refreshed_by_dropped_spans():
     assert len(store.take_settled(1.0)) == 1
     add_trace(store, 1)  # dropped: over the limit
     assert store.take_settled(0.0) == []
-    assert store.get(trace_id(1)).updated == 100.0
+    assert store.idle_seconds(store.get(trace_id(1))) == 5  # still idle since its last span

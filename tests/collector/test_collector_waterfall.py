@@ -74,7 +74,7 @@ def test_render_header_indentation_and_bars():
 def test_updated_marker_dropped_count_and_tiny_spans():
     rows = [row(1, 0, "root", 0, 1000), row(2, 1, "blink", 500, 500.001)]
     text = render(TRACE_ID, rows, width=10, updated=True, dropped=3)
-    header, root_line, blink_line = text.splitlines()
+    header, _, blink_line = text.splitlines()
     assert header.endswith("· 3 dropped (updated)")
     assert blink_line.split("│")[1] == " " * 5 + BLOCK + " " * 4  # at least one cell
 

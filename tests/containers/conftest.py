@@ -30,7 +30,6 @@ import pytest
 import yaml
 
 from tandem_collector.localstack import Collector, Stack
-from tandem_collector.ports import free_port
 from tests.containers.engine import Engine, detect
 from tests.containers.podspec import PodRun, translate
 from tests.k8s.conftest import CHART, NAMESPACE, RELEASE, REPO, tool
@@ -68,9 +67,15 @@ def unavailable_reason() -> str | None:
     if has_base or Path(mk_value("TEST_BASE_TAR")).exists():
         return None
     if not shutil.which("debootstrap"):
-        return "no base image yet, and debootstrap is not installed to make one (apt-get install debootstrap)"
+        return (
+            "no base image yet, and debootstrap is not installed to make one "
+            "(apt-get install debootstrap)"
+        )
     if os.geteuid() != 0:
-        return "no base image yet, and debootstrap needs root to make one (run `sudo make test-base-image` once)"
+        return (
+            "no base image yet, and debootstrap needs root to make one "
+            "(run `sudo make test-base-image` once)"
+        )
     return None
 
 
@@ -125,13 +130,15 @@ def _make(engine: Engine, *args: str) -> float:
     started = time.monotonic()
     proc = subprocess.run(
         ["make", "--no-print-directory", *args, f"CONTAINER_ENGINE={engine.name}"],
+        check=False,
         cwd=REPO,
         capture_output=True,
         text=True,
     )
     if proc.returncode != 0:
         pytest.fail(
-            f"make {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}",
+            f"make {' '.join(args)} exited {proc.returncode}\n"
+            f"{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}",
             pytrace=False,
         )
     return time.monotonic() - started
@@ -160,7 +167,8 @@ def _secret_bundle(directory: Path) -> tuple[Path, str]:
     marker = marker_path.read_text()
     bundle = directory / "ca-bundle-for-build.pem"
     bundle.write_text(_host_ca_bundle().read_text().rstrip("\n") + "\n" + marker)
-    # One whole base64 line from inside the certificate: unique to it, and never split by a line break.
+    # One whole base64 line from inside the certificate: unique to it, and never split by a
+    # line break.
     lines = [line for line in marker.splitlines() if not line.startswith("-----")]
     return bundle, lines[len(lines) // 2]
 
@@ -194,7 +202,8 @@ def images(engine: Engine, chart: dict[str, dict[str, Any]]) -> Images:
         "import platform; print(platform.python_version())",
     ).stdout.strip()
     report(
-        f"Python in the images: {python} (Debian bookworm's; the production base is the official python:3.12 image)"
+        f"Python in the images: {python} "
+        "(Debian bookworm's; the production base is the official python:3.12 image)"
     )
     return Images(
         base,
@@ -220,6 +229,7 @@ def chart(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]
     }
     proc = subprocess.run(
         [tool("helm"), "template", RELEASE, str(CHART), "--namespace", NAMESPACE],
+        check=False,
         capture_output=True,
         text=True,
         env=env,
@@ -258,8 +268,8 @@ def _require_free(ports: Mapping[str, int]) -> None:
                 busy.append(f"{port} ({what})")
     if busy:
         pytest.fail(
-            "the container suite runs the chart's pods on this host's network, with the chart's ports; "
-            f"in use here: {', '.join(busy)}. Stop what holds them (e.g. `make run`).",
+            "the container suite runs the chart's pods on this host's network, with the chart's "
+            f"ports; in use here: {', '.join(busy)}. Stop what holds them (e.g. `make run`).",
             pytrace=False,
         )
 
@@ -268,7 +278,8 @@ def _require_free(ports: Mapping[str, int]) -> None:
 def stand_in(
     chart: dict[str, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Collector]:
-    """The local collector where the pods look for the Collector and Tempo: the ports their env and args name."""
+    """The local collector where the pods look for the Collector and Tempo: the ports their
+    env and args name."""
     env = {
         e["name"]: e.get("value")
         for e in chart["gateway"]["spec"]["template"]["spec"]["containers"][0]["env"]
@@ -290,12 +301,14 @@ def stand_in(
         for app in APPS
     }
     _require_free({**{f"collector {k}": v for k, v in ports.items()}, **app_ports})
-    ports["http"] = free_port()  # the stand-in's OTLP/HTTP port: nothing in the chart uses it
     stack = Stack(tmp_path_factory.mktemp("stand-in"))
     collector = stack.start_collector(ports)
+    collector_host = urlsplit(env["OTEL_EXPORTER_OTLP_ENDPOINT"]).hostname
+    tempo_host = urlsplit(tempo_url).hostname
     _SUBSTITUTIONS[
-        f"the Collector ({urlsplit(env['OTEL_EXPORTER_OTLP_ENDPOINT']).hostname}) and Tempo ({urlsplit(tempo_url).hostname}) → "
-        f"the local stand-in, python -m tandem_collector, on 127.0.0.1 ports {ports['grpc']}, {ports['query']} and {ports['prometheus']}"
+        f"the Collector ({collector_host}) and Tempo ({tempo_host}) → the local stand-in, "
+        f"python -m tandem_collector, on 127.0.0.1 ports {ports['grpc']}, {ports['query']} "
+        f"and {ports['prometheus']}"
     ] = []
     yield collector
     stack.stop_all()
@@ -335,7 +348,8 @@ class Pods:
         return run
 
     def start(self, run: PodRun, *, ready_port: int | None = None) -> PodRun:
-        """Start a pod and wait until its readiness probe answers 200, within the startup probe's budget."""
+        """Start a pod and wait until its readiness probe answers 200, within the startup
+        probe's budget."""
         self.engine("rm", "--force", run.pod_name, check=False)
         self.engine("run", "--detach", *run.run_args)
         self.started.append(run.pod_name)
@@ -351,14 +365,16 @@ class Pods:
                 )
             if time.monotonic() > deadline:
                 pytest.fail(
-                    f"{run.pod_name} not ready at {url} within the startup probe's {startup} s:\n{self.logs(run.pod_name)}",
+                    f"{run.pod_name} not ready at {url} within the startup probe's {startup} s:"
+                    f"\n{self.logs(run.pod_name)}",
                     pytrace=False,
                 )
             time.sleep(0.2)
         return run
 
     def chart_probe_budget(self, run: PodRun) -> int:
-        """How long the kubelet would wait for the startup probe: periodSeconds × failureThreshold."""
+        """How long the kubelet would wait for the startup probe: periodSeconds ×
+        failureThreshold."""
         container = self._container(run)
         probe = container.get("startupProbe", {})
         return int(probe.get("periodSeconds", 10)) * int(probe.get("failureThreshold", 3))

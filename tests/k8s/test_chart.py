@@ -217,6 +217,24 @@ def test_tempo_storage(rendered: dict[str, Rendered]) -> None:
     assert pvc["spec"]["resources"]["requests"]["storage"] == "20Gi"
 
 
+def test_tempo_grace_period_is_a_value_above_a_clean_stop(
+    rendered: dict[str, Rendered], values: dict[str, Any], helm_env: dict[str, str]
+) -> None:
+    """A clean stop takes Tempo about 30 s; the grace period bounds 3.0.3's hang on SIGTERM."""
+
+    def grace(r: Rendered) -> int:
+        spec = r.get("Deployment", f"{RELEASE}-tempo")["spec"]["template"]["spec"]
+        return int(spec["terminationGracePeriodSeconds"])
+
+    default = values["tempo"]["terminationGracePeriodSeconds"]
+    assert grace(rendered["default"]) == default == 45
+    text = helm_template(
+        tool("helm"), helm_env, "--set", "tempo.terminationGracePeriodSeconds=90"
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    assert grace(Rendered("grace-90", [], text, docs)) == 90
+
+
 def test_disabled_components_render_nothing(rendered: dict[str, Rendered]) -> None:
     def components(r: Rendered) -> set[str]:
         return {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in r.docs}

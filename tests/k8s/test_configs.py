@@ -1,4 +1,5 @@
-"""The collector and Tempo configurations: one file each, shipped unchanged, valid for the pinned versions."""
+"""The collector and Tempo configurations: one file each, shipped unchanged, valid for the
+pinned versions."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.k8s.conftest import CHART, DATA_DIR, RELEASE, Rendered
+from tests.k8s.conftest import CHART, DATA_DIR, RELEASE, Rendered, helm_template, tool
 
 OTELCOL = CHART / "files" / "otelcol-config.yaml"
 TEMPO = CHART / "files" / "tempo.yaml"
@@ -16,7 +17,8 @@ TEMPO_MANIFEST = DATA_DIR / "tempo-v3.0.3-manifest.yaml"
 
 
 def test_the_chart_stands_alone() -> None:
-    """No symlink anywhere in the chart: a copied, vendored or packaged chart must carry its files."""
+    """No symlink anywhere in the chart: a copied, vendored or packaged chart must carry its
+    files."""
     links = [str(path.relative_to(CHART)) for path in CHART.rglob("*") if path.is_symlink()]
     assert links == []
     assert OTELCOL.is_file() and TEMPO.is_file()
@@ -95,6 +97,34 @@ def test_tempo_env_vars_are_set_by_the_chart(rendered: dict[str, Rendered]) -> N
     container = rendered["default"].container("tempo")
     assert {e["name"] for e in container["env"]} == used
     assert "-config.expand-env=true" in container["args"]
+
+
+def expand_env(text: str, env: dict[str, str]) -> str:
+    """${VAR:-default} filled from `env` (the default when unset or empty), as Tempo's
+    -config.expand-env does."""
+
+    def fill(match: re.Match[str]) -> str:
+        return env.get(match[1]) or match[2]
+
+    return re.sub(r"\$\{([A-Z0-9_]+):-([^}]*)\}", fill, text)
+
+
+def test_retention_reaches_the_key_tempos_backend_worker_reads(helm_env: dict[str, str]) -> None:
+    """Tempo 3.0.3's backend worker deletes blocks by backend_worker.compaction.block_retention
+    (default 336h); the chart's tempo.retention must land there, through the container's env."""
+    text = helm_template(tool("helm"), helm_env, "--set", "tempo.retention=72h").stdout
+    r = Rendered("retention-72h", [], text, [d for d in yaml.safe_load_all(text) if d])
+    env = {e["name"]: e["value"] for e in r.container("tempo")["env"]}
+    config = yaml.safe_load(
+        expand_env(r.get("ConfigMap", f"{RELEASE}-tempo")["data"]["tempo.yaml"], env)
+    )
+    assert config["backend_worker"]["compaction"]["block_retention"] == "72h"
+    # The scheduler's compaction section also has a block_retention, which retention never
+    # reads: it must not look like the setting.
+    scheduler = config.get("backend_scheduler", {}).get("provider", {}).get("compaction", {})
+    assert "block_retention" not in scheduler.get("compaction", {})
+    manifest = yaml.safe_load(TEMPO_MANIFEST.read_text())
+    assert manifest["backend_worker"]["compaction"]["block_retention"] == "336h0m0s"
 
 
 def unknown_keys(config: Any, manifest: Any, path: str = "") -> list[str]:

@@ -177,7 +177,6 @@ CORE_FLOWS = {
     ("gateway", "collector", 4317),  # OTLP
     ("worker", "collector", 4317),
     ("collector", "tempo", 4317),  # spans to Tempo
-    ("tempo", "tempo", 9095),  # Tempo's querier -> live-store, by pod IP
     ("tracecheck", "tempo", 3200),  # helm test: Tempo's query API
     ("tracecheck", "collector", 8889),  # helm test: the collector's metrics
 } | dns_flows("gateway", "worker", "collector", "tempo", "tracecheck")

@@ -223,8 +223,8 @@ def test_the_exporter_delivers_to_a_collector_and_fails_cleanly_without_one() ->
         assert exporter.export(spans) is SpanExportResult.SUCCESS
         exporter.shutdown()
         trace_id = format(span.get_span_context().trace_id, "032x")
-        body = httpx.get(f"{collector.addresses.query_url}/api/traces/{trace_id}").json()
-    [batch] = body["batches"]
+        body = httpx.get(f"{collector.addresses.query_url}/api/v2/traces/{trace_id}").json()
+    [batch] = body["trace"]["resourceSpans"]
     assert {"key": "service.name", "value": {"stringValue": "fast-exporter"}} in batch["resource"][
         "attributes"
     ]
@@ -238,7 +238,8 @@ def test_the_exporter_delivers_to_a_collector_and_fails_cleanly_without_one() ->
 
 
 def test_a_readable_span_built_directly_matches_the_sdk_encoding() -> None:
-    """Spans from other code paths: a plain dict of attributes, tuples of events and links, no limits."""
+    """Spans from other code paths: a plain dict of attributes, tuples of events and links, no
+    limits."""
     from opentelemetry.sdk.trace import Event
 
     span = ReadableSpan(

@@ -11,7 +11,7 @@ import httpx
 from tandem_tracecheck import prometheus
 from tandem_tracecheck.spans import Span
 from tandem_tracecheck.tempo import TempoClient
-from tandem_tracecheck.tree import Expect, match_tree, render, work_trace
+from tandem_tracecheck.tree import Expect, TreeMatch, check_tree, render, work_trace
 
 REQUEST_DURATION = "http_server_request_duration_seconds_count"
 
@@ -28,6 +28,17 @@ class Target:
     tempo_url: str
     metrics_url: str
     trace_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class CheckedTrace:
+    """The trace a check fetched and matched, and how its cross-process links were checked."""
+
+    trace_id: str
+    match: TreeMatch
+
+    def __str__(self) -> str:
+        return f"trace {self.trace_id}: {self.match.remote_parents()}"
 
 
 def new_traceparent() -> tuple[str, str, str]:
@@ -47,8 +58,8 @@ def _fetch(target: Target, trace_id: str, expected: Expect) -> list[Span]:
         return tempo.wait_for_trace(trace_id, spans=expected.size(), timeout=target.trace_timeout)
 
 
-def linked_tree(target: Target, tasks: int) -> str:
-    """A caller's traceparent yields one trace of exactly 1 + 6N linked spans under the caller's span."""
+def linked_tree(target: Target, tasks: int) -> CheckedTrace:
+    """A caller's traceparent yields one trace of exactly 1 + 6N spans under the caller's span."""
     traceparent, trace_id, span_id = new_traceparent()
     response = httpx.get(
         f"{target.gateway_url}/api/work",
@@ -67,12 +78,12 @@ def linked_tree(target: Target, tasks: int) -> str:
         )
     expected = work_trace(tasks)
     spans = _fetch(target, trace_id, expected)
-    problems += match_tree(spans, expected, root_parent=span_id)
-    _fail_if(problems, f"trace {trace_id} for tasks={tasks}")
-    return trace_id
+    match = check_tree(spans, expected, root_parent=span_id, trace_id=trace_id)
+    _fail_if(problems + match.problems, f"trace {trace_id} for tasks={tasks}")
+    return CheckedTrace(trace_id, match)
 
 
-def new_trace_without_traceparent(target: Target) -> str:
+def new_trace_without_traceparent(target: Target) -> CheckedTrace:
     """Without a traceparent the gateway starts a trace; body and traceresponse both name it."""
     response = httpx.get(f"{target.gateway_url}/api/work", params={"tasks": 1}, timeout=30)
     problems = (
@@ -87,15 +98,18 @@ def new_trace_without_traceparent(target: Target) -> str:
         problems.append(
             f"traceresponse {traceresponse!r} does not name the body's trace {trace_id!r}"
         )
+    match = TreeMatch()
     if trace_id:
         expected = work_trace(1, caller=False)
-        problems += match_tree(_fetch(target, trace_id, expected), expected, root_parent=None)
-    _fail_if(problems, f"new trace {trace_id}")
-    return trace_id
+        spans = _fetch(target, trace_id, expected)
+        match = check_tree(spans, expected, root_parent=None, trace_id=trace_id)
+    _fail_if(problems + match.problems, f"new trace {trace_id}")
+    return CheckedTrace(trace_id, match)
 
 
-def worker_failure_is_an_error_chain(target: Target) -> str:
-    """fail=worker gives 502, and the worker server, gateway client and gateway server spans are ERROR."""
+def worker_failure_is_an_error_chain(target: Target) -> CheckedTrace:
+    """fail=worker gives 502, and the worker's SERVER and the gateway's CLIENT and SERVER spans
+    are ERROR."""
     traceparent, trace_id, span_id = new_traceparent()
     response = httpx.get(
         f"{target.gateway_url}/api/work",
@@ -131,9 +145,10 @@ def worker_failure_is_an_error_chain(target: Target) -> str:
         remote_parent=True,
         children=(call,),
     )
-    problems += match_tree(_fetch(target, trace_id, expected), expected, root_parent=span_id)
-    _fail_if(problems, f"failing trace {trace_id}")
-    return trace_id
+    spans = _fetch(target, trace_id, expected)
+    match = check_tree(spans, expected, root_parent=span_id, trace_id=trace_id)
+    _fail_if(problems + match.problems, f"failing trace {trace_id}")
+    return CheckedTrace(trace_id, match)
 
 
 def baggage_reaches_the_worker(target: Target) -> None:
@@ -190,4 +205,4 @@ ALL = (
     ("request duration metrics", request_duration_metrics),
 )
 
-__all__ = ["ALL", "CheckFailed", "Target", "render"]
+__all__ = ["ALL", "CheckFailed", "CheckedTrace", "Target", "render"]

@@ -71,12 +71,16 @@ def _enum(value: Any, names: dict[int, str], prefix: str) -> str:
 
 
 def parse_trace(body: dict[str, Any]) -> list[Span]:
-    """Spans from a Tempo trace response: v2 `{"trace": {"resourceSpans": ...}}` or v1 `{"batches": ...}`."""
-    batches = body.get("trace", body).get("resourceSpans") or body.get("batches") or []
+    """Spans from Tempo's `/api/v2/traces/<id>` body, `{"trace": {"resourceSpans": ...}}`.
+
+    `{"trace": {}}`, Tempo's answer for a trace it does not hold, gives no spans. A span's
+    `parent_is_remote` is None when Tempo leaves out its flags, as it does once the trace
+    is flushed from its live store to a block.
+    """
     spans = []
-    for batch in batches:
+    for batch in body["trace"].get("resourceSpans") or []:
         resource = attributes(batch.get("resource", {}).get("attributes"))
-        for scope in batch.get("scopeSpans") or batch.get("instrumentationLibrarySpans") or []:
+        for scope in batch.get("scopeSpans") or []:
             for raw in scope.get("spans", []):
                 flags = int(raw.get("flags", 0) or 0)
                 parent = raw.get("parentSpanId") or None

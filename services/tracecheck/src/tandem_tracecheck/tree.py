@@ -11,7 +11,9 @@ from tandem_tracecheck.spans import Span
 
 @dataclass(frozen=True)
 class Expect:
-    """One expected span: who made it, its kind and name, attributes it must carry, and its children."""
+    """One expected span: who made it, its kind and name, the attributes it must carry, its
+    children, and whether its parent is in another process (the caller, or another service).
+    """
 
     service: str
     kind: str
@@ -80,17 +82,59 @@ def work_trace(tasks: int, *, caller: bool = True) -> Expect:
     )
 
 
-def match_tree(spans: list[Span], expected: Expect, *, root_parent: str | None = None) -> list[str]:
-    """Compare a trace with its expected shape; return the differences (empty when it matches).
+@dataclass
+class TreeMatch:
+    """What comparing a trace with its expected shape found, and what it could check."""
 
-    The root must have `root_parent` as its parent (None: no parent). Every
-    span must be accounted for: extra spans are differences too.
+    problems: list[str] = field(default_factory=list)
+    # Cross-process links (a span whose parent is in another process) checked by structure:
+    # the parent is the caller's span named by the traceparent sent, or a span of another
+    # service in the trace whose ids the span carries. This holds for any stored trace.
+    links_by_structure: int = 0
+    # Of those, the links whose remote-parent flag Tempo reported, and which were checked by
+    # it too. Tempo drops span flags when it flushes a trace from its live store to a block.
+    links_by_flag: int = 0
+
+    def remote_parents(self) -> str:
+        """Which of the two checks the cross-process links got, for the check's output."""
+        links, flagged = self.links_by_structure, self.links_by_flag
+        if not links:
+            return "no cross-process link checked"
+        if flagged == links:
+            return f"{links} cross-process links checked by structure and by span flag"
+        if not flagged:
+            return (
+                f"{links} cross-process links checked by structure only: Tempo reported "
+                "no span flags (a trace flushed to a block has none)"
+            )
+        return (
+            f"{links} cross-process links checked by structure, {flagged} of them also by "
+            "span flag (Tempo reported flags for those only)"
+        )
+
+
+def check_tree(
+    spans: list[Span],
+    expected: Expect,
+    *,
+    root_parent: str | None = None,
+    trace_id: str | None = None,
+) -> TreeMatch:
+    """Compare a trace with its expected shape: the differences, and the links checked.
+
+    The root must have `root_parent` as its parent (None: no parent); with `trace_id`,
+    every span must be in that trace. `root_parent` and `trace_id` are the ids of the
+    traceparent the caller sent. Every span must be accounted for: extra spans are
+    differences too.
     """
-    problems: list[str] = []
+    result = TreeMatch()
+    problems = result.problems
     if len({span.trace_id for span in spans}) > 1:
         problems.append(
             f"spans of several traces were mixed: {sorted({s.trace_id for s in spans})}"
         )
+    elif trace_id is not None and spans and spans[0].trace_id != trace_id:
+        problems.append(f"the spans are in trace {spans[0].trace_id}, not in {trace_id}")
     ids = {span.span_id for span in spans}
     children: dict[str, list[Span]] = defaultdict(list)
     for span in spans:
@@ -99,11 +143,13 @@ def match_tree(spans: list[Span], expected: Expect, *, root_parent: str | None =
     roots = [s for s in spans if s.parent_span_id not in ids and s.parent_span_id == root_parent]
     if len(roots) != 1:
         problems.append(
-            f"expected one root span with parent {root_parent}, found {len(roots)}: {[str(r) for r in roots]}"
+            f"expected one root span with parent {root_parent}, found {len(roots)}: "
+            f"{[str(r) for r in roots]}"
         )
-        return problems + [f"trace as received:\n{render(spans)}"]
+        problems.append(f"trace as received:\n{render(spans)}")
+        return result
     matched: set[str] = set()
-    _match(roots[0], expected, children, problems, matched, path="")
+    _match(roots[0], None, expected, children, result, matched, path="")
     extra = [s for s in spans if s.span_id not in matched]
     if extra:
         problems.append(f"unexpected spans: {[str(s) for s in extra]}")
@@ -111,13 +157,25 @@ def match_tree(spans: list[Span], expected: Expect, *, root_parent: str | None =
         problems.append(f"expected {expected.size()} spans, received {len(spans)}")
     if problems:
         problems.append(f"trace as received:\n{render(spans)}")
-    return problems
+    return result
+
+
+def match_tree(spans: list[Span], expected: Expect, *, root_parent: str | None = None) -> list[str]:
+    """The differences between a trace and its expected shape (empty when it matches)."""
+    return check_tree(spans, expected, root_parent=root_parent).problems
 
 
 def _match(
-    span: Span, expected: Expect, children: dict, problems: list[str], matched: set[str], path: str
+    span: Span,
+    parent: Span | None,
+    expected: Expect,
+    children: dict[str, list[Span]],
+    result: TreeMatch,
+    matched: set[str],
+    path: str,
 ) -> None:
     here = f"{path}/{expected}"
+    problems = result.problems
     matched.add(span.span_id)
     if (span.service, span.kind, span.name) != (expected.service, expected.kind, expected.name):
         problems.append(f"{here}: found {span}")
@@ -129,12 +187,11 @@ def _match(
             )
     if expected.status is not None and span.status != expected.status:
         problems.append(f"{here}: status {span.status}, expected {expected.status}")
-    if expected.remote_parent and span.parent_is_remote is False:
-        problems.append(f"{here}: its parent is in another process but is not marked remote")
-    if span.resource.get("service.namespace") != "tandem":
-        problems.append(
-            f"{here}: resource service.namespace={span.resource.get('service.namespace')!r}, expected 'tandem'"
-        )
+    if expected.remote_parent:
+        _check_remote_parent(span, parent, here, result)
+    namespace = span.resource.get("service.namespace")
+    if namespace != "tandem":
+        problems.append(f"{here}: resource service.namespace={namespace!r}, expected 'tandem'")
     pool = sorted(children.get(span.span_id, []), key=lambda s: s.start_ns)
     for want in expected.children:
         candidate = next(
@@ -149,7 +206,30 @@ def _match(
             problems.append(f"{here}: missing child {want}")
             continue
         pool.remove(candidate)
-        _match(candidate, want, children, problems, matched, here)
+        _match(candidate, span, want, children, result, matched, here)
+
+
+def _check_remote_parent(span: Span, parent: Span | None, here: str, result: TreeMatch) -> None:
+    """A cross-process link: by structure always, by span flag when Tempo reports one.
+
+    For the root (`parent` None), `check_tree` already chose it by the caller's span id.
+    """
+    if parent is None and span.parent_span_id is None:
+        result.problems.append(f"{here}: expects its parent in the caller's process, has none")
+        return
+    if parent is not None and parent.service == span.service:
+        result.problems.append(
+            f"{here}: its parent {parent} is in the same service, not in another process"
+        )
+        return
+    result.links_by_structure += 1
+    if span.parent_is_remote is None:
+        return
+    result.links_by_flag += 1
+    if not span.parent_is_remote:
+        result.problems.append(
+            f"{here}: its parent is in another process but its span flags say it is not remote"
+        )
 
 
 def render(spans: list[Span]) -> str:

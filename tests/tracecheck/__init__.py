@@ -1,0 +1,1 @@
+"""Tests of tandem_tracecheck: the trace matcher and the Tempo client."""
