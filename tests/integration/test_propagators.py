@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from tandem_collector.localstack import Collector, Stack
+from tandem_localstack import Collector, Stack
 from tandem_tracecheck import TempoClient
 from tandem_tracecheck.tree import match_tree, work_trace
 from tests.support import free_port

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tandem_collector.localstack import Collector, Stack
+from tandem_localstack import Collector, Stack
 from tandem_tracecheck import TempoClient
 from tandem_tracecheck.scenarios import new_traceparent
 from tandem_tracecheck.tree import Expect, match_tree

@@ -17,8 +17,7 @@ from starlette.routing import Route
 
 from gateway import __version__
 from gateway.settings import SERVICE_NAME, Settings
-from tandem_telemetry import Timeouts, create_client, instrument
-from tandem_telemetry.service import (
+from tandem_service import (
     EXCEPTION_HANDLERS,
     HEALTH_ROUTES,
     BadRequest,
@@ -26,6 +25,7 @@ from tandem_telemetry.service import (
     int_param,
     json_error,
 )
+from tandem_telemetry import Timeouts, create_client, instrument
 
 logger = logging.getLogger("gateway")
 

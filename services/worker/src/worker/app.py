@@ -18,14 +18,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tandem_telemetry import Timeouts, create_client, get_tracer, instrument
-from tandem_telemetry.service import (
+from tandem_service import (
     EXCEPTION_HANDLERS,
     HEALTH_ROUTES,
     BadRequest,
     RequestGuard,
     json_error,
 )
+from tandem_telemetry import Timeouts, create_client, get_tracer, instrument
 from worker import __version__
 from worker.settings import SERVICE_NAME, Settings
 

@@ -27,6 +27,7 @@ from tandem_telemetry.delivery import (
     AccountedSpanExporter,
     DeliveryReport,
 )
+from tandem_telemetry.env import env_str
 from tandem_telemetry.propagation import configured_propagator
 from tandem_telemetry.settings import TelemetrySettings
 
@@ -305,7 +306,7 @@ def setup(
     with _lock:
         if _current is not None and _current.pid == os.getpid():
             return _current
-        name = service_name or os.environ.get("OTEL_SERVICE_NAME") or "unknown_service"
+        name = service_name or env_str("OTEL_SERVICE_NAME", "unknown_service")
         telemetry = build_telemetry(
             name,
             service_version=service_version,

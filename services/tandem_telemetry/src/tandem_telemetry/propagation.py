@@ -25,7 +25,6 @@ accepts, so samplers and exporters still see those.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable
 from importlib.metadata import entry_points
@@ -44,6 +43,8 @@ from opentelemetry.propagators.textmap import (
     default_setter,
 )
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
+from tandem_telemetry.env import InvalidEnvVar, env_str
 
 DEFAULT_PROPAGATORS = "tracecontext,baggage"
 
@@ -272,8 +273,8 @@ _W3C: dict[str, type[TextMapPropagator]] = {
 
 
 def configured_propagator() -> CompositePropagator:
-    """The propagators OTEL_PROPAGATORS names, in its order; ValueError names an unknown one."""
-    raw = os.environ.get("OTEL_PROPAGATORS", "").strip() or DEFAULT_PROPAGATORS
+    """The propagators OTEL_PROPAGATORS names, in its order; InvalidEnvVar names an unknown one."""
+    raw = env_str("OTEL_PROPAGATORS", DEFAULT_PROPAGATORS)
     propagators: list[TextMapPropagator] = []
     for name in (part.strip() for part in raw.split(",")):
         if not name or name.lower() == "none":
@@ -286,8 +287,9 @@ def configured_propagator() -> CompositePropagator:
             installed = sorted(
                 {ep.name for ep in entry_points(group="opentelemetry_propagator")} | {*_W3C, "none"}
             )
-            raise ValueError(
-                f"OTEL_PROPAGATORS={raw!r}: no propagator named {name!r} is installed; installed: {', '.join(installed)}"
+            raise InvalidEnvVar(
+                f"OTEL_PROPAGATORS={raw!r}: no propagator named {name!r} is installed; "
+                f"installed: {', '.join(installed)}"
             )
         propagators.append(found[0].load()())
     return CompositePropagator(propagators)
