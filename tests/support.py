@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import socket
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 from hypercorn.asyncio import serve
@@ -48,18 +49,32 @@ def make_pipeline(service_name: str = "test-service", **settings: object) -> Pip
 
 
 def free_port() -> int:
-    """A free loopback port, below the ephemeral range (see tandem_collector.ports)."""
+    """A free loopback port for a process to bind, below the ephemeral range (tandem_collector.ports).
+
+    In-process servers need none: `served` binds its own socket.
+    """
     from tandem_collector.ports import free_port as collector_free_port
 
     return collector_free_port()
 
 
+@contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses connections: bound here and not listening, so none can take it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
 @asynccontextmanager
-async def served(app, port: int | None = None) -> AsyncIterator[str]:
+async def served(app) -> AsyncIterator[str]:
     """Serve an ASGI app with hypercorn on a loopback port, in this event loop; yield its base URL."""
-    port = port or free_port()
+    # Bound here, on a port the OS picks, and handed to hypercorn: no port can be taken meanwhile.
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
     config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
+    config.bind = [f"fd://{listener.detach()}"]
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 1
