@@ -1,4 +1,4 @@
-"""With the worker down, the gateway answers 503 and its retries are visible as sibling CLIENT spans."""
+"""With the worker down, the gateway answers 503; its retries show as sibling CLIENT spans."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fixtures for the telemetry package's tests, which need the package and nothing else of Tandem's."""
+"""Fixtures for the telemetry package's tests: they need the package, nothing else of Tandem's."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Setup once per process, the Resource, the disabled SDK, lifespan flush, bounded shutdown, JSON logs."""
+"""Setup once per process, the Resource, the disabled SDK, the lifespan flush, bounded shutdown,
+JSON logs."""
 
 from __future__ import annotations
 
@@ -95,7 +96,8 @@ async def test_disabled_sdk_makes_no_spans_and_no_traceresponse(
 @pytest.mark.anyio
 async def test_lifespan_shutdown_flushes_batched_spans(monkeypatch: pytest.MonkeyPatch) -> None:
     exporter = InMemorySpanExporter()
-    # The real BatchSpanProcessor, with a delay far longer than the test: only the shutdown flush can deliver.
+    # The real BatchSpanProcessor, with a delay far longer than the test: only the shutdown flush
+    # can deliver.
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
     tandem_telemetry.setup("svc", span_exporter=exporter, settings=TelemetrySettings())
 

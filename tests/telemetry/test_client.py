@@ -40,7 +40,8 @@ def echo_app(pipeline: Pipeline) -> Starlette:
 
 async def test_client_span_attributes_and_injection(pipeline: Pipeline) -> None:
     tracer = pipeline.telemetry.tracer
-    # httpx's own transport here: aiohttp refuses URL credentials beside the Authorization header httpx derives from them.
+    # httpx's own transport here: aiohttp refuses URL credentials beside the Authorization header
+    # httpx derives from them.
     transport = httpx.AsyncHTTPTransport()
     async with (
         served(echo_app(pipeline)) as base,

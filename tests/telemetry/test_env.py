@@ -1,4 +1,4 @@
-"""tandem_telemetry.env: the one parser of environment variables, for the packages and the services."""
+"""tandem_telemetry.env: the one environment-variable parser, for the packages and the services."""
 
 from __future__ import annotations
 

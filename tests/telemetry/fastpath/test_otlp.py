@@ -231,7 +231,8 @@ def test_the_exporter_delivers_the_sdk_request_and_fails_cleanly_without_a_recei
 
 
 def test_a_readable_span_built_directly_matches_the_sdk_encoding() -> None:
-    """Spans from other code paths: a plain dict of attributes, tuples of events and links, no limits."""
+    """Spans from other code paths: a plain dict of attributes, tuples of events and links, no
+    limits."""
     from opentelemetry.sdk.trace import Event
 
     span = ReadableSpan(

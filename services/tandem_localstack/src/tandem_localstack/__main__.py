@@ -1,4 +1,4 @@
-"""`python -m tandem_localstack` (`make run`): the collector, the worker and the gateway on loopback.
+"""`python -m tandem_localstack` (`make run`): the collector, worker and gateway on loopback.
 
 Each finished trace is drawn in the terminal as a waterfall; Ctrl-C stops all three,
 the collector last, so it receives the services' final exports.
@@ -54,7 +54,8 @@ def main() -> int:
 Tandem is running on loopback:
   gateway    {gateway_url}          (logs: {logdir}/gateway.log)
   worker     {worker_url}          (logs: {logdir}/worker.log)
-  collector  OTLP {collector.grpc_endpoint} (gRPC), Tempo API {collector.tempo_url}, metrics {collector.metrics_url}
+  collector  OTLP {collector.grpc_endpoint} (gRPC), Tempo API {collector.tempo_url},
+             metrics {collector.metrics_url}
 
 Try:
   curl '{gateway_url}/api/work?tasks=3'

@@ -16,7 +16,7 @@ class BadRequest(Exception):
 
 
 def json_error(status: int, error: str, detail: str, **fields: object) -> JSONResponse:
-    """A JSON error body: a stable machine-readable `error`, a human `detail`, and context fields."""
+    """A JSON error body: a stable machine-readable `error`, a human `detail`, context fields."""
     return JSONResponse({"error": error, "detail": detail, **fields}, status_code=status)
 
 

@@ -1,4 +1,4 @@
-"""Run a service's ASGI app under hypercorn, configured from the environment, with a draining stop."""
+"""Serve a service's ASGI app with hypercorn, configured from the environment; drain on stop."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ async def _serve(config: Config, sockets: Sockets | None) -> None:
         loop.add_signal_handler(signum, stop.set)
 
     async def drain() -> None:
-        """Return when the server should close: after a stop signal and once in-flight requests are done.
+        """Return when the server should close: after a stop signal, once in-flight requests end.
 
         Until then the server keeps accepting, because an in-flight request
         may need a new one to finish: the worker calls back into the gateway

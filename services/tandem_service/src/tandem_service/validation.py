@@ -1,4 +1,4 @@
-"""Requests a service will not serve: malformed Host headers and targets, out-of-range parameters."""
+"""Requests a service refuses: malformed Host headers and targets, out-of-range parameters."""
 
 from __future__ import annotations
 
