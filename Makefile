@@ -30,19 +30,20 @@ reliability-report: install ## Run tests/reliability and rewrite docs/reliabilit
 	TANDEM_RELIABILITY_REPORT=$(CURDIR)/docs/reliability.md $(VENV_PY) -m pytest tests/reliability
 
 run: install ## Run the local collector, the worker and the gateway on loopback.
-	$(VENV_PY) -m tandem_collector.localstack
+	$(VENV_PY) -m tandem_localstack
 
 # --- The oldest supported OpenTelemetry ------------------------------------------
-# services/common/pyproject.toml's lower bound, in a venv of its own: the lock's
+# services/tandem_telemetry/pyproject.toml's lower bound, in a venv of its own: the lock's
 # versions of everything else, OpenTelemetry (and the protobuf packages it accepts) at
 # that release. `make test` runs the public-path suites there.
-OTEL_FLOOR      := $(shell sed -n 's/.*"opentelemetry-sdk>=\([0-9.]*\),.*/\1/p' services/common/pyproject.toml)
+OTEL_FLOOR      := $(shell sed -n 's/.*"opentelemetry-sdk>=\([0-9.]*\),.*/\1/p' services/tandem_telemetry/pyproject.toml)
 OTEL_FLOOR_VENV := $(TOOLS)/venvs/otel-floor-$(OTEL_FLOOR)
 PUBLIC_PATH_SUITES := tests/telemetry tests/integration --ignore=tests/telemetry/fastpath -m "not fast_path"
-WORKSPACE_PACKAGES := services/common services/gateway services/worker services/tracecheck collector
+# The workspace members (pyproject.toml): every package under services/, and the collector.
+WORKSPACE_PACKAGES := $(patsubst %/pyproject.toml,%,$(wildcard services/*/pyproject.toml)) collector
 
 $(OTEL_FLOOR_VENV)/.installed: uv.lock pyproject.toml services/*/pyproject.toml collector/pyproject.toml | $(UV)
-	@[ -n "$(OTEL_FLOOR)" ] || { echo "make: no opentelemetry-sdk lower bound in services/common/pyproject.toml" >&2; exit 1; }
+	@[ -n "$(OTEL_FLOOR)" ] || { echo "make: no opentelemetry-sdk lower bound in services/tandem_telemetry/pyproject.toml" >&2; exit 1; }
 	rm -rf $(OTEL_FLOOR_VENV)
 	$(UV) venv --quiet --python $(PYTHON) $(OTEL_FLOOR_VENV)
 	$(UV) export --quiet --frozen --all-packages --no-hashes --no-emit-workspace --format requirements.txt \

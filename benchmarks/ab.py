@@ -25,7 +25,7 @@ from pathlib import Path
 from benchmarks import harness, loadgen
 from tandem_collector.ports import free_ports
 
-PACKAGE = harness.REPO / "services" / "common" / "src" / "tandem_telemetry"
+PACKAGE = harness.REPO / "services" / "tandem_telemetry" / "src" / "tandem_telemetry"
 
 
 def before_package(rev: str, files: list[str]) -> Path:
@@ -33,7 +33,7 @@ def before_package(rev: str, files: list[str]) -> Path:
     target = root / "tandem_telemetry"
     shutil.copytree(PACKAGE, target, ignore=shutil.ignore_patterns("__pycache__"))
     for name in files:
-        path = f"services/common/src/tandem_telemetry/{name}"
+        path = f"services/tandem_telemetry/src/tandem_telemetry/{name}"
         text = subprocess.run(
             ["git", "show", f"{rev}:{path}"],
             cwd=harness.REPO,

@@ -35,8 +35,8 @@ def _contrib_app(
 ) -> Starlette:
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
+    from tandem_service import EXCEPTION_HANDLERS, HEALTH_ROUTES, RequestGuard
     from tandem_telemetry import setup
-    from tandem_telemetry.service import EXCEPTION_HANDLERS, HEALTH_ROUTES
 
     telemetry = setup(service)
 
@@ -60,12 +60,8 @@ def _contrib_app(
         routes=[*routes, *HEALTH_ROUTES], lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS
     )  # type: ignore[arg-type]
     add_contrib_middleware(app, telemetry)
-    # Like the services: the request guard, where the package has one, is added last and runs first.
-    from tandem_telemetry import service
-
-    guard = getattr(service, "RequestGuard", None)
-    if guard is not None:
-        app.add_middleware(guard)
+    # Like the services: the request guard is added last, so it runs first.
+    app.add_middleware(RequestGuard)
     return app
 
 

@@ -23,7 +23,7 @@ import importlib
 import os
 
 import tandem_telemetry
-from tandem_telemetry.serving import serve
+from tandem_service import serve
 
 modes = {m.strip() for m in os.environ.get("DIAG", "").split(",") if m.strip()}
 application = os.environ["BENCH_APP"]
@@ -93,7 +93,7 @@ if "gcstats" in modes:
     gc.callbacks.append(_time_collections)
     atexit.register(lambda: open(os.environ["DIAG_GCSTATS"], "w").write(json.dumps(_stats)))
 if "nogc" in modes:
-    import tandem_telemetry.serving as serving
+    import tandem_service.serving as serving
 
     _original_freeze = gc.freeze
 

@@ -3,8 +3,8 @@
     python -m benchmarks [--smoke] [--out DIR] [--raw FILE] [--loadgen wrk|python|auto]
 
 What runs, all on loopback, each service a real process started through
-tandem_collector.localstack.Stack and served like the services
-(tandem_telemetry.serving: hypercorn, uvloop, one process):
+tandem_localstack.Stack and served like the services
+(tandem_service.serving: hypercorn, uvloop, one process):
 
 1. Trivial route, GET /hello on one Starlette app in four variants
    (benchmarks.apps): (a) untraced, (b) Tandem's middleware, (c) contrib ASGI
@@ -51,8 +51,8 @@ from typing import Any
 from urllib.request import urlopen
 
 from benchmarks import loadgen
-from tandem_collector.localstack import Collector, Process, Stack, free_collector_ports
 from tandem_collector.ports import free_ports
+from tandem_localstack import Collector, Process, Stack, free_collector_ports
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = 2

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import socket
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
@@ -32,7 +34,7 @@ class Pipeline:
         return [span for span in self.finished() if span.name == name]
 
 
-def make_pipeline(service_name: str = "test-service", **settings: object) -> Pipeline:
+def make_pipeline(service_name: str = "test-service", **settings: Any) -> Pipeline:
     """Set up the process pipeline with in-memory exporters, replacing any earlier one."""
     tandem_telemetry.shutdown()
     spans = InMemorySpanExporter()
@@ -40,7 +42,7 @@ def make_pipeline(service_name: str = "test-service", **settings: object) -> Pip
     telemetry = tandem_telemetry.setup(
         service_name,
         # The environment's settings (TANDEM_FAST_PATH among them), with the test's overrides.
-        settings=dataclasses.replace(TelemetrySettings.from_env(), **settings),  # type: ignore[arg-type]
+        settings=dataclasses.replace(TelemetrySettings.from_env(), **settings),
         span_processor=SimpleSpanProcessor(spans),
         metric_reader=reader,
     )
@@ -48,23 +50,38 @@ def make_pipeline(service_name: str = "test-service", **settings: object) -> Pip
 
 
 def free_port() -> int:
-    """A free loopback port, below the ephemeral range (see tandem_collector.ports)."""
+    """A free loopback port for a process to bind, below the ephemeral range (see
+    tandem_collector.ports).
+
+    In-process servers need none: `served` binds its own socket.
+    """
     from tandem_collector.ports import free_port as collector_free_port
 
     return collector_free_port()
 
 
+@contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses connections: bound here, not listening, so none can take it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
 @asynccontextmanager
-async def served(app, port: int | None = None) -> AsyncIterator[str]:
-    """Serve an ASGI app with hypercorn on a loopback port, in this event loop; yield its base URL."""
-    port = port or free_port()
+async def served(app) -> AsyncIterator[str]:
+    """Serve an ASGI app with hypercorn on a loopback port, in this event loop; yield its URL."""
+    # Bound here, on a port the OS picks, and handed to hypercorn: no port can be taken meanwhile.
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
     config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
+    config.bind = [f"fd://{listener.detach()}"]
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 1
     stop = asyncio.Event()
-    task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))
     base = f"http://127.0.0.1:{port}"
     for _ in range(200):
         try:

@@ -29,7 +29,8 @@ from urllib.request import urlopen
 import pytest
 import yaml
 
-from tandem_collector.localstack import Collector, Stack
+from tandem_collector.ports import free_port
+from tandem_localstack import Collector, Stack
 from tests.containers.engine import Engine, detect
 from tests.containers.podspec import PodRun, translate
 from tests.k8s.conftest import CHART, NAMESPACE, RELEASE, REPO, tool

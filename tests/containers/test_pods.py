@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tandem_collector.localstack import Collector
+from tandem_localstack import Collector
 from tests.containers.conftest import APPS, Pods, http_status, report
 from tests.containers.podspec import PodRun
 from tests.reliability.load import LoadResult, answered, drive, incomplete_traces

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tandem_collector.localstack import Collector, Stack, free_collector_ports
+from tandem_localstack import Collector, Stack, free_collector_ports
 from tandem_tracecheck.scenarios import Target
 from tests.support import free_port
 

@@ -1,4 +1,4 @@
-"""Process behaviour: hypercorn worker processes, and graceful shutdown on SIGTERM."""
+"""Process behaviour: hypercorn worker processes, graceful shutdown on SIGTERM, bad settings."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from tandem_collector.localstack import Collector, Stack
+from tandem_localstack import Collector, Stack
 from tandem_tracecheck import TempoClient
 from tandem_tracecheck.scenarios import new_traceparent
 from tandem_tracecheck.tree import match_tree, work_trace
@@ -102,3 +102,22 @@ def test_sigterm_finishes_in_flight_requests_then_flushes(
     with TempoClient(collector.tempo_url) as tempo:
         spans = tempo.wait_for_trace(trace_id, spans=13, timeout=20)
     assert match_tree(spans, work_trace(2), root_parent=span_id) == []
+
+
+@pytest.mark.parametrize(
+    ("service", "variable", "value"),
+    [
+        ("gateway", "PORT", "http"),  # tandem_service's server settings
+        ("gateway", "WORKER_TIMEOUT", "nan"),  # the gateway's own
+        ("worker", "TANDEM_UNTRUSTED_CONTEXT", "maybe"),  # tandem_telemetry's
+    ],
+)
+def test_a_malformed_setting_stops_the_service_with_a_line_naming_it(
+    stack: Stack, service: str, variable: str, value: str
+) -> None:
+    env = {"HOST": "127.0.0.1", "PORT": str(free_port()), variable: value}
+    process = stack.start(f"{service}-bad-{variable.lower()}", service, env)
+    assert process.popen.wait(30) != 0
+    output = process.output()
+    assert f"{variable}={value!r}" in output, output
+    assert "Traceback" not in output, output

@@ -1,4 +1,4 @@
-"""OTEL_PROPAGATORS across real processes: a B3 caller joins the trace, and `none` propagates nothing.
+"""OTEL_PROPAGATORS across real processes: a B3 caller joins the trace; `none` propagates nothing.
 
 The worker's calls back to the gateway go through a recording proxy, so the
 test sees the headers the worker actually sends.
@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from tandem_collector.localstack import Collector, Stack
+from tandem_localstack import Collector, Stack
 from tandem_tracecheck import TempoClient
 from tandem_tracecheck.tree import match_tree, work_trace
 from tests.support import free_port
@@ -86,7 +86,10 @@ class RecordingProxy:
 
 
 def start_pair(stack: Stack, collector: Collector, propagators: str) -> tuple[str, RecordingProxy]:
-    """A gateway and a worker with OTEL_PROPAGATORS=propagators; the worker reaches the gateway through a proxy."""
+    """A gateway and a worker with OTEL_PROPAGATORS=propagators.
+
+    The worker reaches the gateway through a proxy.
+    """
     gateway_port, worker_port = free_port(), free_port()
     gateway_url = f"http://127.0.0.1:{gateway_port}"
     proxy = RecordingProxy(gateway_url)
@@ -160,7 +163,8 @@ def test_none_starts_every_request_afresh_and_injects_nothing(
         assert response.status_code == 200, response.text
         assert response.json()["trace_id"] != caller
         assert proxy.seen and all(seen == {} for seen in proxy.seen), proxy.seen
-        # Each hop starts its own trace: the gateway's root span has no parent, and no worker span is in its trace.
+        # Each hop starts its own trace: the gateway's root span has no parent, and no worker
+        # span is in its trace.
         with TempoClient(collector.tempo_url) as tempo:
             spans = tempo.wait_for_trace(response.json()["trace_id"], spans=1, timeout=20)
         assert {span.service for span in spans} == {"gateway"}

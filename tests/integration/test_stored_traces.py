@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tandem_collector.localstack import Stack, free_collector_ports
+from tandem_localstack.stack import Stack, free_collector_ports
 from tandem_tracecheck import scenarios
 from tandem_tracecheck.scenarios import CheckedTrace, Target
 from tests.support import free_port

@@ -1,11 +1,11 @@
-"""With the worker down, the gateway answers 503 and its retries are visible as sibling CLIENT spans."""
+"""With the worker down, the gateway answers 503; its retries show as sibling CLIENT spans."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
 
-from tandem_collector.localstack import Collector, Stack
+from tandem_localstack import Collector, Stack
 from tandem_tracecheck import TempoClient
 from tandem_tracecheck.scenarios import new_traceparent
 from tandem_tracecheck.tree import Expect, match_tree

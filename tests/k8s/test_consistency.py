@@ -286,7 +286,24 @@ def test_dev_sync_targets_the_installed_packages() -> None:
     dockerfile = (REPO / "services" / "Dockerfile").read_text()
     assert "python3 -m venv /opt/venv" in dockerfile
     assert re.search(r"^ARG BASE_IMAGE=python:3\.12\.", dockerfile, re.M)
-    assert 'chown -R 10001:10001 "$site/$SERVICE" "$site/tandem_telemetry"' in dockerfile
+    chown = re.search(r'chown -R 10001:10001 ((?:"\$site/[^"]+" ?)+)', dockerfile)
+    assert chown, "the DEV_SYNC image hands the synced packages to UID 10001"
+    owned = set(re.findall(r'"\$site/([^"]+)"', chown.group(1)))
+    for rules in syncs:
+        for rule in rules:
+            package = rule["dest"].rsplit("/", 1)[-1]
+            expected = "$SERVICE" if package in APPS else package
+            assert expected in owned, f"skaffold syncs into {package}, which UID 10001 cannot write"
+    # Every package the image installs from services/ is synced: the service and the shared ones.
+    installs = re.search(r'set -- ((?:"?/src/[^\s"]+"? )+)', dockerfile)
+    assert installs, "the Dockerfile installs Tandem's packages with `set -- /src/...`"
+    artifacts = skaffold_config()["build"]["artifacts"]
+    for patch in dev["patches"]:
+        if patch["path"].endswith("/sync"):
+            app = artifacts[int(patch["path"].split("/")[3])]["docker"]["buildArgs"]["SERVICE"]
+            sources = re.findall(r'/src/([^\s"]+)', installs.group(1).replace("$SERVICE", app))
+            synced = {rule["strip"].split("/", 1)[0] for rule in patch["value"]["manual"]}
+            assert synced == set(sources), f"{app}: skaffold syncs {sorted(synced)}"
 
 
 def test_podman_settings_agree() -> None:

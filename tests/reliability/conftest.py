@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tandem_collector.localstack import Collector, Stack, free_collector_ports
+from tandem_localstack import Collector, Stack, free_collector_ports
 from tests.reliability import report
 
 # One row each in the report (see report.py); it is written only when all of them ran.

@@ -7,7 +7,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from tandem_collector.localstack import Collector, Process, Stack, free_collector_ports
+from tandem_localstack import Collector, Process, Stack, free_collector_ports
 from tandem_tracecheck import TempoClient
 from tandem_tracecheck.tree import match_tree, work_trace
 from tests.reliability import report

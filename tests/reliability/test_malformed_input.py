@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace as otel_trace
 
-from tandem_collector.localstack import Collector, Process, Stack
+from tandem_localstack import Collector, Process, Stack
 from tandem_telemetry.propagation import W3CTraceContextPropagator, parse_baggage, parse_traceparent
 from tandem_tracecheck.spans import attributes as otlp_attributes
 from tandem_tracecheck.spans import hex_id

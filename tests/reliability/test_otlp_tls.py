@@ -13,7 +13,7 @@ import time
 import httpx
 import trustme
 
-from tandem_collector.localstack import Collector, Stack, free_collector_ports
+from tandem_localstack import Collector, Stack, free_collector_ports
 from tandem_tracecheck import prometheus
 from tandem_tracecheck.tempo import TempoClient
 from tests.reliability import report

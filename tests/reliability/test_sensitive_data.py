@@ -14,7 +14,7 @@ import base64
 
 import httpx
 
-from tandem_collector.localstack import Collector, Stack
+from tandem_localstack import Collector, Stack
 from tandem_tracecheck import prometheus
 from tests.reliability import report
 from tests.reliability.test_malformed_input import (

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tandem_collector.localstack import Collector, Stack
+from tandem_localstack import Collector, Stack
 from tests.reliability import report
 from tests.reliability.load import LoadResult, answered, drive, incomplete_traces
 from tests.support import free_port

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import httpx
 
-from tandem_collector.localstack import Collector, Stack
+from tandem_localstack import Collector, Stack
 from tests.reliability import report
 from tests.reliability.test_malformed_input import (
     log_problems,

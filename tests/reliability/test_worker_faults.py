@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tandem_collector.localstack import Collector, Stack
+from tandem_localstack import Collector, Stack
 from tandem_tracecheck import TempoClient
 from tests.reliability import report
 from tests.reliability.load import drive

@@ -1,4 +1,5 @@
-"""Setup once per process, the Resource, the disabled SDK, lifespan flush, bounded shutdown, JSON logs."""
+"""Setup once per process, the Resource, the disabled SDK, the lifespan flush, bounded shutdown,
+JSON logs."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from starlette.routing import Route
 import tandem_telemetry
 from tandem_telemetry import JsonFormatter, TelemetrySettings, TracingMiddleware, instrument
 from tandem_telemetry.bootstrap import build_resource
-from tests.support import Pipeline, free_port, served
+from tests.support import Pipeline, refused_port, served
 
 
 @pytest.fixture(autouse=True)
@@ -95,7 +96,8 @@ async def test_disabled_sdk_makes_no_spans_and_no_traceresponse(
 @pytest.mark.anyio
 async def test_lifespan_shutdown_flushes_batched_spans(monkeypatch: pytest.MonkeyPatch) -> None:
     exporter = InMemorySpanExporter()
-    # The real BatchSpanProcessor, with a delay far longer than the test: only the shutdown flush can deliver.
+    # The real BatchSpanProcessor, with a delay far longer than the test: only the shutdown flush
+    # can deliver.
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
     tandem_telemetry.setup("svc", span_exporter=exporter, settings=TelemetrySettings())
 
@@ -113,20 +115,21 @@ async def test_lifespan_shutdown_flushes_batched_spans(monkeypatch: pytest.Monke
 def test_shutdown_with_unreachable_collector_returns_within_its_bound(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{free_port()}")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "30")
-    telemetry = tandem_telemetry.setup("svc", settings=TelemetrySettings(shutdown_timeout=1.0))
-    for _ in range(10):
-        telemetry.tracer.start_span("lost").end()
-    result: list[bool] = []
-    worker = threading.Thread(
-        target=lambda: result.append(tandem_telemetry.shutdown()), daemon=True
-    )
-    worker.start()
-    # The exporter alone would retry for 30 s; the bound is 1 s, and the join gives it generous slack.
-    worker.join(10)
-    assert not worker.is_alive(), "shutdown held the process past its bound"
-    assert result == [False]
+    with refused_port() as port:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "30")
+        telemetry = tandem_telemetry.setup("svc", settings=TelemetrySettings(shutdown_timeout=1.0))
+        for _ in range(10):
+            telemetry.tracer.start_span("lost").end()
+        result: list[bool] = []
+        worker = threading.Thread(
+            target=lambda: result.append(tandem_telemetry.shutdown()), daemon=True
+        )
+        worker.start()
+        # The exporter alone would retry for 30 s; the bound is 1 s; the join leaves generous slack.
+        worker.join(10)
+        assert not worker.is_alive(), "shutdown held the process past its bound"
+        assert result == [False]
 
 
 def test_json_logs_carry_the_current_trace_ids(pipeline: Pipeline) -> None:

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from tandem_telemetry import RetryPolicy, Timeouts, TotalTimeout, TracingMiddleware, create_client
-from tests.support import Pipeline, free_port, served
+from tests.support import Pipeline, refused_port, served
 
 pytestmark = pytest.mark.anyio
 
@@ -40,7 +40,8 @@ def echo_app(pipeline: Pipeline) -> Starlette:
 
 async def test_client_span_attributes_and_injection(pipeline: Pipeline) -> None:
     tracer = pipeline.telemetry.tracer
-    # httpx's own transport here: aiohttp refuses URL credentials beside the Authorization header httpx derives from them.
+    # httpx's own transport here: aiohttp refuses URL credentials beside the Authorization header
+    # httpx derives from them.
     transport = httpx.AsyncHTTPTransport()
     async with (
         served(echo_app(pipeline)) as base,
@@ -105,10 +106,13 @@ async def test_baggage_and_tracestate_are_propagated(pipeline: Pipeline) -> None
 async def test_connect_failures_retry_even_a_post_with_one_span_per_attempt(
     pipeline: Pipeline,
 ) -> None:
-    closed = f"http://127.0.0.1:{free_port()}"
-    async with create_client(closed, retry=FAST_RETRY, telemetry=pipeline.telemetry) as client:
-        with pipeline.telemetry.tracer.start_as_current_span("caller") as caller:
-            with pytest.raises(httpx.ConnectError):
+    with refused_port() as port:
+        closed = f"http://127.0.0.1:{port}"
+        async with create_client(closed, retry=FAST_RETRY, telemetry=pipeline.telemetry) as client:
+            with (
+                pipeline.telemetry.tracer.start_as_current_span("caller") as caller,
+                pytest.raises(httpx.ConnectError),
+            ):
                 await client.post("/tasks", json={"task": 1})
     attempts = pipeline.named("POST")
     assert len(attempts) == 3

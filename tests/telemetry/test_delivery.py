@@ -42,9 +42,9 @@ def test_an_outage_is_reported_once_with_its_losses(caplog: pytest.LogCaptureFix
     try:
         inner.up = False
         for _ in range(5):
-            exporter.export([object()] * 3)  # type: ignore[list-item]
+            exporter.export([object()] * 3)  # type: ignore[list-item]  # only the count matters
         inner.up = True
-        exporter.export([object()] * 2)  # type: ignore[list-item]
+        exporter.export([object()] * 2)  # type: ignore[list-item]  # only the count matters
     finally:
         report.close()
     ours = [r for r in caplog.records if r.name == "tandem_telemetry.delivery"]
@@ -62,8 +62,11 @@ def test_an_outage_is_reported_once_with_its_losses(caplog: pytest.LogCaptureFix
 def test_queue_drops_are_counted(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """40 spans into a queue of 8 whose exporter hangs, as on a stalled collector: every span is either
-    exported or counted as dropped, and the SDK never logs a full queue (it never overflows)."""
+    """40 spans into a queue of 8 whose exporter hangs, as on a stalled collector.
+
+    Every span is either exported or counted as dropped, and the SDK never logs a full queue
+    (it never overflows).
+    """
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4")
     report = DeliveryReport()
     inner = Switchable()
@@ -82,7 +85,8 @@ def test_queue_drops_are_counted(
             provider.shutdown()
     finally:
         report.close()
-    # At most one batch was taken by the stalled export; the queue holds 8; the rest were dropped and counted.
+    # At most one batch was taken by the stalled export; the queue holds 8; the rest were dropped
+    # and counted.
     assert 40 - 8 - 4 <= dropped <= 40 - 8
     assert inner.received + dropped == 40
     assert not [r for r in caplog.records if r.name.startswith("opentelemetry")]
@@ -97,8 +101,8 @@ def test_losses_are_published_as_a_metric() -> None:
     report.count_losses_on(MeterProvider(metric_readers=[reader]).get_meter("test"))
     try:
         exporter = AccountedSpanExporter(Switchable(), report)
-        exporter.exporter.up = False  # type: ignore[attr-defined]
-        exporter.export([object()] * 4)  # type: ignore[list-item]
+        exporter.exporter.up = False  # type: ignore[attr-defined]  # the test's Switchable
+        exporter.export([object()] * 4)  # type: ignore[list-item]  # only the count matters
         report.admit(0)  # a full queue of size 0: one span dropped
     finally:
         report.close()

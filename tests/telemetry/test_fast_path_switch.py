@@ -1,4 +1,4 @@
-"""TANDEM_FAST_PATH: which path runs, on which SDK, and that the public path touches no SDK internals.
+"""TANDEM_FAST_PATH: which path runs, on which SDK; the public path touches no SDK internals.
 
 These run on every SDK release Tandem supports (the fast path's own
 differential tests are marked fast_path).
@@ -110,7 +110,8 @@ def test_auto_takes_the_fast_path_on_a_tested_sdk() -> None:
 
 
 def test_the_default_path_reads_no_private_sdk_member() -> None:
-    """Outside fastpath.py the package imports no `_internal` module and silences no private-access lint."""
+    """Outside fastpath.py the package imports no `_internal` module, silences no private-access
+    lint."""
     offenders = []
     for path in sorted(PACKAGE.glob("*.py")):
         if path.name == "fastpath.py":
@@ -126,7 +127,8 @@ def test_the_default_path_reads_no_private_sdk_member() -> None:
 
 
 def test_serving_a_request_on_the_public_path_never_loads_the_fast_path() -> None:
-    """TANDEM_FAST_PATH=off: a traced request and a traced client call, and the fast-path module is never imported."""
+    """TANDEM_FAST_PATH=off: a traced request and a traced client call; the fast-path module is
+    never imported."""
     script = """
 import asyncio, sys
 import httpx
@@ -139,8 +141,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 spans = InMemorySpanExporter()
-tandem_telemetry.setup("svc", settings=TelemetrySettings.from_env(), span_processor=SimpleSpanProcessor(spans),
-                       metric_reader=InMemoryMetricReader())
+tandem_telemetry.setup(
+    "svc",
+    settings=TelemetrySettings.from_env(),
+    span_processor=SimpleSpanProcessor(spans),
+    metric_reader=InMemoryMetricReader(),
+)
 async def ok(request):
     return PlainTextResponse("ok")
 app = tandem_telemetry.instrument(Starlette(routes=[Route("/", ok)]), "svc")
@@ -149,12 +155,14 @@ async def main():
     async with tandem_telemetry.create_client("http://svc", transport=transport) as client:
         assert (await client.get("/")).status_code == 200
 asyncio.run(main())
-assert sorted(s.kind.name for s in spans.get_finished_spans()) == ["CLIENT", "SERVER"], spans.get_finished_spans()
+finished = spans.get_finished_spans()
+assert sorted(s.kind.name for s in finished) == ["CLIENT", "SERVER"], finished
 assert "tandem_telemetry.fastpath" not in sys.modules
 print("public path only")
 """
     proc = subprocess.run(
         [sys.executable, "-c", script],
+        check=False,
         capture_output=True,
         text=True,
         env={**_env(), "TANDEM_FAST_PATH": "off"},

@@ -236,7 +236,8 @@ async def test_span_ends_at_the_last_body_byte_not_after_background_work(
 
 
 async def test_repeated_requests_reuse_attributes_without_sharing_them(pipeline: Pipeline) -> None:
-    """The request attributes are cached per (path, Host, user agent...): each span still gets its own, right ones."""
+    """The request attributes are cached per (path, Host, user agent...); each span still gets its
+    own, right ones."""
     async with served(make_app(pipeline)) as base, httpx.AsyncClient() as client:
         for agent, host in (
             ("probe/1", "a.example"),

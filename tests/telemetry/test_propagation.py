@@ -1,4 +1,5 @@
-"""Propagation: the configured propagators, W3C Trace Context Level 2, and malformed headers through the middleware (property-based)."""
+"""Propagation: the configured propagators, W3C Trace Context Level 2, and malformed headers
+through the middleware (property-based)."""
 
 from __future__ import annotations
 
@@ -69,7 +70,8 @@ KEY_256 = "a" * 100 + "@" + "b" * 155
             [("foo@", "1"), ("foo@@bar", "2"), ("a@b@c", "3"), ("1abc", "4"), ("9@z", "5")],
         ),
         (f"{KEY_256}=v", [(KEY_256, "v")]),
-        # An invalid member goes alone: a 257-character key, a leading "@", upper case, "=" in a value.
+        # An invalid member goes alone: a 257-character key, a leading "@", upper case, "=" in a
+        # value.
         (f"a=1,{KEY_256}x=v,@foo=2,B=3,c=4=4,d=5", [("a", "1"), ("d", "5")]),
         # A duplicate keeps the first (the most recent); the list is kept.
         ("a=1,b=2,a=3", [("a", "1"), ("b", "2")]),
@@ -90,7 +92,8 @@ def test_tracestate_headers_combine_in_order() -> None:
 def test_tracestate_round_trips_whole_through_the_propagator(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Extract then inject on the same trace sends what arrived, Level 2 keys included, and the API logs nothing."""
+    """Extract then inject on the same trace sends what arrived, Level 2 keys included; the API
+    logs nothing."""
     from opentelemetry import trace
 
     header = f"vendor=1,foo@@bar=2,1abc=3,{KEY_256}=4,t@v=5"
@@ -176,7 +179,7 @@ def test_otel_propagators_chooses_the_propagators(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("OTEL_PROPAGATORS", "none")
     assert configured_propagator().fields == set()
     monkeypatch.setenv("OTEL_PROPAGATORS", "tracecontext,zipkin-ish")
-    with pytest.raises(ValueError, match="OTEL_PROPAGATORS.*'zipkin-ish'.*installed: .*b3multi"):
+    with pytest.raises(ValueError, match=r"OTEL_PROPAGATORS.*'zipkin-ish'.*installed: .*b3multi"):
         configured_propagator()
 
 
@@ -203,7 +206,8 @@ header_bytes = st.one_of(
 def test_malformed_headers_never_raise_and_start_a_new_trace(
     pipeline: Pipeline, traceparent: bytes, tracestate: bytes, baggage: bytes
 ) -> None:
-    """Whatever the caller sends, the request succeeds; an invalid traceparent starts a new trace without its tracestate."""
+    """Whatever the caller sends, the request succeeds; an invalid traceparent starts a new trace
+    without its tracestate."""
     import anyio
 
     async def ok(request) -> PlainTextResponse:

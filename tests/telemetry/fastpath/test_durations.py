@@ -129,7 +129,6 @@ def test_delta_temporality_falls_back_to_the_sdk_path_and_matches() -> None:
     reader = InMemoryMetricReader(
         preferred_temporality={SdkHistogram: AggregationTemporality.DELTA}
     )
-    sdk, sdk_reader, _ = histogram()
     ours_instrument, ours_reader, _ = histogram(reader=reader)
     ours = DurationHistogram(ours_instrument)
     delta_sdk_reader = InMemoryMetricReader(
@@ -147,7 +146,7 @@ def test_a_view_that_filters_attribute_keys_is_honoured() -> None:
     view = View(
         instrument_name="http.server.request.duration", attribute_keys={"http.request.method"}
     )
-    first, second = record_both(workload(100), views=[view])
+    _, second = record_both(workload(100), views=[view])
     assert second[1] == second[0]
     assert {point[1] for point in second[1]} == {
         (("http.request.method", "str", "GET"),),
@@ -162,7 +161,7 @@ def test_a_disabled_meter_records_nothing() -> None:
     ours.record(0.1, dict(SETS[0]))
     provider._set_meter_configurator(
         meter_configurator=lambda scope: _MeterConfig(is_enabled=False)
-    )  # type: ignore[attr-defined]
+    )
     ours.record(0.1, dict(SETS[0]))
     [point] = points(reader)
     assert point[2] == 2

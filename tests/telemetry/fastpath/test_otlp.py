@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -27,8 +26,9 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
-from tandem_collector.testing import running_collector
 from tandem_telemetry.fastpath import FastOTLPSpanExporter, encode_spans
+from tests.support import refused_port
+from tests.telemetry.conftest import OTLPReceiver
 
 # Differential tests of the fast path: they hold it to the SDK, on the releases it lists.
 pytestmark = pytest.mark.fast_path
@@ -209,32 +209,25 @@ def test_an_int_beyond_int64_is_dropped_with_a_warning(caplog: pytest.LogCapture
     assert "huge" in caplog.text
 
 
-def test_the_exporter_delivers_to_a_collector_and_fails_cleanly_without_one() -> None:
+def test_the_exporter_delivers_the_sdk_request_and_fails_cleanly_without_a_receiver(
+    otlp_receiver: OTLPReceiver,
+) -> None:
     provider, memory = recording_provider(Resource.create({"service.name": "fast-exporter"}))
     span = provider.get_tracer("t").start_span(
         "GET /x", Context(), SpanKind.SERVER, {"http.route": "/x"}
     )
     span.end()
     spans = finished(provider, memory)
-    with running_collector() as collector:
-        exporter = FastOTLPSpanExporter(
-            endpoint=collector.addresses.grpc_endpoint, insecure=True, timeout=5
-        )
-        assert exporter.export(spans) is SpanExportResult.SUCCESS
-        exporter.shutdown()
-        trace_id = format(span.get_span_context().trace_id, "032x")
-        body = httpx.get(f"{collector.addresses.query_url}/api/v2/traces/{trace_id}").json()
-    [batch] = body["trace"]["resourceSpans"]
-    assert {"key": "service.name", "value": {"stringValue": "fast-exporter"}} in batch["resource"][
-        "attributes"
-    ]
-    [received] = batch["scopeSpans"][0]["spans"]
-    assert received["name"] == "GET /x"
-    assert received["attributes"] == [{"key": "http.route", "value": {"stringValue": "/x"}}]
+    exporter = FastOTLPSpanExporter(endpoint=otlp_receiver.endpoint, insecure=True, timeout=5)
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    # What arrived over gRPC is what the SDK's own exporter would have sent.
+    assert otlp_receiver.received == [sdk_encode_spans(spans)]
 
-    unreachable = FastOTLPSpanExporter(endpoint="127.0.0.1:9", insecure=True, timeout=1)
-    assert unreachable.export(spans) is SpanExportResult.FAILURE
-    unreachable.shutdown()
+    with refused_port() as port:
+        unreachable = FastOTLPSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True, timeout=1)
+        assert unreachable.export(spans) is SpanExportResult.FAILURE
+        unreachable.shutdown()
 
 
 def test_a_readable_span_built_directly_matches_the_sdk_encoding() -> None:

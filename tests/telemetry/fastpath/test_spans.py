@@ -1,4 +1,4 @@
-"""tandem_telemetry.fastpath: RequestTracer must start the span the SDK's Tracer.start_span would have started."""
+"""tandem_telemetry.fastpath: RequestTracer starts the span the SDK's Tracer.start_span would."""
 
 from __future__ import annotations
 
@@ -85,11 +85,12 @@ def pipeline(**provider_args: Any) -> tuple[TracerProvider, InMemorySpanExporter
 def both(
     run: Any, **provider_args: Any
 ) -> tuple[tuple[ReadableSpan, ...], tuple[ReadableSpan, ...]]:
-    """Run the same calls through Tracer.start_span and through RequestTracer.start_span; the spans each exported."""
+    """The spans each exported when the same calls run through Tracer.start_span and through
+    RequestTracer.start_span."""
     sdk_provider, sdk_memory, _ = pipeline(**provider_args)
     ours_provider, ours_memory, _ = pipeline(**provider_args)
     sdk_tracer = sdk_provider.get_tracer("tandem_telemetry")
-    run(lambda *args: sdk_tracer.start_span(*args))
+    run(sdk_tracer.start_span)
     run(RequestTracer(ours_provider.get_tracer("tandem_telemetry")).start_span)
     return sdk_memory.get_finished_spans(), ours_memory.get_finished_spans()
 
@@ -97,7 +98,7 @@ def both(
 def assert_same(sdk: tuple[ReadableSpan, ...], ours: tuple[ReadableSpan, ...]) -> None:
     assert len(ours) == len(sdk) > 0
     assert encode_spans(ours) == encode_spans(sdk)
-    for a, b in zip(sdk, ours):
+    for a, b in zip(sdk, ours, strict=True):
         assert dict(a.attributes) == dict(b.attributes) and list(a.attributes) == list(b.attributes)
         assert (a.dropped_attributes, a.dropped_links, a.dropped_events) == (
             b.dropped_attributes,
@@ -275,11 +276,16 @@ def test_start_as_current_span_behaves_as_the_sdks() -> None:
             "outer", attributes={"tandem.task": 1}, start_time=1
         ) as outer:
             assert trace_api.get_current_span() is outer
-            with pytest.raises(ValueError):
-                with tracer.start_as_current_span("fails", start_time=2, end_on_exit=True):
-                    raise ValueError("bad input")
-            with pytest.raises(KeyError), tracer.start_as_current_span(
-                "quiet", start_time=3, record_exception=False, set_status_on_exception=False
+            with (
+                pytest.raises(ValueError),
+                tracer.start_as_current_span("fails", start_time=2, end_on_exit=True),
+            ):
+                raise ValueError("bad input")
+            with (
+                pytest.raises(KeyError),
+                tracer.start_as_current_span(
+                    "quiet", start_time=3, record_exception=False, set_status_on_exception=False
+                ),
             ):
                 raise KeyError("k")
         assert trace_api.get_current_span() is not outer

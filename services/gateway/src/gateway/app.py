@@ -1,4 +1,4 @@
-"""The gateway's ASGI app: `GET /api/work` fans out to the worker; `GET /internal/quota` answers it."""
+"""The gateway's ASGI app: `GET /api/work` fans out to the worker; `/internal/quota` answers it."""
 
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ from starlette.routing import Route
 
 from gateway import __version__
 from gateway.settings import SERVICE_NAME, Settings
-from tandem_telemetry import Timeouts, create_client, instrument
-from tandem_telemetry.service import (
+from tandem_service import (
     EXCEPTION_HANDLERS,
     HEALTH_ROUTES,
     BadRequest,
@@ -26,6 +25,7 @@ from tandem_telemetry.service import (
     int_param,
     json_error,
 )
+from tandem_telemetry import Timeouts, create_client, instrument
 
 logger = logging.getLogger("gateway")
 
@@ -53,13 +53,18 @@ async def work(request: Request) -> JSONResponse:
     failure = _worst_failure(outcomes, trace_id)
     if failure is not None:
         return failure
-    return JSONResponse({"trace_id": trace_id, "results": [o.json() for o in outcomes]})  # type: ignore[union-attr]
+    # No failure: every outcome is a response.
+    results = [o.json() for o in outcomes if isinstance(o, httpx.Response)]
+    return JSONResponse({"trace_id": trace_id, "results": results})
 
 
 def _worst_failure(
     outcomes: list[httpx.Response | BaseException], trace_id: str
 ) -> JSONResponse | None:
-    """Map the fan-out's failures to one answer: a timeout (504) over unreachable (503) over a bad reply (502)."""
+    """Map the fan-out's failures to one answer.
+
+    A timeout (504) wins over an unreachable worker (503), which wins over a bad reply (502).
+    """
     statuses = []
     for outcome in outcomes:
         if isinstance(outcome, httpx.TimeoutException):  # TotalTimeout included
@@ -127,9 +132,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/internal/quota", quota, methods=["GET"]),
         *HEALTH_ROUTES,
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
     app = instrument(app, SERVICE_NAME, service_version=__version__)
-    # Added last, so it runs first: malformed Host headers and absolute-form targets never reach a span.
+    # Added last, so it runs first: malformed Host headers and absolute-form targets never
+    # reach a span.
     app.add_middleware(RequestGuard)
     return app
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-from tandem_telemetry.serving import SERVER_ENV_VARS
+from tandem_service import SERVER_ENV_VARS
+from tandem_telemetry.env import env_float, env_str
 
 SERVICE_NAME = "gateway"
 DEFAULT_PORT = 8080
@@ -18,19 +18,13 @@ ENV_VARS = frozenset({*SERVER_ENV_VARS, "WORKER_URL", "WORKER_TIMEOUT"})
 @dataclass(frozen=True)
 class Settings:
     worker_url: str = DEFAULT_WORKER_URL
-    # Total budget for one call to the worker, retries included.
+    # Total budget for one call to the worker, retries included, in seconds.
     worker_timeout: float = 5.0
 
     @classmethod
     def from_env(cls) -> Settings:
-        raw_timeout = os.environ.get("WORKER_TIMEOUT", "").strip()
-        try:
-            timeout = float(raw_timeout) if raw_timeout else cls.worker_timeout
-        except ValueError:
-            raise ValueError(f"WORKER_TIMEOUT={raw_timeout!r} is not a number of seconds") from None
-        if timeout <= 0:
-            raise ValueError(f"WORKER_TIMEOUT={raw_timeout!r} must be greater than 0")
+        """Read WORKER_URL and WORKER_TIMEOUT; InvalidEnvVar names a malformed one."""
         return cls(
-            worker_url=os.environ.get("WORKER_URL", DEFAULT_WORKER_URL).rstrip("/"),
-            worker_timeout=timeout,
+            worker_url=env_str("WORKER_URL", DEFAULT_WORKER_URL).rstrip("/"),
+            worker_timeout=env_float("WORKER_TIMEOUT", cls.worker_timeout),
         )

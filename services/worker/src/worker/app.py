@@ -1,4 +1,4 @@
-"""The worker's ASGI app: `POST /tasks` computes a task, checks its quota, and publishes the result."""
+"""The worker's ASGI app: `POST /tasks` computes a task, checks its quota, publishes the result."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tandem_telemetry import Timeouts, create_client, get_tracer, instrument
-from tandem_telemetry.service import (
+from tandem_service import (
     EXCEPTION_HANDLERS,
     HEALTH_ROUTES,
     BadRequest,
     RequestGuard,
     json_error,
 )
+from tandem_telemetry import Timeouts, create_client, get_tracer, instrument
 from worker import __version__
 from worker.settings import SERVICE_NAME, Settings
 
@@ -102,7 +102,7 @@ def compute(task: int) -> str:
 
 
 async def publish_result(task: int, digest: str) -> None:
-    """Publish a finished task (here: a log line joined to the trace), after the response is sent."""
+    """Publish a finished task (here: a log line joined to the trace) after the response is sent."""
     with get_tracer().start_as_current_span(
         "publish result", kind=SpanKind.INTERNAL, attributes={"tandem.task": task}
     ):
@@ -110,7 +110,7 @@ async def publish_result(task: int, digest: str) -> None:
 
 
 async def tasks(request: Request) -> JSONResponse:
-    """Run one task: compute, wait `delay_ms`, check quota with the gateway, answer, then publish."""
+    """Run one task: compute, wait `delay_ms`, check quota with the gateway, answer, publish."""
     task, delay_ms, fail = await read_task(request)
     if fail:
         return json_error(
@@ -156,9 +156,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 app.state.ready = False
 
     routes = [Route("/tasks", tasks, methods=["POST"]), *HEALTH_ROUTES]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
     app = instrument(app, SERVICE_NAME, service_version=__version__)
-    # Added last, so it runs first: malformed Host headers and absolute-form targets never reach a span.
+    # Added last, so it runs first: malformed Host headers and absolute-form targets never
+    # reach a span.
     app.add_middleware(RequestGuard)
     return app
 

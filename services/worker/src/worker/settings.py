@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-from tandem_telemetry.serving import SERVER_ENV_VARS
+from tandem_service import SERVER_ENV_VARS
+from tandem_telemetry.env import env_str
 
 SERVICE_NAME = "worker"
 DEFAULT_PORT = 8081
@@ -21,4 +21,4 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        return cls(gateway_url=os.environ.get("GATEWAY_URL", DEFAULT_GATEWAY_URL).rstrip("/"))
+        return cls(gateway_url=env_str("GATEWAY_URL", DEFAULT_GATEWAY_URL).rstrip("/"))

@@ -48,7 +48,10 @@ class DeliveryReport:
         self._queue_lock = threading.Lock()
 
     def count_losses_on(self, meter: Meter) -> None:
-        """Publish the losses as `tandem.telemetry.spans.lost`, read at each metric export (no cost per span)."""
+        """Publish the losses as `tandem.telemetry.spans.lost`, read at each metric export.
+
+        Nothing is counted per span for it.
+        """
 
         def observe(options: CallbackOptions) -> list[Observation]:
             return [
@@ -85,7 +88,8 @@ class DeliveryReport:
             )
             self.failing_since = None
         logger.warning(
-            "telemetry export recovered after %.1fs; %d spans were lost (%d in failed exports, %d dropped from the full queue)",
+            "telemetry export recovered after %.1fs; %d spans were lost "
+            "(%d in failed exports, %d dropped from the full queue)",
             outage,
             failed + dropped,
             failed,
@@ -103,12 +107,13 @@ class DeliveryReport:
                 self._dropped_at_outage = self.queue_dropped
         if starting:
             logger.warning(
-                "telemetry export is failing (%s); spans are dropped until the collector answers, and a line will say how many",
+                "telemetry export is failing (%s); spans are dropped until the collector "
+                "answers, and a line will say how many",
                 self._reason or "no reason given",
             )
 
     def admit(self, capacity: int) -> bool:
-        """Take a span into the batch queue if fewer than `capacity` wait there; else count it dropped."""
+        """Take a span into the batch queue if fewer than `capacity` wait; else count it dropped."""
         with self._queue_lock:
             if self.queued >= capacity:
                 self.queue_dropped += 1
@@ -231,7 +236,10 @@ class AccountedBatchSpanProcessor(SpanProcessor):
 
 
 class AccountedOTLPMetricExporter(OTLPMetricExporter):
-    """The SDK's OTLP metric exporter, reporting to the same DeliveryReport, so an outage is one story for both signals."""
+    """The SDK's OTLP metric exporter, reporting to the same DeliveryReport.
+
+    So an outage is one story for both signals.
+    """
 
     def __init__(self, report: DeliveryReport) -> None:
         super().__init__()

@@ -1,4 +1,4 @@
-"""The fast path: three hot spots of the SDK's public path, done with its internals. Opt-in, version-gated.
+"""The fast path: three hot spots of the SDK's public path, done with its internals; version-gated.
 
 Tandem's default path uses OpenTelemetry's public API only (see bootstrap).
 This module replaces three costly steps with code that reads and writes
@@ -51,7 +51,8 @@ def unsupported_reason() -> str | None:
     if not untested:
         return None
     found = ", ".join(f"{package} {version}" for package, version in untested.items())
-    return f"its differential tests ran against {', '.join(TESTED_RELEASES)} only, and this has {found}"
+    tested = ", ".join(TESTED_RELEASES)
+    return f"its differential tests ran against {tested} only, and this has {found}"
 
 
 # Checked before the imports below: on another release they may not exist.
@@ -62,6 +63,7 @@ if (_reason := unsupported_reason()) is not None:
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from struct import Struct
 from time import time_ns
 from typing import Any
@@ -71,10 +73,13 @@ from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context, get_current
 from opentelemetry.exporter.otlp.proto.common._internal import _encode_value
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.metrics import Histogram
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.metrics._internal._view_instrument_match import _hash_attributes
+from opentelemetry.sdk.metrics._internal.instrument import Histogram as SDKHistogram
 from opentelemetry.sdk.metrics._internal.measurement import Measurement
+from opentelemetry.sdk.metrics._internal.measurement_consumer import (
+    SynchronousMeasurementConsumer,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, Tracer
 from opentelemetry.sdk.util import BoundedList
@@ -119,6 +124,8 @@ class RequestSpan(Span):
         bounded = self._attributes
         if (
             self._end_time is None
+            # Always so for a span RequestTracer started; the check narrows the SDK's type.
+            and isinstance(bounded, BoundedAttributes)
             and bounded.max_value_len is None
             and (bounded.maxlen is None or len(bounded) + len(attributes) <= bounded.maxlen)
             and _plain(attributes)
@@ -161,16 +168,15 @@ class RequestTracer(trace_api.Tracer):
         tracer = self._tracer
         attributes = attributes or {}
         links = links or ()
-        parent_span_context: SpanContext | None = trace_api.get_current_span(
-            context
-        ).get_span_context()
+        current_context = trace_api.get_current_span(context).get_span_context()
         if not tracer._is_enabled():
-            return NonRecordingSpan(parent_span_context)
-        if parent_span_context is None or not parent_span_context.is_valid:
-            parent_span_context = None
+            return NonRecordingSpan(current_context)
+        parent_span_context: SpanContext | None = None
+        if current_context is None or not current_context.is_valid:
             trace_id = tracer.id_generator.generate_trace_id()
             random_trace_id = tracer.id_generator.is_trace_id_random()
         else:
+            parent_span_context = current_context
             trace_id = parent_span_context.trace_id
             random_trace_id = parent_span_context.trace_flags.random_trace_id
         sampling = tracer.sampler.should_sample(context, trace_id, name, kind, attributes, links)
@@ -243,39 +249,47 @@ _Target = tuple[Any, Any, Any]  # (view-instrument match, aggregation key, aggre
 class DurationHistogram:
     """Records into an SDK histogram like `Histogram.record`, faster for repeated attribute sets."""
 
-    def __init__(self, histogram: Histogram) -> None:
+    def __init__(self, histogram: SDKHistogram) -> None:
         self._histogram = histogram
-        consumer = getattr(histogram, "_measurement_consumer", None)
-        self._consumer = consumer
-        self._storages = getattr(consumer, "_reader_storages", None)
+        consumer = histogram._measurement_consumer
+        # The meter provider's own consumer; with any other, every record takes the SDK's path.
+        self._consumer = consumer if isinstance(consumer, SynchronousMeasurementConsumer) else None
+        self._storages = self._consumer._reader_storages if self._consumer is not None else None
         self._prepared: dict[
             tuple[tuple[str, Any], ...], tuple[Mapping[str, Any], list[_Target]]
         ] = {}
 
     def record(self, amount: float, attributes: dict[str, Any]) -> None:
         histogram = self._histogram
+        consumer = self._consumer
         key = tuple(attributes.items())
         prepared = self._prepared.get(key)
-        if prepared is None or not 0.0 <= amount < _INFINITY or not histogram._is_enabled():  # type: ignore[attr-defined]
+        if (
+            prepared is None
+            or consumer is None
+            or not 0.0 <= amount < _INFINITY
+            or not histogram._is_enabled()
+        ):
             # The SDK's path: it also warns about, and drops, negative and non-finite amounts.
             histogram.record(amount, attributes)
             if prepared is None:
                 self._prepare(key, attributes)
             return
-        if self._consumer._reader_storages is not self._storages:  # type: ignore[union-attr]
+        if consumer._reader_storages is not self._storages:
             # A reader was added or removed: prepare the sets again.
             self._prepared.clear()
-            self._storages = self._consumer._reader_storages  # type: ignore[union-attr]
+            self._storages = consumer._reader_storages
             histogram.record(amount, attributes)
             return
         cleaned, targets = prepared
         context = get_current()
-        measurement = Measurement(amount, time_ns(), histogram, context)  # type: ignore[arg-type]
-        # Validated when the set was prepared; the aggregation keeps a reference, as it would to a copy.
+        measurement = Measurement(amount, time_ns(), histogram, context)
+        # Validated when the set was prepared; the aggregation keeps a reference, as it would
+        # to a copy.
         object.__setattr__(measurement, "attributes", cleaned)
-        sample = self._consumer._sdk_config.exemplar_filter.should_sample(
+        sample = consumer._sdk_config.exemplar_filter.should_sample(
             amount, measurement.time_unix_nano, cleaned, context
-        )  # type: ignore[union-attr]
+        )
         for match, aggregation_key, aggregation in targets:
             if match._attributes_aggregation.get(aggregation_key) is aggregation:
                 aggregation.aggregate(measurement, sample)
@@ -284,10 +298,10 @@ class DurationHistogram:
                 self._prepared.pop(key, None)
 
     def _prepare(self, key: tuple[tuple[str, Any], ...], attributes: dict[str, Any]) -> None:
-        """Remember the aggregations the SDK made for this set, when the shortcut is safe for all of them."""
+        """Remember the aggregations the SDK made for this set, if the shortcut is safe for each."""
         if self._storages is None or len(self._prepared) >= PREPARED_SETS_LIMIT:
             return
-        cleaned = Measurement(0, 0, self._histogram, get_current(), attributes).attributes  # type: ignore[arg-type]
+        cleaned = Measurement(0, 0, self._histogram, get_current(), attributes).attributes
         if cleaned is None:
             return
         aggregation_key = _hash_attributes(dict(cleaned))
@@ -411,10 +425,8 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> list[bytes]
             continue
         out.append(encoded)
         if len(cache) < _PAIR_CACHE_LIMIT and len(encoded) <= _PAIR_CACHE_MAX_BYTES:
-            try:
+            with suppress(TypeError):  # an unhashable value is not cached
                 cache[(key, value)] = (type(value), encoded)
-            except TypeError:
-                pass
     return out
 
 
@@ -437,6 +449,8 @@ def _span(span: ReadableSpan) -> bytes:
     links into tuples and cost a call each, on every span of every batch.
     """
     context = span._context
+    if context is None:  # no ids to send; the SDK's encoder cannot encode such a span either
+        raise ValueError(f"span {span._name!r} has no SpanContext")
     parent = span._parent
     name = _text(span._name)
     parts = [
@@ -605,7 +619,10 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
 
     def _initialize_channel_and_stub(self) -> None:
         super()._initialize_channel_and_stub()
-        self._client = _EncodedTraceStub(self._channel)
+        stub = _EncodedTraceStub(self._channel)
+        self._client = stub  # type: ignore[assignment]  # the SDK types _client as None
 
-    def _translate_data(self, data: Sequence[ReadableSpan]) -> bytes:  # type: ignore[override]
+    def _translate_data(  # type: ignore[override]  # wire bytes: _EncodedTraceStub sends them
+        self, data: Sequence[ReadableSpan]
+    ) -> bytes:
         return encode_spans(data)

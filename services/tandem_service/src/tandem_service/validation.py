@@ -1,4 +1,4 @@
-"""What both services share beyond tracing: JSON errors, health endpoints, and a guard for malformed requests."""
+"""Requests a service refuses: malformed Host headers and targets, out-of-range parameters."""
 
 from __future__ import annotations
 
@@ -6,34 +6,15 @@ import re
 from urllib.parse import unquote, urlsplit
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-# A query integer: ASCII digits only (int() would also take "١", "1_0" and " 1 "),
+from tandem_service.errors import BadRequest, json_error
+
+# A query integer: ASCII digits only (int() would also take non-ASCII digits, "1_0" and " 1 "),
 # and few enough of them that no valid range is ever exceeded by accident.
 _INT = re.compile(r"-?[0-9]{1,18}")
 # RFC 9110 §7.2 / RFC 3986 §3.2.2: Host = uri-host [ ":" port ].
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::([0-9]{0,5}))?")
-
-
-class BadRequest(Exception):
-    """A request the service will not serve; becomes a JSON error naming the culprit."""
-
-    def __init__(self, status: int, error: str, detail: str, **fields: object) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.body = {"error": error, "detail": detail, **fields}
-
-
-def json_error(status: int, error: str, detail: str, **fields: object) -> JSONResponse:
-    """A JSON error body: a stable machine-readable `error`, a human `detail`, and context fields."""
-    return JSONResponse({"error": error, "detail": detail, **fields}, status_code=status)
-
-
-async def bad_request_handler(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, BadRequest)
-    return JSONResponse(exc.body, status_code=exc.status)
 
 
 def int_param(request: Request, name: str, *, default: int, low: int, high: int) -> int:
@@ -51,25 +32,6 @@ def int_param(request: Request, name: str, *, default: int, low: int, high: int)
             value=raw,
         )
     return value
-
-
-async def healthz(request: Request) -> JSONResponse:
-    """Liveness: the process answers."""
-    return JSONResponse({"status": "ok"})
-
-
-async def readyz(request: Request) -> JSONResponse:
-    """Readiness: the lifespan has started (set `app.state.ready`); peers are not consulted."""
-    if getattr(request.app.state, "ready", False):
-        return JSONResponse({"status": "ready"})
-    return json_error(503, "not_ready", "the service is still starting or is shutting down")
-
-
-HEALTH_ROUTES = [
-    Route("/healthz", healthz, methods=["GET"]),
-    Route("/readyz", readyz, methods=["GET"]),
-]
-EXCEPTION_HANDLERS = {BadRequest: bad_request_handler}
 
 
 class RequestGuard:

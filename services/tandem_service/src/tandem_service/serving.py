@@ -1,4 +1,4 @@
-"""Run a service's ASGI app under hypercorn, configured from the environment, with a draining stop."""
+"""Serve a service's ASGI app with hypercorn, configured from the environment; drain on stop."""
 
 from __future__ import annotations
 
@@ -14,34 +14,26 @@ from typing import Any
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
 from hypercorn.run import run as hypercorn_run
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from hypercorn.utils import wrap_app
-from starlette.types import Receive, Scope, Send
 
-# Read by every service's __main__; a service lists these beside its own in its ENV_VARS.
-SERVER_ENV_VARS = ("HOST", "PORT", "WEB_CONCURRENCY", "GRACEFUL_TIMEOUT", "RELOAD")
+from tandem_service.settings import ServerSettings
+from tandem_telemetry.env import InvalidEnvVar
+
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-def _env_int(name: str, default: int, minimum: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or int(raw) < minimum:
-        raise SystemExit(f"{name}={raw!r}: expected a whole number >= {minimum}")
-    return int(raw)
 
 
 def server_config(application_path: str, default_port: int) -> Config:
     """Hypercorn settings for a service: bind from HOST/PORT, uvloop, WEB_CONCURRENCY processes."""
+    settings = ServerSettings.from_env(default_port)
     config = Config()
     config.application_path = application_path
-    host = os.environ.get("HOST", "0.0.0.0").strip() or "0.0.0.0"
-    port = _env_int("PORT", default_port, 1)
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    host = settings.host
+    config.bind = [f"[{host}]:{settings.port}" if ":" in host else f"{host}:{settings.port}"]
     config.worker_class = "uvloop"
-    config.workers = _env_int("WEB_CONCURRENCY", 1, 1)
-    config.use_reloader = os.environ.get("RELOAD", "").strip().lower() == "true"
-    config.graceful_timeout = float(_env_int("GRACEFUL_TIMEOUT", 10, 0))
+    config.workers = settings.web_concurrency
+    config.use_reloader = settings.reload
+    config.graceful_timeout = float(settings.graceful_timeout)
     # Spans already record every request; an access log line per request would double the cost.
     config.accesslog = None
     config.errorlog = "-"
@@ -54,13 +46,18 @@ def server_config(application_path: str, default_port: int) -> Config:
 
 
 class InFlight:
-    """Count the HTTP requests being served, so a stop can wait for them."""
+    """Count the HTTP requests being served, so a stop can wait for them.
+
+    The outermost app, the one hypercorn calls, so it takes hypercorn's ASGI types.
+    """
 
     def __init__(self, app: Any) -> None:
         self.app = app
         self.count = 0
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -89,7 +86,7 @@ async def _serve(config: Config, sockets: Sockets | None) -> None:
         loop.add_signal_handler(signum, stop.set)
 
     async def drain() -> None:
-        """Return when the server should close: after a stop signal and once in-flight requests are done.
+        """Return when the server should close: after a stop signal, once in-flight requests end.
 
         Until then the server keeps accepting, because an in-flight request
         may need a new one to finish: the worker calls back into the gateway
@@ -118,7 +115,11 @@ async def _serve(config: Config, sockets: Sockets | None) -> None:
 def _serve_in_process(config: Config, sockets: Sockets | None = None) -> None:
     import uvloop
 
-    uvloop.run(_serve(config, sockets))
+    try:
+        uvloop.run(_serve(config, sockets))
+    except InvalidEnvVar as exc:
+        # A setting the app reads as it is imported: one line that names it, not a traceback.
+        raise SystemExit(str(exc)) from None
 
 
 def serve(application_path: str, default_port: int) -> int:
@@ -129,7 +130,10 @@ def serve(application_path: str, default_port: int) -> int:
     the parent only forwards the stop signal and exports nothing. RELOAD=true
     (the skaffold dev loop) hands over to hypercorn's reloading runner.
     """
-    config = server_config(application_path, default_port)
+    try:
+        config = server_config(application_path, default_port)
+    except InvalidEnvVar as exc:
+        raise SystemExit(str(exc)) from None
     if config.use_reloader:
         return hypercorn_run(config)
     if config.workers == 1:

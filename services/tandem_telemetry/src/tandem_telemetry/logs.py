@@ -26,9 +26,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(
-                timespec="milliseconds"
-            ),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -50,7 +48,10 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(
     level: str = "INFO", *, service_name: str | None = None, stream=None
 ) -> logging.Handler:
-    """Send the root logger's records to stderr (or `stream`) as JSON lines; replaces earlier handlers of ours."""
+    """Send the root logger's records to stderr (or `stream`) as JSON lines.
+
+    Replaces a handler this function added before.
+    """
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(service_name))
     handler.set_name("tandem-json")

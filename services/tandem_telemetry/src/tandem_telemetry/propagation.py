@@ -1,4 +1,4 @@
-"""Context propagation: the propagators OTEL_PROPAGATORS names, with W3C Trace Context Level 2 for "tracecontext".
+"""Context propagation: the propagators OTEL_PROPAGATORS names; "tracecontext" is W3C Level 2.
 
 The middleware extracts and the client injects through `opentelemetry.propagate`,
 so whatever OTEL_PROPAGATORS lists takes part (default `tracecontext,baggage`;
@@ -25,7 +25,6 @@ accepts, so samplers and exporters still see those.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable
 from importlib.metadata import entry_points
@@ -45,6 +44,8 @@ from opentelemetry.propagators.textmap import (
 )
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
+from tandem_telemetry.env import InvalidEnvVar, env_str
+
 DEFAULT_PROPAGATORS = "tracecontext,baggage"
 
 # https://www.w3.org/TR/trace-context-2/#traceparent-header-field-values
@@ -56,7 +57,8 @@ _ZERO_TRACE_ID = "0" * 32
 _ZERO_SPAN_ID = "0" * 16
 
 # https://www.w3.org/TR/trace-context-2/#tracestate-header-field-values
-#   key = ( lcalpha / DIGIT ) 0*255 ( keychar ),  keychar = lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@"
+#   key = ( lcalpha / DIGIT ) 0*255 ( keychar )
+#   keychar = lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@"
 TRACESTATE_MAX_MEMBERS = 32
 _TRACESTATE_KEY = re.compile(r"[a-z0-9][_0-9a-z\-*/@]{0,255}")
 _TRACESTATE_VALUE = re.compile(r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]")
@@ -181,7 +183,7 @@ class W3CTraceContextPropagator(TextMapPropagator):
     ) -> Context:
         context = Context() if context is None else context
         values = getter.get(carrier, self._TRACEPARENT)
-        # Repeated headers combine with commas, as HTTP says: a repeated traceparent is then invalid.
+        # Repeated headers combine with commas, as HTTP says: a repeated traceparent is invalid.
         caller = parse_traceparent(",".join(values)) if values else None
         if caller is None:
             return context
@@ -217,7 +219,7 @@ class W3CTraceContextPropagator(TextMapPropagator):
 
 
 class W3CBaggagePropagator(TextMapPropagator):
-    """The baggage header, per W3C Baggage: invalid members are dropped, properties are not values."""
+    """The baggage header, per W3C Baggage: invalid members dropped, properties not values."""
 
     _BAGGAGE = "baggage"
 
@@ -250,7 +252,7 @@ class W3CBaggagePropagator(TextMapPropagator):
 
 
 def _tracestate_members(span_context: SpanContext, context: Context | None) -> list[Member]:
-    """What to send as tracestate: the span's TraceState, with the members only Tandem could carry."""
+    """What to send as tracestate: the span's TraceState, with members only Tandem could carry."""
     state = list(span_context.trace_state.items())
     received = get_value(_RECEIVED_TRACESTATE, context)
     if not isinstance(received, tuple) or received[0] != span_context.trace_id:
@@ -272,8 +274,8 @@ _W3C: dict[str, type[TextMapPropagator]] = {
 
 
 def configured_propagator() -> CompositePropagator:
-    """The propagators OTEL_PROPAGATORS names, in its order; ValueError names an unknown one."""
-    raw = os.environ.get("OTEL_PROPAGATORS", "").strip() or DEFAULT_PROPAGATORS
+    """The propagators OTEL_PROPAGATORS names, in its order; InvalidEnvVar names an unknown one."""
+    raw = env_str("OTEL_PROPAGATORS", DEFAULT_PROPAGATORS)
     propagators: list[TextMapPropagator] = []
     for name in (part.strip() for part in raw.split(",")):
         if not name or name.lower() == "none":
@@ -286,8 +288,9 @@ def configured_propagator() -> CompositePropagator:
             installed = sorted(
                 {ep.name for ep in entry_points(group="opentelemetry_propagator")} | {*_W3C, "none"}
             )
-            raise ValueError(
-                f"OTEL_PROPAGATORS={raw!r}: no propagator named {name!r} is installed; installed: {', '.join(installed)}"
+            raise InvalidEnvVar(
+                f"OTEL_PROPAGATORS={raw!r}: no propagator named {name!r} is installed; "
+                f"installed: {', '.join(installed)}"
             )
         propagators.append(found[0].load()())
     return CompositePropagator(propagators)

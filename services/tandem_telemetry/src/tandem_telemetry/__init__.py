@@ -14,6 +14,7 @@ from tandem_telemetry.client import (
     TracingTransport,
     create_client,
 )
+from tandem_telemetry.env import InvalidEnvVar
 from tandem_telemetry.lifespan import flushing_lifespan, instrument
 from tandem_telemetry.logs import JsonFormatter, configure_logging
 from tandem_telemetry.middleware import TracingMiddleware
@@ -21,6 +22,7 @@ from tandem_telemetry.settings import ENV_VARS, TelemetrySettings
 
 __all__ = [
     "ENV_VARS",
+    "InvalidEnvVar",
     "JsonFormatter",
     "RetryPolicy",
     "Telemetry",

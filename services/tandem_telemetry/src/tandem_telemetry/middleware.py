@@ -19,7 +19,8 @@ logger = logging.getLogger(__name__)
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _PORT = re.compile(r"[0-9]{1,5}")
-# Distinct (path, Host, client address, user agent...) combinations whose span attributes are cached.
+# Distinct (path, Host, client address, user agent...) combinations whose span attributes are
+# cached.
 ATTRIBUTE_SETS_LIMIT = 1024
 KNOWN_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
@@ -54,7 +55,8 @@ class TracingMiddleware:
         self._duration = self.telemetry.server_duration
         self._untraced = settings.untraced_paths
         self._trust = not settings.untrusted_context
-        # Untrusted mode guards the edge; these paths serve Tandem's own services, whose context is kept.
+        # Untrusted mode guards the edge; these paths serve Tandem's own services, whose context
+        # is kept.
         self._trusted_prefixes = settings.trusted_path_prefixes
         # Requests repeat the same path, Host, client address and user agent;
         # their attributes are worked out once per combination (bounded).

@@ -1,7 +1,6 @@
-"""The whole of Tandem on loopback: this collector, the worker and the gateway as real processes.
+"""Start the local collector, the worker and the gateway as real processes on loopback.
 
-`python -m tandem_collector.localstack` is `make run`; the integration tests
-start the same processes through `Stack`.
+`python -m tandem_localstack` (`make run`) and the test suites start them through `Stack`.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,69 +154,3 @@ class Stack:
 
 def free_collector_ports() -> dict[str, int]:
     return dict(zip(("grpc", "query", "prometheus"), free_ports(3), strict=True))
-
-
-def main() -> int:
-    """`make run`: start everything on the default ports, print where, stop cleanly on Ctrl-C."""
-    from gateway.settings import DEFAULT_PORT as GATEWAY_PORT
-    from tandem_collector.config import Config
-    from worker.settings import DEFAULT_PORT as WORKER_PORT
-
-    defaults = Config()
-    ports = {
-        "grpc": defaults.grpc_port,
-        "query": defaults.query_port,
-        "prometheus": defaults.prometheus_port,
-    }
-    logdir = Path(os.environ.get("TANDEM_RUN_DIR", ".run"))
-    logdir.mkdir(exist_ok=True)
-    stack = Stack(logdir)
-    stopping = threading.Event()
-
-    def request_stop(signum: int, frame: object) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    try:
-        collector = stack.start_collector(ports, log=False)
-        gateway_url, worker_url = (
-            f"http://127.0.0.1:{GATEWAY_PORT}",
-            f"http://127.0.0.1:{WORKER_PORT}",
-        )
-        stack.start_service("worker", WORKER_PORT, collector, GATEWAY_URL=gateway_url)
-        stack.start_service("gateway", GATEWAY_PORT, collector, WORKER_URL=worker_url)
-    except RuntimeError as exc:
-        print(f"make run: {exc}", file=sys.stderr)
-        stack.stop_all()
-        return 1
-    print(
-        f"""
-Tandem is running on loopback:
-  gateway    {gateway_url}          (logs: {logdir}/gateway.log)
-  worker     {worker_url}          (logs: {logdir}/worker.log)
-  collector  OTLP {collector.grpc_endpoint} (gRPC), Tempo API {collector.tempo_url},
-             metrics {collector.metrics_url}
-
-Try:
-  curl '{gateway_url}/api/work?tasks=3'
-Each finished trace is drawn below as a waterfall. Ctrl-C stops all three.
-""",
-        flush=True,
-    )
-    while not stopping.wait(0.5):
-        exited = [p for p in stack.processes if p.popen.poll() is not None]
-        if exited:
-            first = exited[0]
-            print(
-                f"make run: {first.name} exited with {first.popen.returncode}; stopping the rest",
-                file=sys.stderr,
-            )
-            break
-    print("stopping: gateway, worker, then the collector (after their last spans)", flush=True)
-    stack.stop_all()
-    return 0 if stopping.is_set() else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -8,6 +8,7 @@ import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from time import monotonic, time_ns
+from typing import Any
 
 import httpx
 from opentelemetry import propagate, trace
@@ -48,7 +49,7 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Explicit client timeouts in seconds: to connect, between bytes read, and for the whole call."""
+    """Explicit client timeouts in seconds: to connect, between bytes read, for the whole call."""
 
     connect: float = 1.0
     read: float = 5.0
@@ -111,9 +112,11 @@ class TracingTransport(httpx.AsyncBaseTransport):
             # The span ends when the body has been read, so it covers the whole exchange.
             if span is None:
                 return response
+            # An async transport answers with an async stream; httpx.AsyncClient asserts the same.
+            assert isinstance(response.stream, httpx.AsyncByteStream)
             response.stream = _SpanEndingStream(
                 response.stream, telemetry, span, start, target, response.status_code
-            )  # type: ignore[arg-type]
+            )
             return response
 
     def _start_attempt(
@@ -333,9 +336,9 @@ class _Client(httpx.AsyncClient):
 
     _MERGED_URLS_MAX = 256
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._merged_urls: dict[str, tuple[httpx.URL, httpx.URL]] = {}
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        super().__init__(*args, **kwargs)
         self._cookies = _Cookies(self._cookies)
 
     @property

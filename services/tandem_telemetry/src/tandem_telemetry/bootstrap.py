@@ -15,11 +15,16 @@ from typing import Any, Protocol
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import Tracer
+from opentelemetry.util.types import AttributeValue
 
 from tandem_telemetry.delivery import (
     AccountedBatchSpanProcessor,
@@ -27,6 +32,7 @@ from tandem_telemetry.delivery import (
     AccountedSpanExporter,
     DeliveryReport,
 )
+from tandem_telemetry.env import env_str
 from tandem_telemetry.propagation import configured_propagator
 from tandem_telemetry.settings import TelemetrySettings
 
@@ -80,7 +86,7 @@ class Telemetry:
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
     delivery: DeliveryReport | None = None
-    exporters: tuple[object, ...] = ()
+    exporters: tuple[SpanExporter | MetricExporter, ...] = ()
     fast_path: bool = False
     pid: int = field(default_factory=os.getpid)
 
@@ -132,7 +138,7 @@ class Telemetry:
         # this thread too: some SDK releases make shutdown wait for the export in
         # progress, backoff and all. Past half a second, the daemon threads are left.
         stoppers = [
-            threading.Thread(target=exporter.shutdown, name="tandem-exporter-shutdown", daemon=True)  # type: ignore[attr-defined]
+            threading.Thread(target=exporter.shutdown, name="tandem-exporter-shutdown", daemon=True)
             for exporter in self.exporters
         ]
         for thread in stoppers:
@@ -147,8 +153,8 @@ class Telemetry:
 
 
 def build_resource(service_name: str, service_version: str | None) -> Resource:
-    """The Resource: Tandem's defaults, overridden by OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME."""
-    defaults: dict[str, str | int] = {
+    """The Resource: Tandem's defaults under OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME."""
+    defaults: dict[str, AttributeValue] = {
         "service.name": service_name,
         "service.namespace": SERVICE_NAMESPACE,
         "service.instance.id": str(uuid.uuid4()),
@@ -160,7 +166,7 @@ def build_resource(service_name: str, service_version: str | None) -> Resource:
         defaults["service.version"] = service_version
     # k8s.pod.name, k8s.namespace.name and k8s.node.name arrive here too: the
     # chart puts them in OTEL_RESOURCE_ATTRIBUTES through the downward API.
-    defaults.update(OTELResourceDetector().detect().attributes)  # type: ignore[arg-type]
+    defaults.update(OTELResourceDetector().detect().attributes or {})
     return Resource.create(defaults)
 
 
@@ -177,15 +183,13 @@ def build_telemetry(
     settings = settings or TelemetrySettings.from_env()
     resource = build_resource(service_name, service_version)
     if settings.disabled:
-        tracer_provider = trace.NoOpTracerProvider()
-        meter_provider = metrics.NoOpMeterProvider()
-        tracer = tracer_provider.get_tracer(INSTRUMENTATION_SCOPE)
-        meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE)
-        return Telemetry(settings, resource, tracer, meter, *_http_histograms(meter))  # type: ignore[arg-type]
+        noop_tracer = trace.NoOpTracerProvider().get_tracer(INSTRUMENTATION_SCOPE)
+        noop_meter = metrics.NoOpMeterProvider().get_meter(INSTRUMENTATION_SCOPE)
+        return Telemetry(settings, resource, noop_tracer, noop_meter, *_http_histograms(noop_meter))
 
     fast = load_fast_path(settings.fast_path)
     delivery = DeliveryReport()
-    exporters: list[object] = []
+    exporters: list[SpanExporter | MetricExporter] = []
     if span_processor is None:
         if span_exporter is None:
             if fast is not None:
@@ -233,7 +237,7 @@ def build_telemetry(
 
 
 def load_fast_path(mode: str) -> ModuleType | None:
-    """The fast-path module when TANDEM_FAST_PATH allows it and the installed SDK is one it was tested on.
+    """The fast-path module, when TANDEM_FAST_PATH allows it and it was tested on the installed SDK.
 
     auto: the fast path where it was tested, else the public path and one
     INFO line saying why. on: the fast path, or FastPathUnavailable. off:
@@ -244,9 +248,8 @@ def load_fast_path(mode: str) -> ModuleType | None:
     try:
         fastpath = importlib.import_module("tandem_telemetry.fastpath")
         reason = fastpath.unsupported_reason()
-    except (
-        Exception
-    ) as exc:  # an SDK that moved or renamed what the fast path reads: never a failure
+    # Whatever an SDK that moved or renamed what the fast path reads raises: never a failure.
+    except Exception as exc:  # noqa: BLE001
         fastpath, reason = (
             None,
             f"it cannot load with the installed SDK ({type(exc).__name__}: {exc})",
@@ -281,8 +284,18 @@ def _http_histograms(meter: Meter) -> tuple[metrics.Histogram, metrics.Histogram
 
 
 _lock = threading.Lock()
-_current: Telemetry | None = None
-_globals_installed = False
+
+
+@dataclass
+class _ProcessPipeline:
+    """The pipeline `setup` built in this process, and whether the API's globals serve one."""
+
+    telemetry: Telemetry | None = None
+    # The API's global providers can be set once per process.
+    globals_installed: bool = False
+
+
+_process = _ProcessPipeline()
 
 
 def setup(
@@ -301,11 +314,11 @@ def setup(
     exporters). A forked child builds its own pipeline: a parent's
     exporter threads do not survive a fork.
     """
-    global _current, _globals_installed
     with _lock:
-        if _current is not None and _current.pid == os.getpid():
-            return _current
-        name = service_name or os.environ.get("OTEL_SERVICE_NAME") or "unknown_service"
+        existing = _process.telemetry
+        if existing is not None and existing.pid == os.getpid():
+            return existing
+        name = service_name or env_str("OTEL_SERVICE_NAME", "unknown_service")
         telemetry = build_telemetry(
             name,
             service_version=service_version,
@@ -314,13 +327,18 @@ def setup(
             span_processor=span_processor,
             metric_reader=metric_reader,
         )
-        _current = telemetry
-        if telemetry.enabled and not _globals_installed:
+        _process.telemetry = telemetry
+        tracer_provider, meter_provider = telemetry.tracer_provider, telemetry.meter_provider
+        if (
+            tracer_provider is not None
+            and meter_provider is not None
+            and not _process.globals_installed
+        ):
             # Process-wide globals can be set once; they serve code that asks
             # the API for a tracer. Tandem's own code uses `telemetry` directly.
-            trace.set_tracer_provider(telemetry.tracer_provider)  # type: ignore[arg-type]
-            metrics.set_meter_provider(telemetry.meter_provider)  # type: ignore[arg-type]
-            _globals_installed = True
+            trace.set_tracer_provider(tracer_provider)
+            metrics.set_meter_provider(meter_provider)
+            _process.globals_installed = True
         # OTEL_PROPAGATORS (default tracecontext,baggage), with Tandem's W3C
         # Trace Context Level 2 parser for "tracecontext" (see propagation).
         propagate.set_global_textmap(configured_propagator())
@@ -329,15 +347,14 @@ def setup(
 
 def current() -> Telemetry | None:
     """The pipeline `setup` built in this process, if any."""
-    telemetry = _current
+    telemetry = _process.telemetry
     return telemetry if telemetry is not None and telemetry.pid == os.getpid() else None
 
 
 def shutdown(timeout: float | None = None) -> bool:
-    """Flush and stop this process's pipeline within its bound; the next `setup` builds a new one."""
-    global _current
+    """Flush and stop this process's pipeline within its bound; the next `setup` builds anew."""
     with _lock:
-        telemetry, _current = _current, None
+        telemetry, _process.telemetry = _process.telemetry, None
     if telemetry is None or telemetry.pid != os.getpid():
         return True
     return telemetry.shutdown(timeout)

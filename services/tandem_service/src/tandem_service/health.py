@@ -1,0 +1,27 @@
+"""Liveness and readiness endpoints, as the chart's probes call them."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from tandem_service.errors import json_error
+
+
+async def healthz(request: Request) -> JSONResponse:
+    """Liveness: the process answers."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness: the lifespan has started (set `app.state.ready`); peers are not consulted."""
+    if getattr(request.app.state, "ready", False):
+        return JSONResponse({"status": "ready"})
+    return json_error(503, "not_ready", "the service is still starting or is shutting down")
+
+
+HEALTH_ROUTES = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+]
