@@ -155,8 +155,8 @@ def test_dockerfile_shape() -> None:
 def test_gateway_image_carries_tracecheck() -> None:
     """The helm test pod runs `python -m tandem_tracecheck` from the gateway image."""
     build = " ".join(args for _, args in stages(dockerfile())[0])
-    assert "tracecheck /src/tracecheck" in build
-    assert 'if [ "$SERVICE" = gateway ]; then set -- "$@" /src/tracecheck; fi' in build
+    assert "tandem_tracecheck /src/tandem_tracecheck" in build
+    assert 'if [ "$SERVICE" = gateway ]; then set -- "$@" /src/tandem_tracecheck; fi' in build
 
 
 @pytest.mark.parametrize("service", ["gateway", "worker"])
