@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
@@ -33,3 +34,17 @@ def test_readme_descriptions_of_telemetry_variables_match_the_code() -> None:
         assert f"| `{name}` | {description} |" in README, (
             f"README's row for {name} differs from ENV_VARS"
         )
+
+
+def test_every_module_in_the_request_path_diagram_exists() -> None:
+    """The opening diagram names modules and functions; a rename must update it."""
+    diagram = README.split("One request's path through the code", 1)[1].split("```", 2)[1]
+    names = set(re.findall(r"\b((?:tandem_\w+|gateway|worker)(?:\.\w+)+)", diagram))
+    assert len(names) >= 8, names
+    for name in sorted(names):
+        module_name, _, attribute = name.rpartition(".")
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError:
+            module = importlib.import_module(module_name)
+            assert hasattr(module, attribute), f"README names {name}, which does not exist"
