@@ -1,6 +1,8 @@
-"""Before/after for the hot-path optimisations: the same measurements against two versions of tandem_telemetry.
+"""Before/after for the hot-path optimisations: the same measurements against two versions of
+tandem_telemetry.
 
-    python -m benchmarks.ab [--rev REV] [--files client.py,middleware.py,propagation.py] [--rounds 4]
+    python -m benchmarks.ab [--rev REV] [--files client.py,middleware.py,propagation.py]
+                            [--rounds 4]
 
 "before" is the working tree's tandem_telemetry with FILES taken from git
 revision REV (default HEAD), copied to a temporary directory that goes first
@@ -8,7 +10,9 @@ on PYTHONPATH; "after" is the working tree as it is. Both run side by side,
 interleaved round by round like `make bench`: the full path (traced and
 OTEL_SDK_DISABLED), the trivial route with Tandem's middleware, and the hop
 (Tandem's client, traced and untraced, against the raw-socket server).
-Prints a table of medians [min-max] and after/before ratios.
+Prints a table of medians [min-max] and after/before ratios. A middleware.py
+from before the gateway's internal listener (no trust_incoming_context) cannot
+serve today's gateway.
 """
 
 from __future__ import annotations
@@ -66,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         urls: dict[tuple[str, str], str] = {}
         for version, pythonpath in paths.items():
             for variant in ("traced", "disabled"):
-                gateway_port, worker_port = free_ports(2)
+                gateway_port, gateway_internal_port, worker_port = free_ports(3)
+                gateway_env, worker_env = harness.pair_env(
+                    gateway_port, gateway_internal_port, worker_port
+                )
                 extra = {
                     "PYTHONPATH": pythonpath,
                     **({"OTEL_SDK_DISABLED": "true"} if variant == "disabled" else {}),
@@ -76,14 +83,14 @@ def main(argv: list[str] | None = None) -> int:
                     "worker",
                     worker_port,
                     collector,
-                    {"GATEWAY_URL": f"http://127.0.0.1:{gateway_port}", **extra},
+                    {**worker_env, **extra},
                 )
                 procs.service(
                     f"gateway-{version}-{variant}",
                     "gateway",
                     gateway_port,
                     collector,
-                    {"WORKER_URL": f"http://127.0.0.1:{worker_port}", **extra},
+                    {**gateway_env, **extra},
                 )
                 urls[(version, f"full path, {variant}")] = (
                     f"http://127.0.0.1:{gateway_port}/api/work?tasks={harness.TASKS}"
@@ -141,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         procs.stop_all()
         shutil.rmtree(before, ignore_errors=True)
     print(
-        f"| req/s, median [min–max] over {args.rounds} rounds | before ({args.rev}: {args.files}) | after (working tree) | after / before |"
+        f"| req/s, median [min–max] over {args.rounds} rounds "
+        f"| before ({args.rev}: {args.files}) | after (working tree) | after / before |"
     )
     print("|---|---|---|---|")
     for what in dict.fromkeys(w for _, w in rows):

@@ -1,4 +1,5 @@
-"""`python -m benchmarks.diag_serve`: serve BENCH_APP like benchmarks.serve, with a diagnostic change.
+"""`python -m benchmarks.diag_serve`: serve BENCH_APP like benchmarks.serve, with a diagnostic
+change.
 
 Used to answer "what if" questions while profiling (benchmarks/NOTES.md);
 never by `make bench`. DIAG is a comma-separated list:
@@ -9,13 +10,15 @@ never by `make bench`. DIAG is a comma-separated list:
           freed at once, on the serving thread
     nogc  the cyclic garbage collector is disabled once serving starts
     gcstats  time every garbage collection, by generation; written to $DIAG_GCSTATS at exit
-    mainfree  exported span batches are released on the serving thread (event loop), not the exporter's
+    mainfree  exported span batches are released on the serving thread (event loop), not the
+          exporter's
     nohist  the middleware's http.server.request.duration histogram is a no-op
     gc    after importing the app: gc.collect(), gc.freeze(), and a gen-0
           threshold of 50 000: what the cyclic GC costs the traced path
 
 DIAG_SERVICE names the service for the pipeline built here (before the app's
-own setup(), which then returns this one).
+own setup(), which then returns this one). BENCH_INTERNAL_APP is served on
+INTERNAL_PORT too, as benchmarks.serve does.
 """
 
 import gc
@@ -23,6 +26,7 @@ import importlib
 import os
 
 import tandem_telemetry
+from benchmarks.serve import bench_listeners
 from tandem_service import serve
 
 modes = {m.strip() for m in os.environ.get("DIAG", "").split(",") if m.strip()}
@@ -91,7 +95,12 @@ if "gcstats" in modes:
             entry[2] += info.get("collected", 0)
 
     gc.callbacks.append(_time_collections)
-    atexit.register(lambda: open(os.environ["DIAG_GCSTATS"], "w").write(json.dumps(_stats)))
+
+    def _write_gcstats() -> None:
+        with open(os.environ["DIAG_GCSTATS"], "w") as out:
+            out.write(json.dumps(_stats))
+
+    atexit.register(_write_gcstats)
 if "nogc" in modes:
     import tandem_service.serving as serving
 
@@ -102,4 +111,4 @@ if "nogc" in modes:
         gc.disable()
 
     serving.gc.freeze = _freeze_and_disable  # type: ignore[attr-defined]
-raise SystemExit(serve(application, int(os.environ.get("PORT", "8000"))))
+raise SystemExit(serve(bench_listeners()))

@@ -52,7 +52,7 @@ from urllib.request import urlopen
 
 from benchmarks import loadgen
 from tandem_collector.ports import free_ports
-from tandem_localstack import Collector, Process, Stack, free_collector_ports
+from tandem_localstack import Collector, Process, Stack, free_collector_ports, loopback_url
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = 2
@@ -66,16 +66,22 @@ BSP_SETTINGS = {
     "OTEL_BSP_SCHEDULE_DELAY": "1000",
 }
 
-# The public API path (TANDEM_FAST_PATH=off) beside the default (auto: the fast path on the lock's SDK).
+# The public API path (TANDEM_FAST_PATH=off) beside the default (auto: the fast path on the
+# lock's SDK).
 PUBLIC_PATH = {"TANDEM_FAST_PATH": "off"}
 
 TRIVIAL_VARIANTS = {
     "untraced": "(a) no tracing middleware",
     "tandem": "(b) Tandem's TracingMiddleware",
-    "tandem_public": "(b′) Tandem's TracingMiddleware on the public API path (TANDEM_FAST_PATH=off)",
+    "tandem_public": (
+        "(b′) Tandem's TracingMiddleware on the public API path (TANDEM_FAST_PATH=off)"
+    ),
     "contrib": "(c) contrib ASGI middleware, exclude_spans send/receive",
     "starlette": "(d) Starlette's OpenTelemetryMiddleware",
-    "floor_sdk": "(e) floor: one bare span per request through the SDK's Tracer; no attributes, context, metric or header",
+    "floor_sdk": (
+        "(e) floor: one bare span per request through the SDK's Tracer; no attributes, context, "
+        "metric or header"
+    ),
     "floor_tandem": "(f) floor: the same bare span through Tandem's RequestTracer",
 }
 # Variants that run another's app with PUBLIC_PATH: variant -> the app (or client) they share.
@@ -94,7 +100,10 @@ HOP_CLIENTS = {
     "aiohttp": "raw aiohttp",
     "httpx": "httpx, default transport",
     "aiohttp_span": "floor: raw aiohttp + one bare span per call through the SDK's Tracer",
-    "tandem_bare_span": "floor: Tandem's client, its tracing off, + one bare span per call through Tandem's RequestTracer",
+    "tandem_bare_span": (
+        "floor: Tandem's client, its tracing off, + one bare span per call through Tandem's "
+        "RequestTracer"
+    ),
 }
 HOP_SERVERS = {
     "worker": "worker stand-in (Starlette on hypercorn, like the worker)",
@@ -128,7 +137,8 @@ class Size:
 
 
 SIZES = {
-    # About 15 minutes on the 2-core machine: 5 rounds of (6 × 7 s + 3 × 9 s + 12 × (4 s + 1 s warm-up)),
+    # About 15 minutes on the 2-core machine: 5 rounds of
+    # (6 × 7 s + 3 × 9 s + 12 × (4 s + 1 s warm-up)),
     # the 60 s delivery run, process start-ups and the micro-benchmarks.
     "full": Size(
         "full",
@@ -246,7 +256,12 @@ def machine_info(generator: str) -> dict[str, Any]:
             versions[package] = "-"
     wrk_version = "-"
     if generator == "wrk" and loadgen.wrk_path():
-        done = subprocess.run([loadgen.wrk_path(), "--version"], capture_output=True, text=True)  # type: ignore[list-item]
+        done = subprocess.run(  # a failure is read from its output below
+            [loadgen.wrk_path(), "--version"],  # type: ignore[list-item]  # wrk_path() is set here
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         wrk_version = (
             (done.stdout or done.stderr).splitlines()[0].strip()
             if (done.stdout or done.stderr)
@@ -267,6 +282,18 @@ def machine_info(generator: str) -> dict[str, Any]:
 # --- Processes ---------------------------------------------------------------
 
 
+def pair_env(
+    gateway_port: int, gateway_internal_port: int, worker_port: int
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The gateway's and the worker's env, wired to each other: the worker checks quota on the
+    gateway's internal listener."""
+    gateway = {
+        "INTERNAL_PORT": str(gateway_internal_port),
+        "WORKER_URL": loopback_url(worker_port),
+    }
+    return gateway, {"GATEWAY_INTERNAL_URL": loopback_url(gateway_internal_port)}
+
+
 class Processes:
     """A Stack plus the bookkeeping the harness needs: start many, then wait for all."""
 
@@ -276,7 +303,8 @@ class Processes:
         self._pending: list[tuple[Process, str]] = []
 
     def collector(self, name: str = "collector") -> Collector:
-        # Quiet: no waterfall per trace, which at thousands of traces a second would cost the collector more than receiving.
+        # Quiet: no waterfall per trace, which at thousands of traces a second would cost the
+        # collector more than receiving.
         return self.stack.start_collector(free_collector_ports(), name=name, args=("--quiet",))
 
     def service(
@@ -365,7 +393,8 @@ def scrape(metrics_url: str) -> dict[str, float]:
 
 
 def wait_settled(metrics_url: str, quiet_for: float, timeout: float) -> dict[str, float]:
-    """Scrape until the counters stop moving for `quiet_for` seconds: every span and metric has arrived."""
+    """Scrape until the counters stop moving for `quiet_for` seconds: every span and metric has
+    arrived."""
     deadline = time.monotonic() + timeout
     last = scrape(metrics_url)
     still_since = time.monotonic()
@@ -422,6 +451,7 @@ def hop_client(
         capture_output=True,
         text=True,
         timeout=size.hop_seconds + size.hop_warmup + 60,
+        check=False,  # a failure shows as the missing HOP_JSON line below
     )
     for line in done.stdout.splitlines():
         if line.startswith("HOP_JSON "):
@@ -447,7 +477,7 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
         log("starting the collector and every variant")
         collector = procs.collector()
         trivial_urls: dict[str, str] = {}
-        for variant, port in zip(TRIVIAL_VARIANTS, free_ports(len(TRIVIAL_VARIANTS))):
+        for variant, port in zip(TRIVIAL_VARIANTS, free_ports(len(TRIVIAL_VARIANTS)), strict=True):
             app, extra = (
                 ON_THE_PUBLIC_PATH.get(variant, variant),
                 PUBLIC_PATH if variant in ON_THE_PUBLIC_PATH else {},
@@ -462,9 +492,8 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
             trivial_urls[variant] = f"http://127.0.0.1:{port}/hello"
         full_urls: dict[str, str] = {}
         for variant in FULL_VARIANTS:
-            gateway_port, worker_port = free_ports(2)
-            gateway_env = {"WORKER_URL": f"http://127.0.0.1:{worker_port}"}
-            worker_env = {"GATEWAY_URL": f"http://127.0.0.1:{gateway_port}"}
+            gateway_port, gateway_internal_port, worker_port = free_ports(3)
+            gateway_env, worker_env = pair_env(gateway_port, gateway_internal_port, worker_port)
             if variant == "contrib":
                 procs.service(
                     "worker-contrib",
@@ -478,7 +507,11 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
                     "benchmarks.serve",
                     gateway_port,
                     collector,
-                    {**gateway_env, "BENCH_APP": "benchmarks.contrib_services:gateway"},
+                    {
+                        **gateway_env,
+                        "BENCH_APP": "benchmarks.contrib_services:gateway",
+                        "BENCH_INTERNAL_APP": "benchmarks.contrib_services:gateway_internal",
+                    },
                 )
             else:
                 extra = (
@@ -545,7 +578,8 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
                 )
                 run.full.append({"round": r, "variant": variant, **result.to_dict()})
                 log(
-                    f"  {variant:10} {result.rps:8.0f} req/s  p50 {result.p50_ms:.1f} ms  p99 {result.p99_ms:.1f} ms  errors {result.errors}"
+                    f"  {variant:10} {result.rps:8.0f} req/s  p50 {result.p50_ms:.1f} ms  "
+                    f"p99 {result.p99_ms:.1f} ms  errors {result.errors}"
                 )
                 time.sleep(size.pause)
             log(f"round {r + 1}/{size.rounds}: hop")
@@ -556,7 +590,8 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
                     )
                     run.hop.append({"round": r, "server": server, **result, "client": kind})
                     log(
-                        f"  {server:6} {kind:8} {result['rps']:8.0f} req/s  errors {result['errors']}"
+                        f"  {server:6} {kind:8} {result['rps']:8.0f} req/s  "
+                        f"errors {result['errors']}"
                     )
                     time.sleep(size.pause)
 
@@ -576,24 +611,14 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
 def measure_delivery(procs: Processes, size: Size, load: Load, drive) -> dict[str, Any]:
     """Sections 4 and 5: fresh collector and services, the full path for `delivery_seconds`."""
     log(
-        f"span delivery: fresh collector and services, {size.delivery_seconds:.0f} s at the full-path load"
+        f"span delivery: fresh collector and services, {size.delivery_seconds:.0f} s at the "
+        "full-path load"
     )
     collector = procs.collector("collector-delivery")
-    gateway_port, worker_port = free_ports(2)
-    worker = procs.service(
-        "worker-delivery",
-        "worker",
-        worker_port,
-        collector,
-        {"GATEWAY_URL": f"http://127.0.0.1:{gateway_port}"},
-    )
-    gateway = procs.service(
-        "gateway-delivery",
-        "gateway",
-        gateway_port,
-        collector,
-        {"WORKER_URL": f"http://127.0.0.1:{worker_port}"},
-    )
+    gateway_port, gateway_internal_port, worker_port = free_ports(3)
+    gateway_env, worker_env = pair_env(gateway_port, gateway_internal_port, worker_port)
+    worker = procs.service("worker-delivery", "worker", worker_port, collector, worker_env)
+    gateway = procs.service("gateway-delivery", "gateway", gateway_port, collector, gateway_env)
     procs.wait_ready()
     url = f"http://127.0.0.1:{gateway_port}/api/work?tasks={TASKS}"
     # Warm up, so that "before" is a running service (pools, caches), not a fresh import.
@@ -630,7 +655,8 @@ def measure_delivery(procs: Processes, size: Size, load: Load, drive) -> dict[st
         "bsp_settings": {k: v for k, v in env.items() if k.startswith("OTEL_BSP_")},
     }
     log(
-        f"  {result.rps:.0f} req/s; served {served:.0f}; spans {received:.0f} of {expected:.0f} = {delivery['ratio']:.6f}"
+        f"  {result.rps:.0f} req/s; served {served:.0f}; spans {received:.0f} of "
+        f"{expected:.0f} = {delivery['ratio']:.6f}"
     )
     log(f"  RSS KiB before {rss_before}, end {rss_end}, settled {rss_settled}")
     procs.stop([gateway, worker])
@@ -715,7 +741,8 @@ def main(argv: list[str] | None = None) -> int:
         "--loadgen",
         choices=("wrk", "python", "auto"),
         default="wrk",
-        help="wrk (default; required for published figures), or the aiohttp stand-in, or wrk if installed",
+        help="wrk (default; required for published figures), or the aiohttp stand-in, "
+        "or wrk if installed",
     )
     parser.add_argument("--logdir", type=Path, default=None, help="keep the processes' logs here")
     parser.add_argument(
@@ -723,7 +750,8 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=None,
         metavar="RAW",
-        help="measure nothing: write benchmarks.md and .png to --out from a --raw file of an earlier run",
+        help="measure nothing: write benchmarks.md and .png to --out from a --raw file of an "
+        "earlier run",
     )
     args = parser.parse_args(argv)
 

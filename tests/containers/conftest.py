@@ -29,7 +29,6 @@ from urllib.request import urlopen
 import pytest
 import yaml
 
-from tandem_collector.ports import free_port
 from tandem_localstack import Collector, Stack
 from tests.containers.engine import Engine, detect
 from tests.containers.podspec import PodRun, translate
@@ -218,9 +217,8 @@ def images(engine: Engine, chart: dict[str, dict[str, Any]]) -> Images:
 # --- The rendered chart ---------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def chart(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    """The default values rendered by Helm: component -> workload (Deployment or Pod)."""
+def _render(tmp_path_factory: pytest.TempPathFactory, *args: str) -> dict[str, dict[str, Any]]:
+    """The chart rendered by Helm (default values, plus `args`): component -> workload."""
     home = tmp_path_factory.mktemp("helm-home")
     env = {
         **os.environ,
@@ -229,7 +227,7 @@ def chart(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]
         "HELM_DATA_HOME": str(home / "data"),
     }
     proc = subprocess.run(
-        [tool("helm"), "template", RELEASE, str(CHART), "--namespace", NAMESPACE],
+        [tool("helm"), "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args],
         check=False,
         capture_output=True,
         text=True,
@@ -243,12 +241,25 @@ def chart(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]
     return workloads
 
 
+@pytest.fixture(scope="session")
+def chart(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """The default values rendered by Helm: component -> workload (Deployment or Pod)."""
+    return _render(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def untrusted_chart(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """The chart with the gateway at the edge: gateway.untrustedContext=true."""
+    return _render(tmp_path_factory, "--set", "gateway.untrustedContext=true")
+
+
 def _service_hosts(chart: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
-    """Every Service name the pods' env and args point at, served on this host's loopback."""
+    """Every Service name the pods' env and args point at (tandem-gateway-internal among them),
+    served on this host's loopback."""
     text = yaml.safe_dump(dict(chart))
     return {
         name: "127.0.0.1"
-        for name in sorted(set(re.findall(rf"http://({RELEASE}-[a-z]+):\d+", text)))
+        for name in sorted(set(re.findall(rf"http://({RELEASE}-[a-z-]+):\d+", text)))
     }
 
 
@@ -295,11 +306,11 @@ def stand_in(
         "query": _port_of(tempo_url),
         "prometheus": _port_of(metrics_url),
     }
+    # Every container port: the gateway's internal listener too.
     app_ports = {
-        app: int(
-            chart[app]["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
-        )
+        f"{app} {port['name']}": int(port["containerPort"])
         for app in APPS
+        for port in chart[app]["spec"]["template"]["spec"]["containers"][0]["ports"]
     }
     _require_free({**{f"collector {k}": v for k, v in ports.items()}, **app_ports})
     stack = Stack(tmp_path_factory.mktemp("stand-in"))
@@ -338,9 +349,16 @@ class Pods:
         self.node_name = socket.gethostname()
         self.started: list[str] = []
 
-    def spec(self, component: str, **kwargs: Any) -> PodRun:
+    def spec(
+        self, component: str, *, workload: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> PodRun:
+        """A component's pod from the default rendering, or from `workload` (another one)."""
         run = translate(
-            self.chart[component], self.engine, hosts=self.hosts, node_name=self.node_name, **kwargs
+            workload or self.chart[component],
+            self.engine,
+            hosts=self.hosts,
+            node_name=self.node_name,
+            **kwargs,
         )
         for note in run.substitutions:
             pods = _SUBSTITUTIONS.setdefault(note, [])

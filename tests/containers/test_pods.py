@@ -1,15 +1,19 @@
-"""The chart's pods, run from the built images: `helm test`, the probes, a read-only root, and a stop under load."""
+"""The chart's pods, run from the built images: `helm test`, the probes, the gateway's two
+listeners, a read-only root, and a stop under load."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import httpx
 import pytest
 
 from tandem_localstack import Collector
 from tests.containers.conftest import APPS, Pods, http_status, report
 from tests.containers.podspec import PodRun
 from tests.reliability.load import LoadResult, answered, drive, incomplete_traces
+from tests.reliability.test_malformed_input import raw_trace, root_span, wait_for_traces
 from tests.support import free_port
 
 SPANS_PER_REQUEST = 13  # 1 + 6N with N = 2
@@ -18,7 +22,8 @@ READ_ONLY_ERRORS = ("Read-only file system", "EROFS", "[Errno 30]")
 
 
 def test_helm_test_pod_passes(pods: Pods, running: dict[str, PodRun]) -> None:
-    """The `helm test` pod, from its rendered spec: the span tree, the error chain, baggage and metrics."""
+    """The `helm test` pod, from its rendered spec: the span tree (the quota checks on the
+    gateway's internal port), the error chain, baggage and metrics."""
     run = pods.spec("tracecheck")
     pods.engine("rm", "--force", run.pod_name, check=False)
     proc = pods.engine("run", *run.run_args, check=False, timeout=600)
@@ -41,9 +46,116 @@ def test_probes_answer(pods: Pods, running: dict[str, PodRun], app: str) -> None
         )
 
 
+def _ports(run: PodRun) -> tuple[str, str]:
+    """The gateway pod's public and internal base URLs, from its named container ports."""
+    return f"http://127.0.0.1:{run.ports['http']}", f"http://127.0.0.1:{run.ports['internal']}"
+
+
+def test_each_gateway_listener_serves_only_its_own_routes(running: dict[str, PodRun]) -> None:
+    """The chart's gateway: `/internal/quota` on the `internal` port only, a JSON 404 on the
+    public one; `/api/work` and the health routes on the public port only."""
+    public, internal = _ports(running["gateway"])
+    with httpx.Client(timeout=15) as client:
+        for base, route, status in (
+            (public, "/internal/quota?task=1", 404),
+            (internal, "/api/work?tasks=1", 404),
+            (internal, "/readyz", 404),
+            (internal, "/internal/quota?task=1", 200),
+            (public, "/api/work?tasks=1", 200),
+        ):
+            response = client.get(f"{base}{route}")
+            assert response.status_code == status, (base, route, response.text)
+            if status == 404:
+                assert response.json()["error"] == "not_found", response.text
+    report("gateway listeners: each answers only its own routes (JSON 404 for the other's)")
+
+
+# Outside callers: one asks the public port for the internal route, one calls /api/work.
+PROBE = ("aaaabbbbccccddddeeeeffff00001111", "1111222233334444")
+CALLER = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+TASKS = 2
+
+
+def test_an_edge_gateway_trusts_the_listener_not_the_path(
+    pods: Pods,
+    running: dict[str, PodRun],
+    untrusted_chart: dict[str, dict[str, Any]],
+    stand_in: Collector,
+) -> None:
+    """The gateway pod rendered with gateway.untrustedContext=true, in place of the default one
+    (the same ports and Service names), the chart's worker calling it back through
+    tandem-gateway-internal: `/internal/quota` on the public port is a 404 that takes no quota
+    and puts no span in the caller's trace; `/api/work` with an outside traceparent starts a
+    new trace linked to the caller, and the worker's quota checks arrive on the internal port
+    inside it: 1 + 6N spans."""
+    edge = pods.spec("gateway", workload=untrusted_chart["gateway"], name_suffix="-edge")
+    assert edge.env["TANDEM_UNTRUSTED_CONTEXT"] == "true"
+    pods.engine(
+        "stop", "--time", str(running["gateway"].grace_seconds), running["gateway"].pod_name
+    )
+    try:
+        pods.start(edge)
+        public, internal = _ports(edge)
+        with httpx.Client(timeout=30) as client:
+
+            def granted() -> int:
+                response = client.get(f"{internal}/internal/quota?task=1")
+                assert response.status_code == 200, response.text
+                return int(response.json()["granted"])
+
+            before = granted()
+            probe = client.get(
+                f"{public}/internal/quota?task=5",
+                headers={"traceparent": f"00-{PROBE[0]}-{PROBE[1]}-01", "baggage": "user=admin"},
+            )
+            assert probe.status_code == 404 and probe.json()["error"] == "not_found", probe.text
+            assert granted() == before + 1, "/internal/quota on the public port took quota"
+            work = client.get(
+                f"{public}/api/work",
+                params={"tasks": TASKS},
+                headers={"traceparent": f"00-{CALLER[0]}-{CALLER[1]}-01"},
+            )
+        assert work.status_code == 200, work.text
+        probe_trace = probe.headers["traceresponse"].split("-")[1]
+        work_trace = work.json()["trace_id"]
+        assert PROBE[0] != probe_trace and CALLER[0] != work_trace
+        traces = wait_for_traces(
+            stand_in.tempo_url, {probe_trace: 1, work_trace: 1 + 6 * TASKS}, timeout=60
+        )
+        # The probe's one span has arrived, in a trace of its own: nothing joined the caller's.
+        (probe_span,) = traces[probe_trace]
+        assert probe_span["attributes"]["http.response.status_code"] == 404
+        assert [(link["traceId"], link["spanId"]) for link in probe_span["links"]] == [PROBE]
+        assert raw_trace(stand_in.tempo_url, PROBE[0]) == []
+        spans = traces[work_trace]
+        assert len(spans) == 1 + 6 * TASKS, [(s["service"], s["name"]) for s in spans]
+        root = root_span(spans)
+        assert not root.get("parentSpanId")
+        assert [(link["traceId"], link["spanId"]) for link in root["links"]] == [CALLER]
+        quota = [s for s in spans if s["name"] == "GET /internal/quota"]
+        worker_clients = {
+            s["spanId"]
+            for s in spans
+            if s["service"] == "worker" and s["kind"] == "SPAN_KIND_CLIENT"
+        }
+        assert len(quota) == TASKS
+        for span in quota:
+            assert span["parentSpanId"] in worker_clients and not span["links"], span
+            assert span["attributes"]["server.port"] == edge.ports["internal"], span
+            assert span["attributes"]["server.address"].endswith("-gateway-internal"), span
+    finally:
+        pods.engine("rm", "--force", edge.pod_name, check=False)
+    report(
+        "edge gateway (gateway.untrustedContext=true): /internal/quota on the public port 404, "
+        f"no quota, no span in the caller's trace; /api/work: a new linked trace of "
+        f"{1 + 6 * TASKS} spans, quota on the internal port"
+    )
+
+
 @pytest.mark.parametrize("app", APPS)
 def test_runs_as_the_chart_says(pods: Pods, running: dict[str, PodRun], app: str) -> None:
-    """The securityContext holds inside the running container: user, group, capabilities, privileges, read-only root."""
+    """The securityContext holds inside the running container: user, group, capabilities,
+    privileges, read-only root."""
     name = running[app].pod_name
     status = pods.engine("exec", name, "cat", "/proc/1/status").stdout
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
@@ -66,9 +178,10 @@ def test_runs_as_the_chart_says(pods: Pods, running: dict[str, PodRun], app: str
 def test_services_never_write_to_the_root(
     pods: Pods, running: dict[str, PodRun], stand_in: Collector
 ) -> None:
-    """A twin of each pod with a writable root serves traced requests and stops; the engine's diff of its
-    root must then be empty (only /tmp, the emptyDir, may change). The chart's own read-only pods log no write error."""
-    ports = {"gateway": free_port(), "worker": free_port()}
+    """A twin of each pod with a writable root serves traced requests and stops; the engine's
+    diff of its root must then be empty (only /tmp, the emptyDir, may change). The chart's own
+    read-only pods log no write error."""
+    ports = {"gateway": free_port(), "gateway internal": free_port(), "worker": free_port()}
     hosts = pods.hosts
     twins = {
         "worker": pods.spec(
@@ -77,7 +190,9 @@ def test_services_never_write_to_the_root(
             name_suffix="-twin",
             env_overrides={
                 "PORT": str(ports["worker"]),
-                "GATEWAY_URL": f"http://{_host_of(hosts, 'gateway')}:{ports['gateway']}",
+                "GATEWAY_INTERNAL_URL": (
+                    f"http://{_host_of(hosts, 'gateway-internal')}:{ports['gateway internal']}"
+                ),
             },
         ),
         "gateway": pods.spec(
@@ -86,6 +201,7 @@ def test_services_never_write_to_the_root(
             name_suffix="-twin",
             env_overrides={
                 "PORT": str(ports["gateway"]),
+                "INTERNAL_PORT": str(ports["gateway internal"]),
                 "WORKER_URL": f"http://{_host_of(hosts, 'worker')}:{ports['worker']}",
             },
         ),
@@ -98,7 +214,8 @@ def test_services_never_write_to_the_root(
         pods.engine("stop", "--time", str(run.grace_seconds), run.pod_name)
         assert pods.exit_code(run.pod_name) == 0, pods.logs(run.pod_name)
         diff = pods.engine("diff", run.pod_name).stdout.split("\n")
-        # The engine itself bind-mounts /etc/hosts, /etc/hostname, /etc/resolv.conf and /run/.containerenv.
+        # The engine itself bind-mounts /etc/hosts, /etc/hostname, /etc/resolv.conf and
+        # /run/.containerenv.
         written[app] = [
             line for line in diff if line.strip() and line.strip() not in ("C /etc", "C /run")
         ]
@@ -118,8 +235,10 @@ def _host_of(hosts: dict[str, str], app: str) -> str:
 def test_stop_under_load(
     pods: Pods, running: dict[str, PodRun], stand_in: Collector, app: str
 ) -> None:
-    """`podman stop` as the kubelet does it (preStop, SIGTERM, the rest of the grace period) while load runs:
-    no failed request, every span of every answered request in the collector, exit 0 before SIGKILL."""
+    """`podman stop` as the kubelet does it (preStop, SIGTERM, the rest of the grace period)
+    while load runs: no failed request, every span of every answered request in the collector,
+    exit 0 before SIGKILL. Stopping the gateway, its internal listener keeps answering the
+    worker's quota checks until the requests in flight are done."""
     gateway_port = running["gateway"].probes["readinessProbe"].port
     target = running[app]
     live = LoadResult()
@@ -160,5 +279,6 @@ def test_stop_under_load(
     )
     report(
         f"stop the {app} under load: {result.requests} requests, {result.failures} failed, "
-        f"{len(result.traces) * SPANS_PER_REQUEST} spans all received, exit code {exit_code} within {target.grace_seconds} s"
+        f"{len(result.traces) * SPANS_PER_REQUEST} spans all received, exit code {exit_code} "
+        f"within {target.grace_seconds} s"
     )

@@ -14,9 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tandem_localstack import Collector, Stack, free_collector_ports
+from tandem_localstack import Collector, Pair, Stack, free_collector_ports
 from tandem_tracecheck.scenarios import Target
-from tests.support import free_port
 
 LIVE_OPTIONS = ("gateway_url", "tempo_url", "metrics_url")
 
@@ -64,14 +63,23 @@ def collector(stack: Stack) -> Collector:
 
 
 @pytest.fixture(scope="session")
+def pair(stack: Stack, collector: Collector) -> Pair:
+    """The local worker and gateway (tests that use it need the local stack)."""
+    return stack.start_pair(collector)
+
+
+@pytest.fixture(scope="session")
 def target(live_target: Target | None, request: pytest.FixtureRequest) -> Target:
     """The gateway, Tempo API and metrics endpoint under test."""
     if live_target is not None:
         return live_target
-    stack: Stack = request.getfixturevalue("stack")
     collector: Collector = request.getfixturevalue("collector")
-    gateway_port, worker_port = free_port(), free_port()
-    gateway_url, worker_url = f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{worker_port}"
-    stack.start_service("worker", worker_port, collector, GATEWAY_URL=gateway_url)
-    stack.start_service("gateway", gateway_port, collector, WORKER_URL=worker_url)
-    return Target(gateway_url, collector.tempo_url, collector.metrics_url, trace_timeout=20)
+    pair: Pair = request.getfixturevalue("pair")
+    return Target(
+        pair.gateway_url,
+        collector.tempo_url,
+        collector.metrics_url,
+        trace_timeout=20,
+        # Every scenario's quota spans must then have arrived on the internal port.
+        gateway_internal_port=pair.ports.gateway_internal,
+    )

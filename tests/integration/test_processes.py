@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import signal
 import time
 
@@ -21,28 +22,14 @@ pytestmark = pytest.mark.local_stack
 def test_each_worker_process_exports_and_the_parent_exports_nothing(
     stack: Stack, collector: Collector
 ) -> None:
-    worker_port, gateway_port = free_port(), free_port()
-    stack.start_service(
-        "worker",
-        worker_port,
-        collector,
-        name="worker-2p",
-        GATEWAY_URL=f"http://127.0.0.1:{gateway_port}",
-    )
-    gateway = stack.start_service(
-        "gateway",
-        gateway_port,
-        collector,
-        name="gateway-2p",
-        WEB_CONCURRENCY="2",
-        WORKER_URL=f"http://127.0.0.1:{worker_port}",
-    )
+    pair = stack.start_pair(collector, suffix="-2p", gateway_env={"WEB_CONCURRENCY": "2"})
+    gateway = pair.gateway
     trace_ids = []
     with httpx.Client(timeout=30) as client:
         for _ in range(12):
             # A new connection each time, so both processes get requests.
             response = client.get(
-                f"http://127.0.0.1:{gateway_port}/api/work",
+                f"{pair.gateway_url}/api/work",
                 params={"tasks": 1},
                 headers={"connection": "close"},
             )
@@ -52,7 +39,9 @@ def test_each_worker_process_exports_and_the_parent_exports_nothing(
     with TempoClient(collector.tempo_url) as tempo:
         for trace_id in trace_ids:
             spans = tempo.wait_for_trace(trace_id, spans=7, timeout=20, settle=0.2)
-            assert match_tree(spans, work_trace(1, caller=False)) == []
+            # Each process serves both listeners: every quota check arrived on the internal one.
+            expected = work_trace(1, caller=False, internal_port=pair.ports.gateway_internal)
+            assert match_tree(spans, expected) == []
             pids |= {s.resource["process.pid"] for s in spans if s.service == "gateway"}
     assert gateway.popen.pid not in pids, "hypercorn's parent process exported spans"
     assert 1 <= len(pids) <= 2
@@ -63,31 +52,18 @@ def test_each_worker_process_exports_and_the_parent_exports_nothing(
 def test_sigterm_finishes_in_flight_requests_then_flushes(
     stack: Stack, collector: Collector, service: str
 ) -> None:
-    worker_port, gateway_port = free_port(), free_port()
     # Spans wait 60 s in the batch queue: only the shutdown flush can deliver them in time.
     slow_export = {"OTEL_BSP_SCHEDULE_DELAY": "60000"}
-    worker = stack.start_service(
-        "worker",
-        worker_port,
-        collector,
-        name=f"worker-term-{service}",
-        GATEWAY_URL=f"http://127.0.0.1:{gateway_port}",
-        **slow_export,
+    pair = stack.start_pair(
+        collector, suffix=f"-term-{service}", gateway_env=slow_export, worker_env=slow_export
     )
-    gateway = stack.start_service(
-        "gateway",
-        gateway_port,
-        collector,
-        name=f"gateway-term-{service}",
-        WORKER_URL=f"http://127.0.0.1:{worker_port}",
-        **slow_export,
-    )
+    gateway, worker = pair.gateway, pair.worker
     target = {"gateway": gateway, "worker": worker}[service]
     traceparent, trace_id, span_id = new_traceparent()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(
             httpx.get,
-            f"http://127.0.0.1:{gateway_port}/api/work",
+            f"{pair.gateway_url}/api/work",
             params={"tasks": 2, "delay_ms": 800},
             headers={"traceparent": traceparent},
             timeout=30,
@@ -95,13 +71,15 @@ def test_sigterm_finishes_in_flight_requests_then_flushes(
         time.sleep(0.3)  # the request is in flight: the worker is inside its delay
         target.popen.send_signal(signal.SIGTERM)
         response = pending.result()
+    # A draining gateway still answers the worker's quota calls on its internal listener.
     assert response.status_code == 200, response.text
     assert target.popen.wait(15) == 0
     other = worker if target is gateway else gateway
     assert other.stop() == 0
     with TempoClient(collector.tempo_url) as tempo:
         spans = tempo.wait_for_trace(trace_id, spans=13, timeout=20)
-    assert match_tree(spans, work_trace(2), root_parent=span_id) == []
+    expected = work_trace(2, internal_port=pair.ports.gateway_internal)
+    assert match_tree(spans, expected, root_parent=span_id) == []
 
 
 @pytest.mark.parametrize(
@@ -121,3 +99,96 @@ def test_a_malformed_setting_stops_the_service_with_a_line_naming_it(
     output = process.output()
     assert f"{variable}={value!r}" in output, output
     assert "Traceback" not in output, output
+
+
+def test_two_listeners_on_one_port_stop_the_gateway_with_a_line_naming_them(stack: Stack) -> None:
+    """With WEB_CONCURRENCY > 1 the sockets share their port, so bind() would not refuse:
+    one port would serve both apps. The settings refuse it first."""
+    port = str(free_port())
+    env = {"HOST": "127.0.0.1", "PORT": port, "INTERNAL_PORT": port, "WEB_CONCURRENCY": "2"}
+    process = stack.start("gateway-one-port", "gateway", env)
+    assert process.popen.wait(30) != 0
+    output = process.output()
+    assert f"INTERNAL_PORT={port} is also PORT" in output, output
+    assert "Traceback" not in output, output
+
+
+TWO_APPS = """
+import os
+
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+VERSION = {version!r}
+
+
+def make(name):
+    async def hello(request):
+        return PlainTextResponse(f"{{name}} {{VERSION}} {{os.getpid()}}")
+
+    return Starlette(routes=[Route("/", hello)])
+
+
+public, internal = make("public"), make("internal")
+"""
+SERVE_TWO = """
+from tandem_service import Listener, serve
+
+listeners = {Listener.public(8000): "public", Listener("SECOND_PORT", 8001): "internal"}
+# Spawned children import this module again (as __mp_main__): only the parent serves.
+if __name__ == "__main__":
+    raise SystemExit(serve({listener: f"two_apps:{app}" for listener, app in listeners.items()}))
+"""
+
+
+@pytest.mark.parametrize("reload", [False, True], ids=["web-concurrency-2", "reload"])
+def test_every_serving_process_serves_every_listener(stack: Stack, tmp_path, reload: bool) -> None:
+    """tandem_service.serve with two listeners, in the two modes that spawn processes: each
+    process serves both; RELOAD=true restarts them, both listeners included, on a change."""
+    source = tmp_path / "two_apps.py"
+    source.write_text(TWO_APPS.format(version="one"))
+    (tmp_path / "serve_two.py").write_text(SERVE_TWO)
+    public, second = free_port(), free_port()
+    env = {
+        "HOST": "127.0.0.1",
+        "PORT": str(public),
+        "SECOND_PORT": str(second),
+        "PYTHONPATH": str(tmp_path),
+        "OTEL_SDK_DISABLED": "true",
+        **({"RELOAD": "true"} if reload else {"WEB_CONCURRENCY": "2"}),
+    }
+    process = stack.start(f"two-listeners-{'reload' if reload else 'wc2'}", "serve_two", env)
+
+    pids: set[int] = set()
+
+    def answers(version: str) -> bool:
+        """Whether both listeners answer with `version` now, each with its own app."""
+        try:
+            bodies = [
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text.split()
+                for port in (public, second)
+            ]
+        except httpx.TransportError:
+            return False
+        pids.update(int(body[2]) for body in bodies)
+        return [body[:2] for body in bodies] == [["public", version], ["internal", version]]
+
+    def wait_until(version: str) -> None:
+        deadline = time.monotonic() + 30
+        while not answers(version):
+            assert process.popen.poll() is None, process.output()
+            assert time.monotonic() < deadline, f"never answered {version!r}:\n{process.output()}"
+            time.sleep(0.1)
+
+    wait_until("one")
+    if reload:
+        source.write_text(TWO_APPS.format(version="two"))
+        # A later mtime whatever the file system's timestamp granularity.
+        later = source.stat().st_mtime + 5
+        os.utime(source, (later, later))
+        wait_until("two")
+    # Both modes serve from spawned processes; the parent only supervises them.
+    assert pids and process.popen.pid not in pids
+    process.popen.send_signal(signal.SIGTERM)
+    assert process.popen.wait(30) == 0, process.output()

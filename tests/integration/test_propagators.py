@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from tandem_localstack import Collector, Stack
+from tandem_localstack import Collector, PairPorts, Stack, loopback_url
 from tandem_tracecheck import TempoClient
 from tandem_tracecheck.tree import match_tree, work_trace
 from tests.support import free_port
@@ -88,28 +88,19 @@ class RecordingProxy:
 def start_pair(stack: Stack, collector: Collector, propagators: str) -> tuple[str, RecordingProxy]:
     """A gateway and a worker with OTEL_PROPAGATORS=propagators.
 
-    The worker reaches the gateway through a proxy.
+    The worker reaches the gateway's internal port through a proxy.
     """
-    gateway_port, worker_port = free_port(), free_port()
-    gateway_url = f"http://127.0.0.1:{gateway_port}"
-    proxy = RecordingProxy(gateway_url)
-    stack.start_service(
-        "worker",
-        worker_port,
+    ports = PairPorts.free()
+    proxy = RecordingProxy(loopback_url(ports.gateway_internal))
+    env = {"OTEL_PROPAGATORS": propagators}
+    pair = stack.start_pair(
         collector,
-        name=f"worker-{propagators}",
-        OTEL_PROPAGATORS=propagators,
-        GATEWAY_URL=proxy.url,
+        ports,
+        suffix=f"-{propagators}",
+        gateway_env=env,
+        worker_env={**env, "GATEWAY_INTERNAL_URL": proxy.url},
     )
-    stack.start_service(
-        "gateway",
-        gateway_port,
-        collector,
-        name=f"gateway-{propagators}",
-        OTEL_PROPAGATORS=propagators,
-        WORKER_URL=f"http://127.0.0.1:{worker_port}",
-    )
-    return gateway_url, proxy
+    return pair.gateway_url, proxy
 
 
 @pytest.fixture

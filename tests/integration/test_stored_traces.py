@@ -16,7 +16,6 @@ import pytest
 from tandem_localstack.stack import Stack, free_collector_ports
 from tandem_tracecheck import scenarios
 from tandem_tracecheck.scenarios import CheckedTrace, Target
-from tests.support import free_port
 
 pytestmark = pytest.mark.local_stack
 
@@ -36,18 +35,16 @@ def stand_in(
             name=f"collector-{mode}",
             args=("--live-seconds", LIVE_SECONDS[mode]),
         )
-        gateway_port, worker_port = free_port(), free_port()
-        gateway_url = f"http://127.0.0.1:{gateway_port}"
-        worker_url = f"http://127.0.0.1:{worker_port}"
-        stack.start_service(
-            "worker", worker_port, collector, name=f"worker-{mode}", GATEWAY_URL=gateway_url
-        )
-        stack.start_service(
-            "gateway", gateway_port, collector, name=f"gateway-{mode}", WORKER_URL=worker_url
-        )
+        pair = stack.start_pair(collector, suffix=f"-{mode}")
         yield (
             mode,
-            Target(gateway_url, collector.tempo_url, collector.metrics_url, trace_timeout=20),
+            Target(
+                pair.gateway_url,
+                collector.tempo_url,
+                collector.metrics_url,
+                trace_timeout=20,
+                gateway_internal_port=pair.ports.gateway_internal,
+            ),
         )
     finally:
         stack.stop_all()

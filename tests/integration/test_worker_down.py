@@ -23,6 +23,7 @@ def test_unreachable_worker_gives_503_with_one_span_per_attempt(
         gateway_port,
         collector,
         name="gateway-alone",
+        INTERNAL_PORT=str(free_port()),
         WORKER_URL=f"http://127.0.0.1:{free_port()}",
     )
     traceparent, trace_id, span_id = new_traceparent()

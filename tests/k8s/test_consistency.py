@@ -12,6 +12,7 @@ import importlib
 import re
 import tomllib
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -116,19 +117,63 @@ def test_app_version_is_the_services_version(app: str, chart_meta: dict[str, Any
 def test_ports_agree(app: str, values: dict[str, Any], rendered: dict[str, Rendered]) -> None:
     port = values[app]["port"]
     assert port == settings(app).DEFAULT_PORT, f"values {app}.port != {app}.settings.DEFAULT_PORT"
-    # The image's HEALTHCHECK takes PORT, else the service's own DEFAULT_PORT: no port is written in it.
+    # The image's HEALTHCHECK takes PORT, else the service's own DEFAULT_PORT: no port is written
+    # in it.
     dockerfile = (REPO / "services" / "Dockerfile").read_text()
     assert (
-        "os.environ.get('PORT') or importlib.import_module(os.environ['SERVICE'] + '.settings').DEFAULT_PORT"
-        in dockerfile
+        "os.environ.get('PORT') or "
+        "importlib.import_module(os.environ['SERVICE'] + '.settings').DEFAULT_PORT" in dockerfile
     )
     assert not re.search(r"^EXPOSE ", dockerfile, re.M)
     r = rendered["default"]
     container = r.container(app)
-    assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+    assert container["ports"][0] == {"name": "http", "containerPort": port, "protocol": "TCP"}
+    # Only the gateway has a second listener (test_the_internal_port_agrees).
+    assert [p["name"] for p in container["ports"]] == (
+        ["http", "internal"] if app == "gateway" else ["http"]
+    )
     assert env_of(container)["PORT"] == str(port)
     service = r.get("Service", component_name(app))
-    assert service["spec"]["ports"][0]["port"] == port
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}
+    ]
+    # The probes call the public port; the internal one answers only /internal/*.
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["port"] == "http", probe
+
+
+def test_the_internal_port_agrees(values: dict[str, Any], rendered: dict[str, Rendered]) -> None:
+    """The gateway's INTERNAL_PORT: its settings, the worker's default URL, the chart's values,
+    container port, env, Service and test pod, and the docs."""
+    gateway, worker = settings("gateway"), settings("worker")
+    port = values["gateway"]["internalPort"]
+    assert port == gateway.DEFAULT_INTERNAL_PORT == gateway.INTERNAL_LISTENER.default_port
+    assert gateway.INTERNAL_LISTENER.port_variable == "INTERNAL_PORT"
+    assert port != values["gateway"]["port"]
+    assert urlsplit(worker.DEFAULT_GATEWAY_INTERNAL_URL).port == port
+
+    r = rendered["default"]
+    container = r.container("gateway")
+    assert container["ports"][1] == {"name": "internal", "containerPort": port, "protocol": "TCP"}
+    assert env_of(container)["INTERNAL_PORT"] == str(port)
+    internal = r.get("Service", f"{component_name('gateway')}-internal")
+    assert internal["spec"]["type"] == "ClusterIP"
+    assert internal["spec"]["ports"] == [
+        {"name": "internal", "port": port, "targetPort": "internal", "protocol": "TCP"}
+    ]
+    public = r.get("Service", component_name("gateway"))
+    assert internal["spec"]["selector"] == public["spec"]["selector"]
+    command = r.get("Pod", component_name("tracecheck"))["spec"]["containers"][0]["command"]
+    assert command[command.index("--gateway-internal-port") + 1] == str(port)
+
+    readme = (REPO / "README.md").read_text()
+    row = re.search(r"^\| `INTERNAL_PORT` \| gateway \| (.+) \|$", readme, re.M)
+    assert row and f"Default {port}" in row.group(1), "README: the INTERNAL_PORT row"
+    row = re.search(r"^\| `GATEWAY_INTERNAL_URL` \| worker \| (.+) \|$", readme, re.M)
+    assert row and worker.DEFAULT_GATEWAY_INTERNAL_URL in row.group(1), "README: its worker row"
+    deploy = (REPO / "docs" / "deploy-kubernetes.md").read_text()
+    assert f"| worker | gateway (internal listener, `/internal/quota`) | {port} |" in deploy
+    assert "TANDEM_TRUSTED_PATHS" not in readme + deploy
 
 
 def test_skaffold_port_forwards(values: dict[str, Any], rendered: dict[str, Rendered]) -> None:
@@ -164,7 +209,8 @@ def test_services_find_each_other(values: dict[str, Any], rendered: dict[str, Re
     gateway, worker = env_of(r.container("gateway")), env_of(r.container("worker"))
     assert gateway["WORKER_URL"] == f"http://{component_name('worker')}:{values['worker']['port']}"
     assert (
-        worker["GATEWAY_URL"] == f"http://{component_name('gateway')}:{values['gateway']['port']}"
+        worker["GATEWAY_INTERNAL_URL"]
+        == f"http://{component_name('gateway')}-internal:{values['gateway']['internalPort']}"
     )
     collector = f"http://{component_name('collector')}:{values['collector']['ports']['otlpGrpc']}"
     for env in (gateway, worker):
@@ -178,6 +224,7 @@ def test_services_find_each_other(values: dict[str, Any], rendered: dict[str, Re
     for name in (
         component_name("worker"),
         component_name("gateway"),
+        f"{component_name('gateway')}-internal",
         component_name("collector"),
         component_name("tempo"),
     ):
@@ -202,6 +249,7 @@ def test_tracecheck_targets_the_release(
     args = dict(zip(command[3::2], command[4::2], strict=True))
     assert args == {
         "--gateway-url": f"http://{component_name('gateway')}:{values['gateway']['port']}",
+        "--gateway-internal-port": str(values["gateway"]["internalPort"]),
         "--tempo-url": f"http://{component_name('tempo')}:{values['tempo']['ports']['http']}",
         "--metrics-url": f"http://{component_name('collector')}:{values['collector']['ports']['prometheus']}/metrics",
     }
@@ -210,8 +258,8 @@ def test_tracecheck_targets_the_release(
 def test_make_e2e_runs_tracecheck_with_the_same_flags() -> None:
     mk = (REPO / "mk" / "kubernetes.mk").read_text()
     assert (
-        "-m tandem_tracecheck --gateway-url $(GATEWAY_URL) --tempo-url $(TEMPO_URL) --metrics-url $(METRICS_URL)"
-        in mk
+        "-m tandem_tracecheck --gateway-url $(GATEWAY_URL) --tempo-url $(TEMPO_URL) "
+        "--metrics-url $(METRICS_URL)" in mk
     )
 
 
@@ -257,13 +305,17 @@ def test_the_service_contract_is_what_the_chart_relies_on(app: str) -> None:
     (skaffold's dev profile turns hypercorn's reloader on with it)."""
     own = set(settings(app).ENV_VARS)
     expected = {"HOST", "PORT", "WEB_CONCURRENCY", "GRACEFUL_TIMEOUT", "RELOAD"}
-    expected |= {"WORKER_URL", "WORKER_TIMEOUT"} if app == "gateway" else {"GATEWAY_URL"}
+    expected |= (
+        {"INTERNAL_PORT", "WORKER_URL", "WORKER_TIMEOUT"}
+        if app == "gateway"
+        else {"GATEWAY_INTERNAL_URL"}
+    )
     assert expected <= own, f"{app}.settings.ENV_VARS lacks {sorted(expected - own)}"
 
 
 def test_dev_profile_values_exist_in_the_chart(values: dict[str, Any]) -> None:
     for key in skaffold_dev_values():
-        parent, _, leaf = key.rpartition(".")
+        parent = key.rpartition(".")[0]
         if parent.endswith(".env"):
             assert isinstance(lookup(values, parent), dict)
             continue
@@ -282,7 +334,8 @@ def test_dev_sync_targets_the_installed_packages() -> None:
             assert rule["src"] == f"{rule['strip']}**/*.py"
             package = src_dir.rsplit("/", 1)[-1]
             assert rule["dest"] == f"/opt/venv/lib/python3.12/site-packages/{package}"
-    # The default base's Python is the one in the paths; tests/containers writes to them as UID 10001.
+    # The default base's Python is the one in the paths; tests/containers writes to them as UID
+    # 10001.
     dockerfile = (REPO / "services" / "Dockerfile").read_text()
     assert "python3 -m venv /opt/venv" in dockerfile
     assert re.search(r"^ARG BASE_IMAGE=python:3\.12\.", dockerfile, re.M)

@@ -10,12 +10,22 @@ namespace, standing for "any client".
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.k8s.conftest import NAMESPACE, RELEASE, Rendered
+from tests.k8s.conftest import (
+    NAMESPACE,
+    RELEASE,
+    REPO,
+    Rendered,
+    helm_template,
+    tool,
+)
 
 STRANGER = "stranger"
 DNS = "dns"
@@ -168,12 +178,15 @@ def dns_flows(*components: str) -> set[tuple[str, str, int]]:
     return {(c, DNS, 53) for c in components}
 
 
+# The gateway's two listeners, with the default values.
+GATEWAY_PORT, GATEWAY_INTERNAL_PORT = 8080, 8082
+
 # The flows the release needs, with the default values.
 CORE_FLOWS = {
-    (STRANGER, "gateway", 8080),  # clients
-    ("tracecheck", "gateway", 8080),  # helm test
+    (STRANGER, "gateway", GATEWAY_PORT),  # clients
+    ("tracecheck", "gateway", GATEWAY_PORT),  # helm test
     ("gateway", "worker", 8081),  # /tasks
-    ("worker", "gateway", 8080),  # /internal/quota
+    ("worker", "gateway", GATEWAY_INTERNAL_PORT),  # /internal/quota, on the internal listener
     ("gateway", "collector", 4317),  # OTLP
     ("worker", "collector", 4317),
     ("collector", "tempo", 4317),  # spans to Tempo
@@ -184,6 +197,80 @@ CORE_FLOWS = {
 
 def test_default_flows_are_exactly_the_intended_ones(rendered: dict[str, Rendered]) -> None:
     assert allowed_flows(rendered["default"]) == CORE_FLOWS
+
+
+def test_the_default_ports_are_the_charts(values: dict[str, Any]) -> None:
+    assert (values["gateway"]["port"], values["gateway"]["internalPort"]) == (
+        GATEWAY_PORT,
+        GATEWAY_INTERNAL_PORT,
+    )
+
+
+def internal_port_flows(r: Rendered) -> set[tuple[str, str, int]]:
+    gateway = r.container("gateway")
+    (internal,) = [p["containerPort"] for p in gateway["ports"] if p["name"] == "internal"]
+    return {f for f in allowed_flows(r) if f[1] == "gateway" and f[2] == internal}
+
+
+@pytest.mark.parametrize(
+    "value_set",
+    ["default", "grafana", "restricted-clients", "external-collector", "external-tempo"],
+)
+def test_only_the_worker_reaches_the_internal_port(
+    value_set: str, rendered: dict[str, Rendered]
+) -> None:
+    """Not the clients, not the test pod, not a stranger: the worker's pods only."""
+    flows = internal_port_flows(rendered[value_set])
+    assert flows == {("worker", "gateway", GATEWAY_INTERNAL_PORT)}
+
+
+def test_clients_allowed_everywhere_still_do_not_reach_the_internal_port(
+    helm_env: dict[str, str],
+) -> None:
+    """clientPeers that admit every pod of every namespace, and every address, widen the
+    public port only."""
+    everyone = [{"namespaceSelector": {}, "podSelector": {}}, {"ipBlock": {"cidr": "0.0.0.0/0"}}]
+    args = ["--set-json", f"gateway.networkPolicy.clientPeers={json.dumps(everyone)}"]
+    text = helm_template(tool("helm"), helm_env, *args).stdout
+    r = Rendered("clients-everywhere", args, text, [d for d in yaml.safe_load_all(text) if d])
+    assert internal_port_flows(r) == {("worker", "gateway", GATEWAY_INTERNAL_PORT)}
+    assert (STRANGER, "gateway", GATEWAY_PORT) in allowed_flows(r)
+
+
+# How docs/deploy-kubernetes.md names the endpoints in its flow table.
+DOC_ENDPOINTS = {"any client": STRANGER, "helm test pod": "tracecheck", "cluster dns": DNS}
+
+
+def documented_flows(components: set[str]) -> set[tuple[str, str, int]]:
+    """The flow table of docs/deploy-kubernetes.md, one (from, to, port) per flow: a cell
+    may list several endpoints; "(...)" notes and backticks are prose."""
+    docs = (REPO / "docs" / "deploy-kubernetes.md").read_text()
+    table = docs.split("NetworkPolicies cover every pod", 1)[1].split("\n\n")[1]
+    rows = re.findall(r"^\| (.+?) \| (.+?) \| ([0-9]+) \|$", table, re.M)
+    assert rows, "docs/deploy-kubernetes.md: no flow table after 'NetworkPolicies cover every pod'"
+
+    def names(cell: str) -> list[str]:
+        found = []
+        for part in re.sub(r"\([^)]*\)", "", cell).replace("`", "").split(","):
+            name = part.strip().lower()
+            found += sorted(components) if name == "every pod" else [DOC_ENDPOINTS.get(name, name)]
+        return found
+
+    return {
+        (src, dst, int(port))
+        for sources, destinations, port in rows
+        for src in names(sources)
+        for dst in names(destinations)
+    }
+
+
+def test_the_documented_flow_table_is_what_the_policies_admit(
+    rendered: dict[str, Rendered],
+) -> None:
+    """With Grafana on, so that its row counts too."""
+    r = rendered["grafana"]
+    components = {ep for ep in endpoints(r) if ep not in (STRANGER, DNS)}
+    assert documented_flows(components) == allowed_flows(r)
 
 
 def test_grafana_reaches_tempo_and_only_configured_clients_reach_grafana(
@@ -204,7 +291,7 @@ def test_grafana_reaches_tempo_and_only_configured_clients_reach_grafana(
 
 def test_restricted_clients_shut_out_strangers(rendered: dict[str, Rendered]) -> None:
     flows = allowed_flows(rendered["restricted-clients"])
-    assert flows == CORE_FLOWS - {(STRANGER, "gateway", 8080)}
+    assert flows == CORE_FLOWS - {(STRANGER, "gateway", GATEWAY_PORT)}
 
 
 def test_external_collector_flows(rendered: dict[str, Rendered]) -> None:

@@ -19,6 +19,7 @@ SCHEMA_CASES = [
     ("unknown top-level key", ["--set", "colector.enabled=false"], "colector"),
     ("latest tag", ["--set", "collector.image.tag=latest"], "collector.image.tag"),
     ("port out of range", ["--set", "gateway.port=70000"], "gateway.port"),
+    ("internal port out of range", ["--set", "gateway.internalPort=0"], "gateway.internalPort"),
     ("bad retention", ["--set", "tempo.retention=forever"], "tempo.retention"),
     ("missing limits", ["--set", "gateway.resources.limits=null"], "gateway.resources"),
     ("bad role", ["--set", "grafana.anonymousRole=Root"], "grafana.anonymousRole"),
@@ -72,6 +73,11 @@ FAIL_CASES = [
             "tracecheck.enabled=false",
         ],
         "grafana.tempoUrl is required",
+    ),
+    (
+        "gateway listeners on one port",
+        ["--set", "gateway.internalPort=8080"],
+        "gateway.internalPort must differ from gateway.port",
     ),
     (
         "helm test without tempo",

@@ -1,4 +1,5 @@
-"""Collector down, flapping and slow: requests never fail, memory stays bounded, losses are reported once."""
+"""Collector down, flapping and slow: requests never fail, memory stays bounded, losses are
+reported once."""
 
 from __future__ import annotations
 
@@ -21,24 +22,8 @@ SPANS_PER_REQUEST = 7  # 1 + 6N with N = 1
 def start_pair(
     stack: Stack, collector: Collector, label: str, **env: str
 ) -> tuple[str, Process, Process]:
-    gateway_port, worker_port = free_port(), free_port()
-    worker = stack.start_service(
-        "worker",
-        worker_port,
-        collector,
-        name=f"worker-{label}",
-        GATEWAY_URL=f"http://127.0.0.1:{gateway_port}",
-        **env,
-    )
-    gateway = stack.start_service(
-        "gateway",
-        gateway_port,
-        collector,
-        name=f"gateway-{label}",
-        WORKER_URL=f"http://127.0.0.1:{worker_port}",
-        **env,
-    )
-    return f"http://127.0.0.1:{gateway_port}", gateway, worker
+    pair = stack.start_pair(collector, suffix=f"-{label}", gateway_env=env, worker_env=env)
+    return pair.gateway_url, pair.gateway, pair.worker
 
 
 def interleaved(
@@ -198,7 +183,8 @@ def test_collector_flaps_for_ten_seconds(stack: Stack) -> None:
             None,
             None,
             None,
-            f"spans after recovery all arrived; {spans_lost} spans lost during the outage, as logged",
+            f"spans after recovery all arrived; {spans_lost} spans lost during the outage, "
+            "as logged",
         )
     )
     assert restarted.popen.poll() is None
@@ -221,7 +207,8 @@ def test_slow_collector_does_not_slow_requests(stack: Stack, collector: Collecto
             ratio,
             rss_before,
             rss_after,
-            "each export waits 2 s for its answer; the batch processor's thread waits, the event loop does not",
+            "each export waits 2 s for its answer; the batch processor's thread waits, "
+            "the event loop does not",
         )
     )
     assert faulty.failures == 0, faulty.errors[

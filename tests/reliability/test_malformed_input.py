@@ -16,6 +16,7 @@ span is made for them: the request never reaches the app.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import socket
@@ -29,31 +30,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace as otel_trace
 
-from tandem_localstack import Collector, Process, Stack
+from tandem_localstack import Collector, Pair, Process, Stack
 from tandem_telemetry.propagation import W3CTraceContextPropagator, parse_baggage, parse_traceparent
 from tandem_tracecheck.spans import attributes as otlp_attributes
 from tandem_tracecheck.spans import hex_id
 from tests.reliability import report
-from tests.support import free_port
 
 # ---------------------------------------------------------------------------
-# Helpers shared by the security scenarios (test_untrusted_edge, test_sensitive_data, test_otlp_tls).
-
-
-@dataclass
-class Services:
-    gateway: Process
-    worker: Process
-    gateway_port: int
-    worker_port: int
-
-    @property
-    def gateway_url(self) -> str:
-        return f"http://127.0.0.1:{self.gateway_port}"
-
-    @property
-    def worker_url(self) -> str:
-        return f"http://127.0.0.1:{self.worker_port}"
+# Helpers shared by the security scenarios (test_untrusted_edge, test_sensitive_data,
+# test_otlp_tls).
 
 
 def start_services(
@@ -63,26 +48,11 @@ def start_services(
     suffix: str = "",
     gateway_env: dict[str, str] | None = None,
     worker_env: dict[str, str] | None = None,
-) -> Services:
+) -> Pair:
     """A worker and a gateway that call each other, exporting to `collector`."""
-    gateway_port, worker_port = free_port(), free_port()
-    worker = stack.start_service(
-        "worker",
-        worker_port,
-        collector,
-        name=f"worker{suffix}",
-        GATEWAY_URL=f"http://127.0.0.1:{gateway_port}",
-        **(worker_env or {}),
+    return stack.start_pair(
+        collector, suffix=suffix, gateway_env=gateway_env, worker_env=worker_env
     )
-    gateway = stack.start_service(
-        "gateway",
-        gateway_port,
-        collector,
-        name=f"gateway{suffix}",
-        WORKER_URL=f"http://127.0.0.1:{worker_port}",
-        **(gateway_env or {}),
-    )
-    return Services(gateway, worker, gateway_port, worker_port)
 
 
 @dataclass
@@ -128,10 +98,9 @@ def send_raw(port: int, data: bytes, *, timeout: float = 15.0) -> RawResponse:
     """Send bytes to a loopback port and read the answer until the server closes."""
     chunks: list[bytes] = []
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        try:
+        # It may answer (431, 413) and close before reading it all: then read what it said.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # it answered (431, 413) and closed before reading it all: read what it said
         while True:
             try:
                 chunk = sock.recv(65536)
@@ -180,8 +149,8 @@ def raw_trace(tempo_url: str, trace_id: str) -> list[dict]:
     for batch in response.json().get("trace", {}).get("resourceSpans", []):
         resource = otlp_attributes(batch.get("resource", {}).get("attributes"))
         for scope in batch.get("scopeSpans", []):
-            for span in scope.get("spans", []):
-                span = dict(span)
+            for otlp_span in scope.get("spans", []):
+                span = dict(otlp_span)
                 span["service"] = resource.get("service.name")
                 span["traceId"] = hex_id(span["traceId"], 16)
                 span["spanId"] = hex_id(span["spanId"], 8)
@@ -203,7 +172,8 @@ def raw_trace(tempo_url: str, trace_id: str) -> list[dict]:
 def wait_for_traces(
     tempo_url: str, expected: dict[str, int], *, timeout: float = 20.0, settle: float = 0.6
 ) -> dict[str, list[dict]]:
-    """Poll until every trace has at least its expected span count, then once more after `settle` to catch extras."""
+    """Poll until every trace has at least its expected span count, then once more after
+    `settle` to catch extras."""
     deadline = time.monotonic() + timeout
     found: dict[str, list[dict]] = {}
     pending = dict(expected)
@@ -286,9 +256,10 @@ INVALID_TRACEPARENTS: dict[str, bytes] = {
     "4 KiB long": f"00-{T}-{S}-01".encode() + b"0" * 4096,
 }
 
-# Valid traceparent (a fresh trace id each), a tracestate with invalid parts: the trace continues, and
-# the spans carry what Trace Context Level 2 keeps of it (an invalid member goes alone), as far as the
-# API's TraceState can hold it (Level 1 keys; tests/telemetry/test_propagation.py checks the rest).
+# Valid traceparent (a fresh trace id each), a tracestate with invalid parts: the trace
+# continues, and the spans carry what Trace Context Level 2 keeps of it (an invalid member goes
+# alone), as far as the API's TraceState can hold it (Level 1 keys;
+# tests/telemetry/test_propagation.py checks the rest).
 TRACESTATE_CASES: dict[str, tuple[bytes, str | None]] = {
     "33 members": (
         ",".join(f"k{i}=v{i}" for i in range(33)).encode(),
@@ -339,7 +310,7 @@ class Case:
     may_close: bool = False  # the server may close without an answer (oversized header blocks)
 
 
-def _gateway_param_cases(port: int) -> list[Case]:
+def _gateway_param_cases(port: int, internal_port: int) -> list[Case]:
     cases = []
     bad = {
         "tasks": [
@@ -349,8 +320,8 @@ def _gateway_param_cases(port: int) -> list[Case]:
             "",
             "1.5",
             "1e3",
-            quote("９"),
-            quote("١"),
+            quote("\uff19"),  # FULLWIDTH DIGIT NINE: a digit to isdigit(), not to us
+            quote("\u0661"),  # ARABIC-INDIC DIGIT ONE
             "1_0",
             "%201",
             "%ff%fe",
@@ -380,7 +351,7 @@ def _gateway_param_cases(port: int) -> list[Case]:
     cases.append(
         Case(
             "gateway quota without task",
-            port,
+            internal_port,
             http_request("GET", "/internal/quota"),
             frozenset({422}),
             "missing_parameter",
@@ -391,7 +362,7 @@ def _gateway_param_cases(port: int) -> list[Case]:
         cases.append(
             Case(
                 f"gateway quota task={value}",
-                port,
+                internal_port,
                 http_request("GET", f"/internal/quota?task={value}"),
                 frozenset({422}),
                 "invalid_parameter",
@@ -405,12 +376,70 @@ def _gateway_param_cases(port: int) -> list[Case]:
             http_request("POST", "/api/work", body=b"{}"),
             frozenset({405}),
         ),
-        Case("gateway unknown method", port, http_request("BREW", "/api/work"), frozenset({405})),
+        Case(
+            "gateway unknown method",
+            port,
+            http_request("BREW", "/api/work"),
+            frozenset({405}),
+            "method_not_allowed",
+        ),
         Case(
             "gateway unknown path",
             port,
             http_request("GET", "/api/work/../internal"),
             frozenset({404}),
+            "not_found",
+        ),
+        # Each listener serves its own routes only: an internal route on the public port, and
+        # the reverse, are unknown paths there.
+        Case(
+            "gateway quota on the public port",
+            port,
+            http_request("GET", "/internal/quota?task=1"),
+            frozenset({404}),
+            "not_found",
+        ),
+        Case(
+            "gateway quota on the public port, dot segments",
+            port,
+            http_request("GET", "/api/../internal/quota?task=1"),
+            frozenset({404}),
+            "not_found",
+        ),
+        Case(
+            "gateway quota on the public port, absolute form",
+            port,
+            http_request("GET", f"http://127.0.0.1:{internal_port}/internal/quota?task=1"),
+            frozenset({404}),
+            "not_found",
+        ),
+        Case(
+            "gateway /api/work on the internal port",
+            internal_port,
+            http_request("GET", "/api/work?tasks=1"),
+            frozenset({404}),
+            "not_found",
+        ),
+        Case(
+            "gateway /readyz on the internal port",
+            internal_port,
+            http_request("GET", "/readyz"),
+            frozenset({404}),
+            "not_found",
+        ),
+        Case(
+            "gateway quota with an unknown method",
+            internal_port,
+            http_request("BREW", "/internal/quota?task=1"),
+            frozenset({405}),
+            "method_not_allowed",
+        ),
+        Case(
+            "gateway internal Host with an open IPv6 bracket",
+            internal_port,
+            http_request("GET", "/internal/quota?task=1", host=b"[::1"),
+            frozenset({400}),
+            "invalid_host",
         ),
         Case(
             "gateway Host with a superscript-digit port",
@@ -612,11 +641,14 @@ def _worker_body_cases(port: int) -> list[Case]:
     return cases
 
 
-def _oversized_header_cases(services: Services) -> list[Case]:
+def _oversized_header_cases(services: Pair) -> list[Case]:
     cases = []
-    for port, who in ((services.gateway_port, "gateway"), (services.worker_port, "worker")):
-        target = "/api/work?tasks=1" if who == "gateway" else "/tasks"
-        method = "GET" if who == "gateway" else "POST"
+    listeners = (
+        (services.ports.gateway, "gateway", "GET", "/api/work?tasks=1"),
+        (services.ports.gateway_internal, "gateway internal", "GET", "/internal/quota?task=1"),
+        (services.ports.worker, "worker", "POST", "/tasks"),
+    )
+    for port, who, method, target in listeners:
         cases += [
             Case(
                 f"{who} one 64 KiB header",
@@ -683,7 +715,7 @@ def test_fixed_corpus(stack: Stack, collector: Collector) -> None:
     rss_before = report.rss_mb(services.gateway.popen.pid) + report.rss_mb(
         services.worker.popen.pid
     )
-    gateway = services.gateway_port
+    gateway = services.ports.gateway
     problems: list[str] = []
     requests = 0
     fives = 0
@@ -719,7 +751,8 @@ def test_fixed_corpus(stack: Stack, collector: Collector) -> None:
             new_traces[response.trace_id] = name  # type: ignore[index]
         if response.json()["results"][0]["baggage"] != {"kept": "yes"}:  # type: ignore[index]
             problems.append(f"traceparent {name}: baggage must not depend on the traceparent")
-    # Two traceparent headers combine into one invalid value (RFC 9110 §5.3), so they too start a new trace.
+    # Two traceparent headers combine into one invalid value (RFC 9110 §5.3), so they too start a
+    # new trace.
     response = work(
         [
             ("traceparent", f"00-{T}-{S}-01"),
@@ -769,14 +802,16 @@ def test_fixed_corpus(stack: Stack, collector: Collector) -> None:
             continue
         if response.trace_id != trace_id:
             problems.append(
-                f"{name}: a valid traceparent must continue trace {trace_id}, got {response.trace_id}"
+                f"{name}: a valid traceparent must continue trace {trace_id}, "
+                f"got {response.trace_id}"
             )
         elif template.endswith("-00"):
             pass  # not sampled: continued (checked above), but no spans to look at
         else:
             continued[trace_id] = (name, span_id, kept)
 
-    # 3. Baggage: oversized dropped whole, malformed members one by one; the worker shows what it got.
+    # 3. Baggage: oversized dropped whole, malformed members one by one; the worker shows what it
+    # got.
     for name, (value, expected) in BAGGAGE.items():
         response = work([("baggage", value)], f"baggage {name}")
         if response is not None and (seen := response.json()["results"][0]["baggage"]) != expected:  # type: ignore[index]
@@ -784,8 +819,8 @@ def test_fixed_corpus(stack: Stack, collector: Collector) -> None:
 
     # 4. Bad parameters, bodies, content types, methods, Host headers, oversized headers.
     cases = (
-        _gateway_param_cases(gateway)
-        + _worker_body_cases(services.worker_port)
+        _gateway_param_cases(gateway, services.ports.gateway_internal)
+        + _worker_body_cases(services.ports.worker)
         + _oversized_header_cases(services)
     )
     outcomes: dict[str, str] = {}
@@ -798,7 +833,8 @@ def test_fixed_corpus(stack: Stack, collector: Collector) -> None:
     # 5. Afterwards, both services still answer a normal request.
     after = work([], "a normal /api/work after the barrage")
 
-    # 6. The W3C result in Tempo: new traces are roots without tracestate; continued ones hang off the caller.
+    # 6. The W3C result in Tempo: new traces are roots without tracestate; continued ones hang
+    # off the caller.
     spans_expected = 7 * (len(new_traces) + len(continued))
     traces = wait_for_traces(
         collector.tempo_url, {trace_id: 7 for trace_id in [*new_traces, *continued]}
@@ -814,7 +850,8 @@ def test_fixed_corpus(stack: Stack, collector: Collector) -> None:
         root = root_span(spans)
         if root.get("parentSpanId"):
             problems.append(
-                f"traceparent {name}: the gateway's SERVER span has parent {root['parentSpanId']}, expected none"
+                f"traceparent {name}: the gateway's SERVER span has parent "
+                f"{root['parentSpanId']}, expected none"
             )
         if states := {s["name"]: s["traceState"] for s in spans if s.get("traceState")}:
             problems.append(
@@ -828,12 +865,14 @@ def test_fixed_corpus(stack: Stack, collector: Collector) -> None:
         root = root_span(spans)
         if root.get("parentSpanId") != span_id:
             problems.append(
-                f"{name}: the gateway's SERVER span has parent {root.get('parentSpanId')}, expected the caller's {span_id}"
+                f"{name}: the gateway's SERVER span has parent {root.get('parentSpanId')}, "
+                f"expected the caller's {span_id}"
             )
         states = {(s["service"], s["name"]): s.get("traceState") for s in spans}
         if any(state != kept for state in states.values()):
             problems.append(
-                f"{name}: tracestate on the spans {states}, expected {kept!r} on every one (worker included)"
+                f"{name}: tracestate on the spans {states}, expected {kept!r} on every one "
+                "(worker included)"
             )
 
     rss_after = report.rss_mb(services.gateway.popen.pid) + report.rss_mb(services.worker.popen.pid)
@@ -843,15 +882,18 @@ def test_fixed_corpus(stack: Stack, collector: Collector) -> None:
     report.record(
         report.Row(
             "malformed input: fixed corpus",
-            f"{requests} hand-written requests, one at a time: {len(INVALID_TRACEPARENTS) + 1} invalid traceparents, "
-            f"{len(TRACESTATE_CASES)} tracestates with invalid parts, {len(BAGGAGE)} baggage cases, {len(cases)} bad parameters/bodies/headers",
+            f"{requests} hand-written requests, one at a time: "
+            f"{len(INVALID_TRACEPARENTS) + 1} invalid traceparents, "
+            f"{len(TRACESTATE_CASES)} tracestates with invalid parts, {len(BAGGAGE)} baggage "
+            f"cases, {len(cases)} bad parameters/bodies/headers/routes",
             requests,
             len(problems),
             spans_expected,
             spans_received,
             rss_mb_before=rss_before,
             rss_mb_after=rss_after,
-            notes="RSS: gateway + worker. Oversized header blocks (a 64 KiB header, 4 000 headers, a 64 KiB target) got: "
+            notes="RSS: gateway + worker. Oversized header blocks (a 64 KiB header, 4 000 "
+            "headers, a 64 KiB target) got: "
             + ", ".join(
                 sorted(
                     {
@@ -1061,7 +1103,7 @@ def test_hypothesis(stack: Stack, collector: Collector) -> None:
             )
             if value is not None
         ]
-        response = send(services.gateway_port, http_request("GET", "/api/work?tasks=1", headers))
+        response = send(services.ports.gateway, http_request("GET", "/api/work?tasks=1", headers))
         assert response.status == 200, f"{response.status} {response.body[:300]!r}"
         examples_per_trace[response.trace_id] += 1  # type: ignore[index]
         # The server sees each value without its surrounding whitespace (RFC 9110 §5.5).
@@ -1072,7 +1114,8 @@ def test_hypothesis(stack: Stack, collector: Collector) -> None:
             assert response.trace_id == f"{caller.trace_id:032x}", (
                 "a valid traceparent must continue its trace"
             )
-            # The span context holds the members the API's TraceState accepts (tests/telemetry checks which).
+            # The span context holds the members the API's TraceState accepts (tests/telemetry
+            # checks which).
             state = (
                 otel_trace.get_current_span(W3CTraceContextPropagator().extract(text))
                 .get_span_context()
@@ -1092,7 +1135,7 @@ def test_hypothesis(stack: Stack, collector: Collector) -> None:
     @given(body=_bodies, content_type=_content_types)
     def body_property(body: bytes, content_type: str | None) -> None:
         headers = [("Content-Type", content_type)] if content_type is not None else []
-        response = send(services.worker_port, http_request("POST", "/tasks", headers, body))
+        response = send(services.ports.worker, http_request("POST", "/tasks", headers, body))
         assert response.status is not None and response.status < 500, (
             f"{response.status} {response.body[:300]!r}"
         )
@@ -1127,7 +1170,7 @@ def test_hypothesis(stack: Stack, collector: Collector) -> None:
             if params
             else ""
         )
-        response = send(services.gateway_port, http_request("GET", target))
+        response = send(services.ports.gateway, http_request("GET", target))
         if fail == "worker" and response.status == 502:
             return  # asked for: the worker answers 500, the gateway 502
         assert response.status in (200, 422), f"{response.status} {response.body[:300]!r}"
@@ -1142,8 +1185,9 @@ def test_hypothesis(stack: Stack, collector: Collector) -> None:
         except Exception as exc:  # noqa: BLE001 - every property runs; all failures are reported together
             failures.append(f"{prop.__name__}: {type(exc).__name__}: {exc}")
 
-    # Through Tempo: the root of each sampled trace hangs off the caller exactly when its traceparent was valid,
-    # and every span carries the tracestate exactly when it was valid beside a valid traceparent.
+    # Through Tempo: the root of each sampled trace hangs off the caller exactly when its
+    # traceparent was valid, and every span carries the tracestate exactly when it was valid
+    # beside a valid traceparent.
     checks = {
         trace_id: check for trace_id, check in checks.items() if examples_per_trace[trace_id] == 1
     }
@@ -1162,7 +1206,8 @@ def test_hypothesis(stack: Stack, collector: Collector) -> None:
             )
         if any(s.get("traceState") != state for s in spans):
             failures.append(
-                f"trace {trace_id}: tracestate {[s.get('traceState') for s in spans]}, expected {state!r}"
+                f"trace {trace_id}: tracestate {[s.get('traceState') for s in spans]}, "
+                f"expected {state!r}"
             )
 
     rss_after = report.rss_mb(services.gateway.popen.pid) + report.rss_mb(services.worker.popen.pid)
@@ -1172,7 +1217,8 @@ def test_hypothesis(stack: Stack, collector: Collector) -> None:
     report.record(
         report.Row(
             "malformed input: hypothesis",
-            "generated traceparent/tracestate/baggage (60 examples), worker bodies and content types (40), gateway query parameters (40), plus shrinking",
+            "generated traceparent/tracestate/baggage (60 examples), worker bodies and content "
+            "types (40), gateway query parameters (40), plus shrinking",
             counts["requests"],
             counts["5xx"] + len(failures),
             7 * len(checks),

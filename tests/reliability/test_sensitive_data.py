@@ -57,7 +57,7 @@ def _leaks(where: str, text: str) -> list[str]:
 
 def test_nothing_sensitive_recorded(stack: Stack, collector: Collector) -> None:
     services = start_services(stack, collector)
-    port = services.gateway_port
+    port = services.ports.gateway
     rss_before = report.rss_mb(services.gateway.popen.pid) + report.rss_mb(
         services.worker.popen.pid
     )

@@ -1,4 +1,5 @@
-"""The worker down, slow or failing: the gateway answers 503, 504 or 502 within its budget, with ERROR spans, and leaks nothing."""
+"""The worker down, slow or failing: the gateway answers 503, 504 or 502 within its budget,
+with ERROR spans, and leaks nothing."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ import time
 import httpx
 import pytest
 
-from tandem_localstack import Collector, Stack
+from tandem_localstack import Collector, PairPorts, Stack, loopback_url
 from tandem_tracecheck import TempoClient
 from tests.reliability import report
 from tests.reliability.load import drive
-from tests.support import free_port
 
 WORKER_TIMEOUT = 1.0
-# A request may take the gateway's budget plus scheduling slack, never more: the client gives up after this.
+# A request may take the gateway's budget plus scheduling slack, never more: the client gives
+# up after this.
 CLIENT_TIMEOUT = WORKER_TIMEOUT + 3.0
 
 CASES = {
@@ -27,7 +28,8 @@ CASES = {
 
 
 def fds_back_to(pid: int, limit: int, timeout: float) -> int:
-    """The process's open descriptors, as soon as they are `limit` or fewer; after `timeout`, however many there are."""
+    """The process's open descriptors, as soon as they are `limit` or fewer; after `timeout`,
+    however many there are."""
     deadline = time.monotonic() + timeout
     while (count := report.open_fds(pid)) > limit and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -39,19 +41,23 @@ def test_gateway_answers_within_its_budget(
     stack: Stack, collector: Collector, scenario: str
 ) -> None:
     query, worker_state, status, error, client_error = CASES[scenario]
-    gateway_port, worker_port = free_port(), free_port()
+    ports = PairPorts.free()
     if worker_state == "up":
         stack.start_service(
-            "worker", worker_port, collector, GATEWAY_URL=f"http://127.0.0.1:{gateway_port}"
+            "worker",
+            ports.worker,
+            collector,
+            GATEWAY_INTERNAL_URL=loopback_url(ports.gateway_internal),
         )
     gateway = stack.start_service(
         "gateway",
-        gateway_port,
+        ports.gateway,
         collector,
-        WORKER_URL=f"http://127.0.0.1:{worker_port}",
+        INTERNAL_PORT=str(ports.gateway_internal),
+        WORKER_URL=loopback_url(ports.worker),
         WORKER_TIMEOUT=str(WORKER_TIMEOUT),
     )
-    url = f"http://127.0.0.1:{gateway_port}/api/work?{query}"
+    url = f"{loopback_url(ports.gateway)}/api/work?{query}"
     # Warm up with the same concurrency, so the connection pool is as full as it gets.
     asyncio.run(drive(url, concurrency=8, requests=16, timeout=CLIENT_TIMEOUT))
     time.sleep(6.0)
@@ -72,7 +78,8 @@ def test_gateway_answers_within_its_budget(
     report.record(
         report.Row(
             scenario,
-            f"{result.requests} × /api/work?{query}, 8 concurrent, WORKER_TIMEOUT={WORKER_TIMEOUT:g}s",
+            f"{result.requests} × /api/work?{query}, 8 concurrent, "
+            f"WORKER_TIMEOUT={WORKER_TIMEOUT:g}s",
             result.requests,
             sum(1 for s in result.statuses if s != status) + len(result.errors),
             None,

@@ -112,6 +112,37 @@ async def test_lifespan_shutdown_flushes_batched_spans(monkeypatch: pytest.Monke
     assert tandem_telemetry.current() is None
 
 
+@pytest.mark.anyio
+async def test_two_apps_in_one_process_flush_once_after_the_last_stops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One process, two listeners (the gateway's public and internal apps), one pipeline:
+    the first app to stop must not shut the pipeline down under the other."""
+    exporter = InMemorySpanExporter()
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
+    tandem_telemetry.setup("svc", span_exporter=exporter, settings=TelemetrySettings())
+
+    async def ok(request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    public = instrument(Starlette(routes=[Route("/public", ok)]), "svc")
+    internal = instrument(
+        Starlette(routes=[Route("/internal", ok)]), "svc", trust_incoming_context=True
+    )
+    async with served(public) as public_url, httpx.AsyncClient() as client:
+        async with served(internal) as internal_url:
+            assert (await client.get(f"{internal_url}/internal")).status_code == 200
+        # The internal app stopped; the pipeline still serves the public one.
+        assert tandem_telemetry.current() is not None
+        assert (await client.get(f"{public_url}/public")).status_code == 200
+        assert exporter.get_finished_spans() == ()
+    assert sorted(span.name for span in exporter.get_finished_spans()) == [
+        "GET /internal",
+        "GET /public",
+    ]
+    assert tandem_telemetry.current() is None
+
+
 def test_shutdown_with_unreachable_collector_returns_within_its_bound(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -180,6 +180,41 @@ async def test_untrusted_context_links_instead_of_parenting() -> None:
     assert seen_baggage == {}
 
 
+async def test_a_trusted_listener_keeps_context_even_when_untrusted_is_set() -> None:
+    """trust_incoming_context=True (the gateway's internal app) overrides TANDEM_UNTRUSTED_CONTEXT;
+    beside it, an app without it on the same pipeline still links instead."""
+    pipeline = make_pipeline(untrusted_context=True)
+    headers = {"traceparent": TRACEPARENT, "baggage": "tenant=acme"}
+    seen_baggage: list[dict[str, object]] = []
+
+    async def peek(request: Request) -> PlainTextResponse:
+        from opentelemetry import baggage
+
+        seen_baggage.append(dict(baggage.get_all()))
+        return PlainTextResponse("ok")
+
+    def app(*, trusted: bool) -> Starlette:
+        middleware = Middleware(
+            TracingMiddleware, telemetry=pipeline.telemetry, trust_incoming_context=trusted
+        )
+        return Starlette(routes=[Route("/peek", peek)], middleware=[middleware])
+
+    async with (
+        served(app(trusted=True)) as internal,
+        served(app(trusted=False)) as public,
+        httpx.AsyncClient() as client,
+    ):
+        await client.get(f"{internal}/peek", headers=headers)
+        await client.get(f"{public}/peek", headers=headers)
+    kept, linked = pipeline.finished()
+    assert f"{kept.context.trace_id:032x}" == CALLER_TRACE
+    assert kept.parent is not None and f"{kept.parent.span_id:016x}" == CALLER_SPAN
+    assert not kept.links
+    assert linked.parent is None and f"{linked.context.trace_id:032x}" != CALLER_TRACE
+    assert [f"{link.context.trace_id:032x}" for link in linked.links] == [CALLER_TRACE]
+    assert seen_baggage == [{"tenant": "acme"}, {}]
+
+
 async def test_request_duration_metric(pipeline: Pipeline) -> None:
     async with served(make_app(pipeline)) as base, httpx.AsyncClient() as client:
         for _ in range(3):

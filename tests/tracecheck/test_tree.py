@@ -118,3 +118,23 @@ def test_a_root_expecting_a_caller_without_a_traceparent_fails():
         "/gateway SERVER 'GET /api/work': expects its parent in the caller's process, has none"
         in problems
     )
+
+
+def test_quota_checks_must_arrive_on_the_internal_port_when_it_is_given():
+    """With internal_port, a quota span whose server.port is another port (the public one,
+    say) is a difference; without it, the port is not checked."""
+    on_internal = spans_for(work_trace(2, internal_port=8082), flags=False)
+    assert not check_tree(
+        on_internal, work_trace(2, internal_port=8082), root_parent=CALLER_SPAN
+    ).problems
+    on_public = [
+        replace(s, attributes={**s.attributes, "server.port": 8080})
+        if s.name == "GET /internal/quota"
+        else s
+        for s in on_internal
+    ]
+    problems = check_tree(
+        on_public, work_trace(2, internal_port=8082), root_parent=CALLER_SPAN
+    ).problems
+    assert sum("server.port" in p and "8082" in p for p in problems) == 2, problems
+    assert not check_tree(on_public, work_trace(2), root_parent=CALLER_SPAN).problems

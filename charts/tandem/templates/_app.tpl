@@ -2,7 +2,8 @@
 The gateway and the worker are the same kind of workload: a hypercorn app
 configured by environment variables, probed on /healthz and /readyz.
 Call with (dict "root" $ "component" "gateway" "values" .Values.gateway
-               "env" (list of extra {name, value} for this component)).
+               "env" (list of extra {name, value} for this component)
+               "ports" (list of extra {name, containerPort} for this component)).
 */}}
 {{- define "tandem.app.deployment" -}}
 {{- $root := .root -}}
@@ -52,6 +53,11 @@ spec:
             - name: http
               containerPort: {{ $v.port }}
               protocol: TCP
+            {{- range .ports }}
+            - name: {{ .name }}
+              containerPort: {{ .containerPort }}
+              protocol: TCP
+            {{- end }}
           env:
             # Downward API first: OTEL_RESOURCE_ATTRIBUTES below interpolates
             # them with $(VAR), which only sees variables defined earlier.

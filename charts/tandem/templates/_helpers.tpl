@@ -62,6 +62,15 @@ Call with (dict "root" $ "image" .Values.x.image).
 {{- printf "http://%s:%d" (include "tandem.componentName" (dict "root" . "component" "gateway")) (int .Values.gateway.port) -}}
 {{- end -}}
 
+{{/* The gateway's internal listener, behind a Service of its own: the worker's quota checks. */}}
+{{- define "tandem.gatewayInternalName" -}}
+{{- include "tandem.componentName" (dict "root" . "component" "gateway-internal") -}}
+{{- end -}}
+
+{{- define "tandem.gatewayInternalUrl" -}}
+{{- printf "http://%s:%d" (include "tandem.gatewayInternalName" .) (int .Values.gateway.internalPort) -}}
+{{- end -}}
+
 {{- define "tandem.workerUrl" -}}
 {{- printf "http://%s:%d" (include "tandem.componentName" (dict "root" . "component" "worker")) (int .Values.worker.port) -}}
 {{- end -}}
@@ -173,6 +182,9 @@ Call with (dict "root" $ "components" (list "gateway" "worker")).
 {{- end -}}
 {{- if and .Values.collector.enabled (not .Values.tempo.enabled) (not .Values.collector.tracesEndpoint) -}}
 {{- fail "collector.tracesEndpoint is required when tempo.enabled is false and collector.enabled is true (the collector needs somewhere to send traces)" -}}
+{{- end -}}
+{{- if eq (int .Values.gateway.port) (int .Values.gateway.internalPort) -}}
+{{- fail "gateway.internalPort must differ from gateway.port (the internal listener needs a port of its own)" -}}
 {{- end -}}
 {{- if and .Values.grafana.enabled (not .Values.tempo.enabled) (not .Values.grafana.tempoUrl) -}}
 {{- fail "grafana.tempoUrl is required when grafana.enabled is true and tempo.enabled is false (the datasource needs a Tempo)" -}}

@@ -1,4 +1,13 @@
-"""The gateway's ASGI app: `GET /api/work` fans out to the worker; `/internal/quota` answers it."""
+"""The gateway's two ASGI apps, one per listener.
+
+- `app`, on PORT, the public one: `GET /api/work` fans out to the worker; health.
+- `internal_app`, on INTERNAL_PORT, for Tandem's own services: `GET /internal/quota`
+  answers the worker's quota checks.
+
+A route of one is a 404 on the other, and trust follows the listener: the
+public app applies TANDEM_UNTRUSTED_CONTEXT to every request, the internal
+one keeps the worker's trace context.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +16,7 @@ import itertools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import NamedTuple
 
 import httpx
 from opentelemetry import trace
@@ -109,8 +119,13 @@ async def quota(request: Request) -> JSONResponse:
     return JSONResponse({"task": task, "allowed": True, "granted": granted})
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    """Build the gateway app; settings default to the environment."""
+class GatewayApps(NamedTuple):
+    public: Starlette
+    internal: Starlette
+
+
+def create_apps(settings: Settings | None = None) -> GatewayApps:
+    """Build the gateway's public and internal apps; settings default to the environment."""
     settings = settings or Settings.from_env()
 
     @asynccontextmanager
@@ -120,24 +135,34 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         async with create_client(settings.worker_url, timeouts=timeouts) as worker:
             app.state.worker = worker
-            app.state.quota_counter = itertools.count(1)
             app.state.ready = True
             try:
                 yield
             finally:
                 app.state.ready = False
 
-    routes = [
-        Route("/api/work", work, methods=["GET"]),
-        Route("/internal/quota", quota, methods=["GET"]),
-        *HEALTH_ROUTES,
-    ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
-    app = instrument(app, SERVICE_NAME, service_version=__version__)
-    # Added last, so it runs first: malformed Host headers and absolute-form targets never
-    # reach a span.
-    app.add_middleware(RequestGuard)
-    return app
+    public = Starlette(
+        routes=[Route("/api/work", work, methods=["GET"]), *HEALTH_ROUTES],
+        lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
+    )
+    public = instrument(public, SERVICE_NAME, service_version=__version__)
+
+    internal = Starlette(
+        routes=[Route("/internal/quota", quota, methods=["GET"])],
+        exception_handlers=EXCEPTION_HANDLERS,
+    )
+    internal.state.quota_counter = itertools.count(1)
+    # Only the worker reaches this listener (the chart's NetworkPolicy), so the context its
+    # calls carry is Tandem's own: the request's trace stays whole.
+    internal = instrument(
+        internal, SERVICE_NAME, service_version=__version__, trust_incoming_context=True
+    )
+    for served in (public, internal):
+        # Added last, so it runs first: malformed Host headers and absolute-form targets never
+        # reach a span.
+        served.add_middleware(RequestGuard)
+    return GatewayApps(public, internal)
 
 
-app = create_app()
+app, internal_app = create_apps()

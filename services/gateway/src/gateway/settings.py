@@ -4,15 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tandem_service import SERVER_ENV_VARS
+from tandem_service import SERVER_ENV_VARS, Listener
 from tandem_telemetry.env import env_float, env_str
 
 SERVICE_NAME = "gateway"
 DEFAULT_PORT = 8080
+# /internal/* for Tandem's own services (the worker's quota checks), on a port of its own.
+DEFAULT_INTERNAL_PORT = 8082
 DEFAULT_WORKER_URL = "http://127.0.0.1:8081"
 
+# The public routes on PORT; the internal ones on INTERNAL_PORT, in the same process.
+PUBLIC_LISTENER = Listener.public(DEFAULT_PORT)
+INTERNAL_LISTENER = Listener("INTERNAL_PORT", DEFAULT_INTERNAL_PORT)
+
 # Every variable the gateway reads itself (tandem_telemetry.ENV_VARS lists the telemetry ones).
-ENV_VARS = frozenset({*SERVER_ENV_VARS, "WORKER_URL", "WORKER_TIMEOUT"})
+ENV_VARS = frozenset(
+    {*SERVER_ENV_VARS, INTERNAL_LISTENER.port_variable, "WORKER_URL", "WORKER_TIMEOUT"}
+)
 
 
 @dataclass(frozen=True)

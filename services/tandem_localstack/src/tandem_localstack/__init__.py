@@ -6,9 +6,26 @@ Tests start the same processes through `Stack`:
 
     stack = Stack(tmp_path)
     collector = stack.start_collector(free_collector_ports())
-    stack.start_service("worker", worker_port, collector, GATEWAY_URL=...)
+    pair = stack.start_pair(collector)   # a worker and a gateway, on free ports
+    pair.gateway_url, pair.gateway_internal_url, pair.worker_url
 """
 
-from tandem_localstack.stack import Collector, Process, Stack, free_collector_ports
+from tandem_localstack.stack import (
+    Collector,
+    Pair,
+    PairPorts,
+    Process,
+    Stack,
+    free_collector_ports,
+    loopback_url,
+)
 
-__all__ = ["Collector", "Process", "Stack", "free_collector_ports"]
+__all__ = [
+    "Collector",
+    "Pair",
+    "PairPorts",
+    "Process",
+    "Stack",
+    "free_collector_ports",
+    "loopback_url",
+]

@@ -11,9 +11,10 @@ import sys
 import threading
 from pathlib import Path
 
+from gateway.settings import DEFAULT_INTERNAL_PORT as GATEWAY_INTERNAL_PORT
 from gateway.settings import DEFAULT_PORT as GATEWAY_PORT
 from tandem_collector.config import Config
-from tandem_localstack.stack import Stack
+from tandem_localstack.stack import PairPorts, Stack
 from tandem_telemetry.env import env_str
 from worker.settings import DEFAULT_PORT as WORKER_PORT
 
@@ -38,12 +39,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, request_stop)
     try:
         collector = stack.start_collector(ports, log=False)
-        gateway_url, worker_url = (
-            f"http://127.0.0.1:{GATEWAY_PORT}",
-            f"http://127.0.0.1:{WORKER_PORT}",
+        pair = stack.start_pair(
+            collector, PairPorts(GATEWAY_PORT, GATEWAY_INTERNAL_PORT, WORKER_PORT)
         )
-        stack.start_service("worker", WORKER_PORT, collector, GATEWAY_URL=gateway_url)
-        stack.start_service("gateway", GATEWAY_PORT, collector, WORKER_URL=worker_url)
     except RuntimeError as exc:
         print(f"make run: {exc}", file=sys.stderr)
         stack.stop_all()
@@ -51,13 +49,14 @@ def main() -> int:
     print(
         f"""
 Tandem is running on loopback:
-  gateway    {gateway_url}          (logs: {logdir}/gateway.log)
-  worker     {worker_url}          (logs: {logdir}/worker.log)
+  gateway    {pair.gateway_url}          (logs: {logdir}/gateway.log)
+             {pair.gateway_internal_url}          internal: /internal/quota, for the worker
+  worker     {pair.worker_url}          (logs: {logdir}/worker.log)
   collector  OTLP {collector.grpc_endpoint} (gRPC), Tempo API {collector.tempo_url},
              metrics {collector.metrics_url}
 
 Try:
-  curl '{gateway_url}/api/work?tasks=3'
+  curl '{pair.gateway_url}/api/work?tasks=3'
 Each finished trace is drawn below as a waterfall. Ctrl-C stops all three.
 """,
         flush=True,

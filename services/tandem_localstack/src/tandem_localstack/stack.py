@@ -51,6 +51,45 @@ class Collector:
     metrics_url: str
 
 
+def loopback_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
+
+
+@dataclass(frozen=True)
+class PairPorts:
+    """The ports of a gateway and a worker that call each other."""
+
+    gateway: int
+    gateway_internal: int
+    worker: int
+
+    @classmethod
+    def free(cls) -> PairPorts:
+        gateway, gateway_internal, worker = free_ports(3)
+        return cls(gateway, gateway_internal, worker)
+
+
+@dataclass
+class Pair:
+    """A running gateway and worker: the worker's quota calls go to the gateway's internal port."""
+
+    gateway: Process
+    worker: Process
+    ports: PairPorts
+
+    @property
+    def gateway_url(self) -> str:
+        return loopback_url(self.ports.gateway)
+
+    @property
+    def gateway_internal_url(self) -> str:
+        return loopback_url(self.ports.gateway_internal)
+
+    @property
+    def worker_url(self) -> str:
+        return loopback_url(self.ports.worker)
+
+
 @dataclass
 class Stack:
     """Processes started together; stopped in reverse order, so the collector goes last."""
@@ -134,9 +173,18 @@ class Stack:
         )
 
     def start_service(
-        self, module: str, port: int, collector: Collector, *, name: str | None = None, **env: str
+        self,
+        module: str,
+        port: int,
+        collector: Collector,
+        *,
+        name: str | None = None,
+        **env: str,
     ) -> Process:
-        """Start `python -m gateway` or `python -m worker` on loopback, exporting to `collector`."""
+        """Start `python -m gateway` or `python -m worker` on loopback, exporting to `collector`.
+
+        A gateway alone also needs INTERNAL_PORT (see `start_pair`), or it takes its default.
+        """
         base = {
             "HOST": "127.0.0.1",
             "PORT": str(port),
@@ -144,8 +192,43 @@ class Stack:
             **FAST_EXPORT,
         }
         process = self.start(name or module, module, {**base, **env})
-        self.wait_ready(process, f"http://127.0.0.1:{port}/readyz")
+        self.wait_ready(process, f"{loopback_url(port)}/readyz")
         return process
+
+    def start_pair(
+        self,
+        collector: Collector,
+        ports: PairPorts | None = None,
+        *,
+        suffix: str = "",
+        gateway_env: dict[str, str] | None = None,
+        worker_env: dict[str, str] | None = None,
+    ) -> Pair:
+        """Start a worker and a gateway wired to each other (free ports unless given).
+
+        The worker checks quota on the gateway's internal port; `worker_env`
+        and `gateway_env` are added last, so they may override the wiring.
+        """
+        ports = ports or PairPorts.free()
+        worker = self.start_service(
+            "worker",
+            ports.worker,
+            collector,
+            name=f"worker{suffix}",
+            **{"GATEWAY_INTERNAL_URL": loopback_url(ports.gateway_internal), **(worker_env or {})},
+        )
+        gateway = self.start_service(
+            "gateway",
+            ports.gateway,
+            collector,
+            name=f"gateway{suffix}",
+            **{
+                "INTERNAL_PORT": str(ports.gateway_internal),
+                "WORKER_URL": loopback_url(ports.worker),
+                **(gateway_env or {}),
+            },
+        )
+        return Pair(gateway, worker, ports)
 
     def stop_all(self) -> None:
         for process in reversed(self.processes):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
+
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -25,5 +28,27 @@ async def bad_request_handler(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(exc.body, status_code=exc.status)
 
 
-# Starlette(exception_handlers=EXCEPTION_HANDLERS): a raised BadRequest becomes its JSON answer.
-EXCEPTION_HANDLERS = {BadRequest: bad_request_handler}
+# Starlette's refusals carry only the status phrase; these say what it means here.
+_DETAILS = {
+    404: "nothing is served at this path on this port",
+    405: "this path does not take that method",
+}
+
+
+async def http_exception_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own refusals (no such route: 404, wrong method: 405) as JSON errors too."""
+    assert isinstance(exc, HTTPException)
+    try:
+        phrase = HTTPStatus(exc.status_code).phrase
+    except ValueError:
+        phrase = "HTTP error"
+    error = phrase.lower().replace(" ", "_").replace("-", "_")
+    detail = _DETAILS.get(exc.status_code, exc.detail) if exc.detail == phrase else exc.detail
+    return JSONResponse(
+        {"error": error, "detail": detail}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
+# Starlette(exception_handlers=EXCEPTION_HANDLERS): a raised BadRequest becomes its JSON
+# answer, and so does Starlette's 404 for a path that no route of this listener serves.
+EXCEPTION_HANDLERS = {BadRequest: bad_request_handler, HTTPException: http_exception_handler}

@@ -12,9 +12,28 @@ DEFAULT_HOST = "0.0.0.0"
 
 
 @dataclass(frozen=True)
+class Listener:
+    """A port a service listens on: the variable that sets it, and its default.
+
+    Every service has the public one, `Listener.public(DEFAULT_PORT)` (PORT);
+    the gateway adds one that only Tandem's own services may reach.
+    """
+
+    port_variable: str
+    default_port: int
+
+    @classmethod
+    def public(cls, default_port: int) -> Listener:
+        return cls("PORT", default_port)
+
+    def port_from_env(self) -> int:
+        """The port; InvalidEnvVar names a malformed one."""
+        return env_int(self.port_variable, self.default_port, maximum=65535)
+
+
+@dataclass(frozen=True)
 class ServerSettings:
-    host: str
-    port: int
+    host: str = DEFAULT_HOST
     # Server processes; more than one share the listening sockets.
     web_concurrency: int = 1
     # Seconds in-flight requests get to finish after SIGTERM.
@@ -23,11 +42,10 @@ class ServerSettings:
     reload: bool = False
 
     @classmethod
-    def from_env(cls, default_port: int) -> ServerSettings:
-        """Read SERVER_ENV_VARS; InvalidEnvVar names any malformed one."""
+    def from_env(cls) -> ServerSettings:
+        """Read SERVER_ENV_VARS but PORT (see Listener); InvalidEnvVar names a malformed one."""
         return cls(
             host=env_str("HOST", DEFAULT_HOST),
-            port=env_int("PORT", default_port, maximum=65535),
             web_concurrency=env_int("WEB_CONCURRENCY", cls.web_concurrency),
             graceful_timeout=env_int("GRACEFUL_TIMEOUT", cls.graceful_timeout, minimum=0),
             reload=env_flag("RELOAD"),

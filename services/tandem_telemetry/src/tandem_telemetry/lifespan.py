@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -17,14 +18,24 @@ from tandem_telemetry.settings import TelemetrySettings
 
 
 def instrument(
-    app: Starlette, service_name: str, *, service_version: str | None = None
+    app: Starlette,
+    service_name: str,
+    *,
+    service_version: str | None = None,
+    trust_incoming_context: bool = False,
 ) -> Starlette:
-    """Trace `app` as `service_name`: the one call a service makes.
+    """Trace `app` as `service_name`: the one call a service makes, once per app it serves.
 
     Adds `TracingMiddleware`, configures JSON logs, and wraps the app's
     lifespan so that telemetry is flushed and shut down (within
-    TANDEM_SHUTDOWN_TIMEOUT) after the app's own shutdown. The pipeline
-    itself starts in the serving process, on the app's first ASGI call.
+    TANDEM_SHUTDOWN_TIMEOUT) after the app's own shutdown; with several
+    apps in one process (one per listener), after the last of them stops.
+    The pipeline itself, one per process, starts in the serving process, on
+    the first ASGI call.
+
+    trust_incoming_context=True is for an app on a listener that only
+    Tandem's own services can reach: it keeps their trace context even when
+    TANDEM_UNTRUSTED_CONTEXT is true.
     """
     # Fail at import, not on a request: a malformed variable, an unknown
     # propagator, or TANDEM_FAST_PATH=on with an SDK the fast path was not tested on.
@@ -34,24 +45,44 @@ def instrument(
         load_fast_path("on")
     configure_logging(settings.log_level, service_name=service_name)
     app.add_middleware(
-        TracingMiddleware, service_name=service_name, service_version=service_version
+        TracingMiddleware,
+        service_name=service_name,
+        service_version=service_version,
+        trust_incoming_context=trust_incoming_context,
     )
     app.router.lifespan_context = flushing_lifespan(app.router.lifespan_context)
     return app
 
 
+@dataclass
+class _RunningLifespans:
+    """Flushing lifespans running in this process: one per app it serves."""
+
+    count: int = 0
+
+
+_running = _RunningLifespans()
+
+
 def flushing_lifespan(
     inner: Callable[[Any], AbstractAsyncContextManager[Any]],
 ) -> Callable[[Any], AbstractAsyncContextManager[Any]]:
-    """Wrap a lifespan so telemetry is flushed and shut down after it exits."""
+    """Wrap a lifespan so telemetry is flushed and shut down after it exits.
+
+    When one process serves several wrapped apps, the pipeline they share is
+    shut down after the last one exits, so no app's final spans are dropped.
+    """
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[Any]:
+        _running.count += 1
         try:
             async with inner(app) as state:
                 yield state
         finally:
-            # Off the event loop: an export may block on the network.
-            await asyncio.to_thread(shutdown)
+            _running.count -= 1
+            if not _running.count:
+                # Off the event loop: an export may block on the network.
+                await asyncio.to_thread(shutdown)
 
     return lifespan

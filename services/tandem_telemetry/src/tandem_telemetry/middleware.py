@@ -46,7 +46,13 @@ class TracingMiddleware:
         service_name: str | None = None,
         service_version: str | None = None,
         telemetry: Telemetry | None = None,
+        trust_incoming_context: bool = False,
     ) -> None:
+        """trust_incoming_context=True keeps the caller's context whatever
+        TANDEM_UNTRUSTED_CONTEXT says: for an app on a listener that only
+        Tandem's own services can reach. Trust follows the listener, never the
+        path: a path is whatever the caller writes.
+        """
         self.app = app
         self.telemetry = telemetry or setup(service_name, service_version=service_version)
         settings = self.telemetry.settings
@@ -54,10 +60,7 @@ class TracingMiddleware:
         self._tracer = self.telemetry.tracer if self.telemetry.enabled else None
         self._duration = self.telemetry.server_duration
         self._untraced = settings.untraced_paths
-        self._trust = not settings.untrusted_context
-        # Untrusted mode guards the edge; these paths serve Tandem's own services, whose context
-        # is kept.
-        self._trusted_prefixes = settings.trusted_path_prefixes
+        self._trust = trust_incoming_context or not settings.untrusted_context
         # Requests repeat the same path, Host, client address and user agent;
         # their attributes are worked out once per combination (bounded).
         self._attribute_sets: dict[tuple[object, ...], dict[str, str | int]] = {}
@@ -77,7 +80,7 @@ class TracingMiddleware:
             logger.debug("context extraction failed; the request starts a new trace", exc_info=True)
             parent = Context()
         links: list[Link] | None = None
-        if not (self._trust or scope["path"].startswith(self._trusted_prefixes)):
+        if not self._trust:
             # Untrusted: the caller's trace is worth a link, not a parent; its baggage is dropped.
             caller = trace.get_current_span(parent).get_span_context()
             links = [Link(caller)] if caller.is_valid else None

@@ -48,11 +48,9 @@ ENV_VARS: Mapping[str, str] = {
     # Tandem's own.
     "TANDEM_UNTRUSTED_CONTEXT": (
         "`true`: treat incoming trace context as untrusted: start a new trace linked to the "
-        "caller's, drop incoming baggage. Default `false`."
-    ),
-    "TANDEM_TRUSTED_PATHS": (
-        "Comma-separated path prefixes whose incoming context is kept even when "
-        "TANDEM_UNTRUSTED_CONTEXT is true: calls from Tandem's own services. Default `/internal/`."
+        "caller's, drop incoming baggage. Applies to every request on the public port; an "
+        "internal listener (the gateway's `INTERNAL_PORT`) keeps the context of Tandem's own "
+        "services. Default `false`."
     ),
     "TANDEM_UNTRACED_PATHS": "Comma-separated paths that get no span. Default `/healthz,/readyz`.",
     "TANDEM_SHUTDOWN_TIMEOUT": "Seconds that flushing telemetry may hold shutdown. Default 3.",
@@ -69,7 +67,6 @@ FAST_PATH_MODES = ("auto", "on", "off")  # the first is the default
 LOG_LEVELS = ("info", "debug", "warning", "error", "critical")  # the first is the default
 # The SDK's own default for OTEL_BSP_MAX_QUEUE_SIZE.
 DEFAULT_MAX_QUEUE_SIZE = 2048
-DEFAULT_TRUSTED_PATH_PREFIXES = ("/internal/",)
 
 
 @dataclass(frozen=True)
@@ -81,7 +78,6 @@ class TelemetrySettings:
     untraced_paths: frozenset[str] = field(
         default_factory=lambda: frozenset(DEFAULT_UNTRACED_PATHS)
     )
-    trusted_path_prefixes: tuple[str, ...] = DEFAULT_TRUSTED_PATH_PREFIXES
     shutdown_timeout: float = 3.0
     log_level: str = "INFO"
     fast_path: str = FAST_PATH_MODES[0]
@@ -95,7 +91,6 @@ class TelemetrySettings:
             disabled=env_flag("OTEL_SDK_DISABLED"),
             untrusted_context=env_flag("TANDEM_UNTRUSTED_CONTEXT"),
             untraced_paths=frozenset(env_list("TANDEM_UNTRACED_PATHS", DEFAULT_UNTRACED_PATHS)),
-            trusted_path_prefixes=env_list("TANDEM_TRUSTED_PATHS", DEFAULT_TRUSTED_PATH_PREFIXES),
             shutdown_timeout=env_float("TANDEM_SHUTDOWN_TIMEOUT", 3.0),
             log_level=env_choice("LOG_LEVEL", LOG_LEVELS).upper(),
             fast_path=env_choice("TANDEM_FAST_PATH", FAST_PATH_MODES),

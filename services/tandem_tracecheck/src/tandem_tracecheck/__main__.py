@@ -29,6 +29,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the collector's Prometheus endpoint (env METRICS_URL)",
     )
     parser.add_argument(
+        "--gateway-internal-port",
+        type=int,
+        default=None,
+        help="the gateway's internal port: the worker's quota checks must arrive there "
+        "(their spans' server.port); unchecked when not given",
+    )
+    parser.add_argument(
         "--trace-timeout",
         type=float,
         default=60.0,
@@ -45,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         args.tempo_url.rstrip("/"),
         args.metrics_url,
         args.trace_timeout,
+        args.gateway_internal_port,
     )
 
     with TempoClient(target.tempo_url) as tempo:

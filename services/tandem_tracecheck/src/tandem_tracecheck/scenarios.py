@@ -28,6 +28,8 @@ class Target:
     tempo_url: str
     metrics_url: str
     trace_timeout: float = 30.0
+    # The gateway's internal port, where the worker's quota checks must arrive; None: unchecked.
+    gateway_internal_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def linked_tree(target: Target, tasks: int) -> CheckedTrace:
         problems.append(
             f"the body names trace {response.json().get('trace_id')}, not the caller's {trace_id}"
         )
-    expected = work_trace(tasks)
+    expected = work_trace(tasks, internal_port=target.gateway_internal_port)
     spans = _fetch(target, trace_id, expected)
     match = check_tree(spans, expected, root_parent=span_id, trace_id=trace_id)
     _fail_if(problems + match.problems, f"trace {trace_id} for tasks={tasks}")
@@ -100,7 +102,7 @@ def new_trace_without_traceparent(target: Target) -> CheckedTrace:
         )
     match = TreeMatch()
     if trace_id:
-        expected = work_trace(1, caller=False)
+        expected = work_trace(1, caller=False, internal_port=target.gateway_internal_port)
         spans = _fetch(target, trace_id, expected)
         match = check_tree(spans, expected, root_parent=None, trace_id=trace_id)
     _fail_if(problems + match.problems, f"new trace {trace_id}")

@@ -30,18 +30,20 @@ class Expect:
         return 1 + sum(child.size() for child in self.children)
 
 
-def work_trace(tasks: int, *, caller: bool = True) -> Expect:
+def work_trace(tasks: int, *, caller: bool = True, internal_port: int | None = None) -> Expect:
     """The trace of `GET /api/work?tasks=N`: 1 + 6N spans across gateway and worker.
 
     With `caller`, the request carried a traceparent, so the root's parent is remote.
+    With `internal_port`, the quota checks must have arrived on that port (the
+    gateway's internal listener), as their `server.port` says.
     """
-    quota = Expect(
-        "gateway",
-        "SERVER",
-        "GET /internal/quota",
-        {"http.route": "/internal/quota", "http.response.status_code": 200},
-        remote_parent=True,
-    )
+    quota_attributes: dict[str, Any] = {
+        "http.route": "/internal/quota",
+        "http.response.status_code": 200,
+    }
+    if internal_port is not None:
+        quota_attributes["server.port"] = internal_port
+    quota = Expect("gateway", "SERVER", "GET /internal/quota", quota_attributes, remote_parent=True)
     task = Expect(
         "worker",
         "SERVER",

@@ -146,7 +146,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with create_client(
-            settings.gateway_url, timeouts=Timeouts(connect=1.0, read=2.0, total=3.0)
+            settings.gateway_internal_url, timeouts=Timeouts(connect=1.0, read=2.0, total=3.0)
         ) as gateway:
             app.state.gateway = gateway
             app.state.ready = True

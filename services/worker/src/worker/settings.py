@@ -9,16 +9,21 @@ from tandem_telemetry.env import env_str
 
 SERVICE_NAME = "worker"
 DEFAULT_PORT = 8081
-DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
+# The gateway's internal listener (its INTERNAL_PORT), where /internal/quota is served.
+DEFAULT_GATEWAY_INTERNAL_URL = "http://127.0.0.1:8082"
 
 # Every variable the worker reads itself (tandem_telemetry.ENV_VARS lists the telemetry ones).
-ENV_VARS = frozenset({*SERVER_ENV_VARS, "GATEWAY_URL"})
+ENV_VARS = frozenset({*SERVER_ENV_VARS, "GATEWAY_INTERNAL_URL"})
 
 
 @dataclass(frozen=True)
 class Settings:
-    gateway_url: str = DEFAULT_GATEWAY_URL
+    gateway_internal_url: str = DEFAULT_GATEWAY_INTERNAL_URL
 
     @classmethod
     def from_env(cls) -> Settings:
-        return cls(gateway_url=env_str("GATEWAY_URL", DEFAULT_GATEWAY_URL).rstrip("/"))
+        return cls(
+            gateway_internal_url=env_str(
+                "GATEWAY_INTERNAL_URL", DEFAULT_GATEWAY_INTERNAL_URL
+            ).rstrip("/")
+        )
