@@ -38,6 +38,11 @@ TOOLS = {
     "kubernetes-validate": "KUBERNETES_VALIDATE",
     "k8s-tools-python": "K8S_TOOLS_PYTHON",
 }
+# Where `make k8s-tools` installs a tool, when not in .tools/bin under its own name.
+# The Python with jsonschema is the kubernetes-validate venv's own bin/python,
+# reached through a link to the venv's folder: started through a link to the
+# interpreter itself, Debian's python3 does not find the venv and its packages.
+INSTALLED_AT = {"k8s-tools-python": Path(".tools") / "venvs" / "k8s-tools" / "bin" / "python"}
 
 
 def tool(name: str) -> str:
@@ -48,7 +53,8 @@ def tool(name: str) -> str:
         if not os.access(given, os.X_OK):
             pytest.fail(f"${env}={given} is not an executable; run `make k8s-tools`", pytrace=False)
         return given
-    candidates = [str(REPO / ".tools" / "bin" / name), shutil.which(name)]
+    installed = REPO / INSTALLED_AT.get(name, Path(".tools") / "bin" / name)
+    candidates = [str(installed), shutil.which(name)]
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
