@@ -274,11 +274,12 @@ def run_case(case: str) -> dict[str, float]:
     return {case: uvloop.run(coroutine)}
 
 
-def run_all(quick: bool = False) -> dict[str, float]:
-    """Every case, each in a fresh process (the telemetry pipeline is per process)."""
+def run_all(quick: bool = False, cases: tuple[str, ...] = CASES) -> dict[str, float]:
+    """Every case (or those named), each in a fresh process (the telemetry pipeline is per
+    process)."""
     results: dict[str, float] = {}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TANDEM_"))}
-    for case in CASES:
+    for case in cases:
         command = [sys.executable, "-m", "benchmarks.micro", case, *(["--quick"] if quick else [])]
         done = subprocess.run(command, capture_output=True, text=True, env=env)
         if done.returncode:
