@@ -493,7 +493,8 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
     add("")
     add(
         "- `make bench` runs `python -m benchmarks` (benchmarks/harness.py); `make test` runs it "
-        "at a smoke size (tests/bench), which asserts that every measurement ran, never a timing."
+        "at a smoke size (tests/bench): every section, on its baseline and Tandem's own variant; "
+        "it asserts that each measurement ran, never a timing."
     )
     add(
         "- One run measures everything. Sections 1–3 are interleaved: each round measures every "
