@@ -1,12 +1,16 @@
-"""Test helpers: an in-memory telemetry pipeline and real loopback HTTP servers."""
+"""Test helpers: an in-memory telemetry pipeline, real loopback HTTP servers, and a relay."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
@@ -40,7 +44,7 @@ def make_pipeline(service_name: str = "test-service", **settings: object) -> Pip
     telemetry = tandem_telemetry.setup(
         service_name,
         # The environment's settings (TANDEM_FAST_PATH among them), with the test's overrides.
-        settings=dataclasses.replace(TelemetrySettings.from_env(), **settings),  # type: ignore[arg-type]
+        settings=dataclasses.replace(TelemetrySettings.from_env(), **settings),  # type: ignore[arg-type]  # overrides are typed object
         span_processor=SimpleSpanProcessor(spans),
         metric_reader=reader,
     )
@@ -56,7 +60,8 @@ def free_port() -> int:
 
 @asynccontextmanager
 async def served(app, port: int | None = None) -> AsyncIterator[str]:
-    """Serve an ASGI app with hypercorn on a loopback port, in this event loop; yield its base URL."""
+    """Serve an ASGI app with hypercorn on a loopback port, in this event loop; yield its base
+    URL."""
     port = port or free_port()
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
@@ -64,7 +69,7 @@ async def served(app, port: int | None = None) -> AsyncIterator[str]:
     config.errorlog = None
     config.graceful_timeout = 1
     stop = asyncio.Event()
-    task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))
     base = f"http://127.0.0.1:{port}"
     for _ in range(200):
         try:
@@ -80,3 +85,65 @@ async def served(app, port: int | None = None) -> AsyncIterator[str]:
     finally:
         stop.set()
         await task
+
+
+class Relay:
+    """A loopback HTTP relay: each GET is forwarded to `upstream`, and its answer returned.
+
+    `seen` keeps the headers of each request (lower-case names). With `hold=True` every request
+    waits at the relay until `release()`, and `arrived` is set when the first comes in: between
+    the worker and the gateway's quota check, that tells a test a request is in flight in both.
+    """
+
+    HOLD_LIMIT = 30.0  # seconds a held request waits for release() before it goes on anyway
+
+    def __init__(self, upstream: str, *, hold: bool = False) -> None:
+        self.seen: list[dict[str, str]] = []
+        self.arrived = threading.Event()
+        self._released = threading.Event()
+        if not hold:
+            self._released.set()
+        relay = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                relay.seen.append({k.lower(): v for k, v in self.headers.items()})
+                relay.arrived.set()
+                relay._released.wait(relay.HOLD_LIMIT)
+                forward = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")
+                }
+                request = urllib.request.Request(upstream + self.path, headers=forward)
+                try:
+                    with urllib.request.urlopen(request, timeout=10) as answer:
+                        status, body = answer.status, answer.read()
+                        kind = answer.headers.get("content-type", "")
+                except urllib.error.HTTPError as error:
+                    status, body = error.code, error.read()
+                    kind = error.headers.get("content-type", "")
+                self.send_response(status)
+                self.send_header("content-type", kind)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def close(self) -> None:
+        self.release()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> Relay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
