@@ -1,6 +1,8 @@
-"""Before/after for the hot-path optimisations: the same measurements against two versions of tandem_telemetry.
+"""Before/after for the hot-path optimisations: the same measurements on two tandem_telemetry
+versions.
 
-    python -m benchmarks.ab [--rev REV] [--files client.py,middleware.py,propagation.py] [--rounds 4]
+    python -m benchmarks.ab [--rev REV] [--rounds 4] \
+        [--files client.py,middleware.py,propagation.py]
 
 "before" is the working tree's tandem_telemetry with FILES taken from git
 revision REV (default HEAD), copied to a temporary directory that goes first
@@ -141,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         procs.stop_all()
         shutil.rmtree(before, ignore_errors=True)
     print(
-        f"| req/s, median [min–max] over {args.rounds} rounds | before ({args.rev}: {args.files}) | after (working tree) | after / before |"
+        f"| req/s, median [min–max] over {args.rounds} rounds | before ({args.rev}: {args.files}) "
+        "| after (working tree) | after / before |"
     )
     print("|---|---|---|---|")
     for what in dict.fromkeys(w for _, w in rows):

@@ -1,4 +1,4 @@
-"""Section 2's comparison: the gateway and the worker with the contrib instrumentations instead of Tandem's.
+"""Section 2's comparison: gateway and worker with the contrib instrumentations, not Tandem's.
 
     BENCH_APP=benchmarks.contrib_services:gateway
     BENCH_APP=benchmarks.contrib_services:worker
@@ -58,12 +58,12 @@ def _contrib_app(
 
     app = Starlette(
         routes=[*routes, *HEALTH_ROUTES], lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS
-    )  # type: ignore[arg-type]
+    )
     add_contrib_middleware(app, telemetry)
     # Like the services: the request guard, where the package has one, is added last and runs first.
-    from tandem_telemetry import service
+    from tandem_telemetry import service as shared
 
-    guard = getattr(service, "RequestGuard", None)
+    guard = getattr(shared, "RequestGuard", None)
     if guard is not None:
         app.add_middleware(guard)
     return app

@@ -1,4 +1,4 @@
-"""`python -m benchmarks.diag_serve`: serve BENCH_APP like benchmarks.serve, with a diagnostic change.
+"""`python -m benchmarks.diag_serve`: serve BENCH_APP like benchmarks.serve, changed to diagnose.
 
 Used to answer "what if" questions while profiling (benchmarks/NOTES.md);
 never by `make bench`. DIAG is a comma-separated list:
@@ -9,7 +9,8 @@ never by `make bench`. DIAG is a comma-separated list:
           freed at once, on the serving thread
     nogc  the cyclic garbage collector is disabled once serving starts
     gcstats  time every garbage collection, by generation; written to $DIAG_GCSTATS at exit
-    mainfree  exported span batches are released on the serving thread (event loop), not the exporter's
+    mainfree  exported span batches are released on the serving thread (event loop), not
+          the exporter's
     nohist  the middleware's http.server.request.duration histogram is a no-op
     gc    after importing the app: gc.collect(), gc.freeze(), and a gen-0
           threshold of 50 000: what the cyclic GC costs the traced path
@@ -21,6 +22,7 @@ own setup(), which then returns this one).
 import gc
 import importlib
 import os
+from pathlib import Path
 
 import tandem_telemetry
 from tandem_telemetry.serving import serve
@@ -58,7 +60,7 @@ if "mainfree" in modes:
     _loop: list[asyncio.AbstractEventLoop] = []
     _original_call = middleware.TracingMiddleware.__call__
 
-    async def _remember_loop(self, scope, receive, send):  # type: ignore[no-untyped-def]
+    async def _remember_loop(self, scope, receive, send):
         if not _loop:
             _loop.append(asyncio.get_running_loop())
         await _original_call(self, scope, receive, send)
@@ -66,7 +68,7 @@ if "mainfree" in modes:
     middleware.TracingMiddleware.__call__ = _remember_loop  # type: ignore[method-assign]
     _original_export = delivery.AccountedSpanExporter.export
 
-    def _export_then_release_on_loop(self, spans):  # type: ignore[no-untyped-def]
+    def _export_then_release_on_loop(self, spans):
         result = _original_export(self, spans)
         if _loop:
             _loop[0].call_soon_threadsafe(_loop[0].call_later, 0.05, lambda batch: None, spans)
@@ -91,7 +93,7 @@ if "gcstats" in modes:
             entry[2] += info.get("collected", 0)
 
     gc.callbacks.append(_time_collections)
-    atexit.register(lambda: open(os.environ["DIAG_GCSTATS"], "w").write(json.dumps(_stats)))
+    atexit.register(lambda: Path(os.environ["DIAG_GCSTATS"]).write_text(json.dumps(_stats)))
 if "nogc" in modes:
     import tandem_telemetry.serving as serving
 
@@ -101,5 +103,5 @@ if "nogc" in modes:
         _original_freeze()
         gc.disable()
 
-    serving.gc.freeze = _freeze_and_disable  # type: ignore[attr-defined]
+    serving.gc.freeze = _freeze_and_disable
 raise SystemExit(serve(application, int(os.environ.get("PORT", "8000"))))

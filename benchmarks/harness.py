@@ -66,16 +66,18 @@ BSP_SETTINGS = {
     "OTEL_BSP_SCHEDULE_DELAY": "1000",
 }
 
-# The public API path (TANDEM_FAST_PATH=off) beside the default (auto: the fast path on the lock's SDK).
+# The public API path (TANDEM_FAST_PATH=off) beside the default (auto: fast path on the lock's SDK).
 PUBLIC_PATH = {"TANDEM_FAST_PATH": "off"}
 
 TRIVIAL_VARIANTS = {
     "untraced": "(a) no tracing middleware",
     "tandem": "(b) Tandem's TracingMiddleware",
-    "tandem_public": "(b′) Tandem's TracingMiddleware on the public API path (TANDEM_FAST_PATH=off)",
+    "tandem_public": "(b′) Tandem's TracingMiddleware on the public API path "
+    "(TANDEM_FAST_PATH=off)",
     "contrib": "(c) contrib ASGI middleware, exclude_spans send/receive",
     "starlette": "(d) Starlette's OpenTelemetryMiddleware",
-    "floor_sdk": "(e) floor: one bare span per request through the SDK's Tracer; no attributes, context, metric or header",
+    "floor_sdk": "(e) floor: one bare span per request through the SDK's Tracer; no attributes, "
+    "context, metric or header",
     "floor_tandem": "(f) floor: the same bare span through Tandem's RequestTracer",
 }
 # Variants that run another's app with PUBLIC_PATH: variant -> the app (or client) they share.
@@ -94,7 +96,8 @@ HOP_CLIENTS = {
     "aiohttp": "raw aiohttp",
     "httpx": "httpx, default transport",
     "aiohttp_span": "floor: raw aiohttp + one bare span per call through the SDK's Tracer",
-    "tandem_bare_span": "floor: Tandem's client, its tracing off, + one bare span per call through Tandem's RequestTracer",
+    "tandem_bare_span": "floor: Tandem's client, its tracing off, + one bare span per call through "
+    "Tandem's RequestTracer",
 }
 HOP_SERVERS = {
     "worker": "worker stand-in (Starlette on hypercorn, like the worker)",
@@ -136,8 +139,8 @@ class Size:
 
 
 SIZES = {
-    # About 15 minutes on the 2-core machine: 5 rounds of (6 × 7 s + 3 × 9 s + 12 × (4 s + 1 s warm-up)),
-    # the 60 s delivery run, process start-ups and the micro-benchmarks.
+    # About 15 minutes on the 2-core machine: 5 rounds of (6 × 7 s + 3 × 9 s + 12 × (4 s + 1 s
+    # warm-up)), the 60 s delivery run, process start-ups and the micro-benchmarks.
     "full": Size(
         "full",
         rounds=5,
@@ -263,8 +266,9 @@ def machine_info(generator: str) -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[package] = "-"
     wrk_version = "-"
-    if generator == "wrk" and loadgen.wrk_path():
-        done = subprocess.run([loadgen.wrk_path(), "--version"], capture_output=True, text=True)  # type: ignore[list-item]
+    wrk = loadgen.wrk_path() if generator == "wrk" else None
+    if wrk:
+        done = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
         wrk_version = (
             (done.stdout or done.stderr).splitlines()[0].strip()
             if (done.stdout or done.stderr)
@@ -294,7 +298,8 @@ class Processes:
         self._pending: list[tuple[Process, str]] = []
 
     def collector(self, name: str = "collector") -> Collector:
-        # Quiet: no waterfall per trace, which at thousands of traces a second would cost the collector more than receiving.
+        # Quiet: no waterfall per trace, which at thousands of traces a second would cost the
+        # collector more than receiving.
         return self.stack.start_collector(free_collector_ports(), name=name, args=("--quiet",))
 
     def service(
@@ -383,7 +388,7 @@ def scrape(metrics_url: str) -> dict[str, float]:
 
 
 def wait_settled(metrics_url: str, quiet_for: float, timeout: float) -> dict[str, float]:
-    """Scrape until the counters stop moving for `quiet_for` seconds: every span and metric has arrived."""
+    """Scrape until the counters stand still for `quiet_for` s: every span and metric is in."""
     deadline = time.monotonic() + timeout
     last = scrape(metrics_url)
     still_since = time.monotonic()
@@ -440,6 +445,7 @@ def hop_client(
         capture_output=True,
         text=True,
         timeout=size.hop_seconds + size.hop_warmup + 60,
+        check=False,
     )
     for line in done.stdout.splitlines():
         if line.startswith("HOP_JSON "):
@@ -566,19 +572,16 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
                 )
                 run.full.append({"round": r, "variant": variant, **result.to_dict()})
                 log(
-                    f"  {variant:10} {result.rps:8.0f} req/s  p50 {result.p50_ms:.1f} ms  p99 {result.p99_ms:.1f} ms  errors {result.errors}"
+                    f"  {variant:10} {result.rps:8.0f} req/s  p50 {result.p50_ms:.1f} ms  p99 "
+                    f"{result.p99_ms:.1f} ms  errors {result.errors}"
                 )
                 time.sleep(size.pause)
             log(f"round {r + 1}/{size.rounds}: hop")
             for server in size.hop_servers:
                 for kind in rotated(list(size.hop_clients), r):
-                    result = hop_client(
-                        kind, hop_urls[server], collector, size, load.hop_concurrency
-                    )
-                    run.hop.append({"round": r, "server": server, **result, "client": kind})
-                    log(
-                        f"  {server:6} {kind:8} {result['rps']:8.0f} req/s  errors {result['errors']}"
-                    )
+                    hop = hop_client(kind, hop_urls[server], collector, size, load.hop_concurrency)
+                    run.hop.append({"round": r, "server": server, **hop, "client": kind})
+                    log(f"  {server:6} {kind:8} {hop['rps']:8.0f} req/s  errors {hop['errors']}")
                     time.sleep(size.pause)
 
         log("stopping sections 1-3")
@@ -595,7 +598,8 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
 def measure_delivery(procs: Processes, size: Size, load: Load, drive) -> dict[str, Any]:
     """Sections 4 and 5: fresh collector and services, the full path for `delivery_seconds`."""
     log(
-        f"span delivery: fresh collector and services, {size.delivery_seconds:.0f} s at the full-path load"
+        f"span delivery: fresh collector and services, {size.delivery_seconds:.0f} s at the "
+        "full-path load"
     )
     collector = procs.collector("collector-delivery")
     gateway_port, worker_port = free_ports(2)
@@ -650,7 +654,8 @@ def measure_delivery(procs: Processes, size: Size, load: Load, drive) -> dict[st
         "bsp_settings": {k: v for k, v in env.items() if k.startswith("OTEL_BSP_")},
     }
     log(
-        f"  {result.rps:.0f} req/s; served {served:.0f}; spans {received:.0f} of {expected:.0f} = {delivery['ratio']:.6f}"
+        f"  {result.rps:.0f} req/s; served {served:.0f}; spans {received:.0f} of {expected:.0f} = "
+        f"{delivery['ratio']:.6f}"
     )
     log(f"  RSS KiB before {rss_before}, end {rss_end}, settled {rss_settled}")
     procs.stop([gateway, worker])
@@ -741,7 +746,8 @@ def main(argv: list[str] | None = None) -> int:
         "--loadgen",
         choices=("wrk", "python", "auto"),
         default="wrk",
-        help="wrk (default; required for published figures), or the aiohttp stand-in, or wrk if installed",
+        help="wrk (default; required for published figures), or the aiohttp stand-in, or wrk if "
+        "installed",
     )
     parser.add_argument("--logdir", type=Path, default=None, help="keep the processes' logs here")
     parser.add_argument(
@@ -749,7 +755,8 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=None,
         metavar="RAW",
-        help="measure nothing: write benchmarks.md and .png to --out from a --raw file of an earlier run",
+        help="measure nothing: write benchmarks.md and .png to --out from a --raw file of an "
+        "earlier run",
     )
     args = parser.parse_args(argv)
 

@@ -1,4 +1,4 @@
-"""`python -m benchmarks.serve`: serve BENCH_APP (`module:attribute`) exactly as the services are served.
+"""`python -m benchmarks.serve`: serve BENCH_APP (`module:attribute`) exactly like the services.
 
 Same hypercorn configuration as `python -m gateway` (tandem_telemetry.serving:
 uvloop, no access log, HOST/PORT/WEB_CONCURRENCY from the environment), so

@@ -68,9 +68,15 @@ def unavailable_reason() -> str | None:
     if has_base or Path(mk_value("TEST_BASE_TAR")).exists():
         return None
     if not shutil.which("debootstrap"):
-        return "no base image yet, and debootstrap is not installed to make one (apt-get install debootstrap)"
+        return (
+            "no base image yet, and debootstrap is not installed to make one "
+            "(apt-get install debootstrap)"
+        )
     if os.geteuid() != 0:
-        return "no base image yet, and debootstrap needs root to make one (run `sudo make test-base-image` once)"
+        return (
+            "no base image yet, and debootstrap needs root to make one "
+            "(run `sudo make test-base-image` once)"
+        )
     return None
 
 
@@ -128,10 +134,12 @@ def _make(engine: Engine, *args: str) -> float:
         cwd=REPO,
         capture_output=True,
         text=True,
+        check=False,
     )
     if proc.returncode != 0:
         pytest.fail(
-            f"make {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}",
+            f"make {' '.join(args)} exited "
+            f"{proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}",
             pytrace=False,
         )
     return time.monotonic() - started
@@ -160,7 +168,7 @@ def _secret_bundle(directory: Path) -> tuple[Path, str]:
     marker = marker_path.read_text()
     bundle = directory / "ca-bundle-for-build.pem"
     bundle.write_text(_host_ca_bundle().read_text().rstrip("\n") + "\n" + marker)
-    # One whole base64 line from inside the certificate: unique to it, and never split by a line break.
+    # One whole base64 line from inside the certificate: unique to it, never split by a line break.
     lines = [line for line in marker.splitlines() if not line.startswith("-----")]
     return bundle, lines[len(lines) // 2]
 
@@ -194,7 +202,8 @@ def images(engine: Engine, chart: dict[str, dict[str, Any]]) -> Images:
         "import platform; print(platform.python_version())",
     ).stdout.strip()
     report(
-        f"Python in the images: {python} (Debian bookworm's; the production base is the official python:3.12 image)"
+        f"Python in the images: {python} (Debian bookworm's; the production base is the official "
+        "python:3.12 image)"
     )
     return Images(
         base,
@@ -253,8 +262,8 @@ def _require_free(ports: Mapping[str, int]) -> None:
                 busy.append(f"{port} ({what})")
     if busy:
         pytest.fail(
-            "the container suite runs the chart's pods on this host's network, with the chart's ports; "
-            f"in use here: {', '.join(busy)}. Stop what holds them (e.g. `make run`).",
+            "the container suite runs the chart's pods on this host's network, with the chart's "
+            f"ports; in use here: {', '.join(busy)}. Stop what holds them (e.g. `make run`).",
             pytrace=False,
         )
 
@@ -263,7 +272,7 @@ def _require_free(ports: Mapping[str, int]) -> None:
 def stand_in(
     chart: dict[str, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Collector]:
-    """The local collector where the pods look for the Collector and Tempo: the ports their env and args name."""
+    """The local collector where the pods look for the Collector and Tempo, on the ports named."""
     env = {
         e["name"]: e.get("value")
         for e in chart["gateway"]["spec"]["template"]["spec"]["containers"][0]["env"]
@@ -289,8 +298,9 @@ def stand_in(
     stack = Stack(tmp_path_factory.mktemp("stand-in"))
     collector = stack.start_collector(ports)
     _SUBSTITUTIONS[
-        f"the Collector ({urlsplit(env['OTEL_EXPORTER_OTLP_ENDPOINT']).hostname}) and Tempo ({urlsplit(tempo_url).hostname}) → "
-        f"the local stand-in, python -m tandem_collector, on 127.0.0.1 ports {ports['grpc']}, {ports['query']} and {ports['prometheus']}"
+        f"the Collector ({urlsplit(env['OTEL_EXPORTER_OTLP_ENDPOINT']).hostname}) and Tempo "
+        f"({urlsplit(tempo_url).hostname}) → the local stand-in, python -m tandem_collector, on "
+        f"127.0.0.1 ports {ports['grpc']}, {ports['query']} and {ports['prometheus']}"
     ] = []
     yield collector
     stack.stop_all()
@@ -330,7 +340,8 @@ class Pods:
         return run
 
     def start(self, run: PodRun, *, ready_port: int | None = None) -> PodRun:
-        """Start a pod and wait until its readiness probe answers 200, within the startup probe's budget."""
+        """Start a pod; wait until its readiness probe answers 200, within the startup
+        probe's budget."""
         self.engine("rm", "--force", run.pod_name, check=False)
         self.engine("run", "--detach", *run.run_args)
         self.started.append(run.pod_name)
@@ -346,14 +357,15 @@ class Pods:
                 )
             if time.monotonic() > deadline:
                 pytest.fail(
-                    f"{run.pod_name} not ready at {url} within the startup probe's {startup} s:\n{self.logs(run.pod_name)}",
+                    f"{run.pod_name} not ready at {url} within the startup probe's {startup} "
+                    f"s:\n{self.logs(run.pod_name)}",
                     pytrace=False,
                 )
             time.sleep(0.2)
         return run
 
     def chart_probe_budget(self, run: PodRun) -> int:
-        """How long the kubelet would wait for the startup probe: periodSeconds × failureThreshold."""
+        """How long the kubelet waits for the startup probe: periodSeconds × failureThreshold."""
         container = self._container(run)
         probe = container.get("startupProbe", {})
         return int(probe.get("periodSeconds", 10)) * int(probe.get("failureThreshold", 3))

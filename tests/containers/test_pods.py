@@ -1,4 +1,5 @@
-"""The chart's pods, run from the built images: `helm test`, the probes, a read-only root, and a stop under load."""
+"""The chart's pods, run from the built images: `helm test`, probes, a read-only root, a stop
+under load."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ READ_ONLY_ERRORS = ("Read-only file system", "EROFS", "[Errno 30]")
 
 
 def test_helm_test_pod_passes(pods: Pods, running: dict[str, PodRun]) -> None:
-    """The `helm test` pod, from its rendered spec: the span tree, the error chain, baggage and metrics."""
+    """The `helm test` pod, from its rendered spec: span tree, error chain, baggage and metrics."""
     run = pods.spec("tracecheck")
     pods.engine("rm", "--force", run.pod_name, check=False)
     proc = pods.engine("run", *run.run_args, check=False, timeout=600)
@@ -43,7 +44,8 @@ def test_probes_answer(pods: Pods, running: dict[str, PodRun], app: str) -> None
 
 @pytest.mark.parametrize("app", APPS)
 def test_runs_as_the_chart_says(pods: Pods, running: dict[str, PodRun], app: str) -> None:
-    """The securityContext holds inside the running container: user, group, capabilities, privileges, read-only root."""
+    """The securityContext holds inside the running container: user, group, capabilities,
+    privileges, read-only root."""
     name = running[app].pod_name
     status = pods.engine("exec", name, "cat", "/proc/1/status").stdout
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
@@ -66,8 +68,9 @@ def test_runs_as_the_chart_says(pods: Pods, running: dict[str, PodRun], app: str
 def test_services_never_write_to_the_root(
     pods: Pods, running: dict[str, PodRun], stand_in: Collector
 ) -> None:
-    """A twin of each pod with a writable root serves traced requests and stops; the engine's diff of its
-    root must then be empty (only /tmp, the emptyDir, may change). The chart's own read-only pods log no write error."""
+    """A twin of each pod with a writable root serves traced requests and stops; the engine's diff
+    of its root must then be empty (only /tmp, the emptyDir, may change). The chart's own read-only
+    pods log no write error."""
     ports = {"gateway": free_port(), "worker": free_port()}
     hosts = pods.hosts
     twins = {
@@ -98,7 +101,7 @@ def test_services_never_write_to_the_root(
         pods.engine("stop", "--time", str(run.grace_seconds), run.pod_name)
         assert pods.exit_code(run.pod_name) == 0, pods.logs(run.pod_name)
         diff = pods.engine("diff", run.pod_name).stdout.split("\n")
-        # The engine itself bind-mounts /etc/hosts, /etc/hostname, /etc/resolv.conf and /run/.containerenv.
+        # The engine bind-mounts /etc/hosts, /etc/hostname, /etc/resolv.conf, /run/.containerenv.
         written[app] = [
             line for line in diff if line.strip() and line.strip() not in ("C /etc", "C /run")
         ]
@@ -118,8 +121,9 @@ def _host_of(hosts: dict[str, str], app: str) -> str:
 def test_stop_under_load(
     pods: Pods, running: dict[str, PodRun], stand_in: Collector, app: str
 ) -> None:
-    """`podman stop` as the kubelet does it (preStop, SIGTERM, the rest of the grace period) while load runs:
-    no failed request, every span of every answered request in the collector, exit 0 before SIGKILL."""
+    """`podman stop` as the kubelet does it (preStop, SIGTERM, the rest of the grace period) while
+    load runs: no failed request, every span of every answered request in the collector, exit 0
+    before SIGKILL."""
     gateway_port = running["gateway"].probes["readinessProbe"].port
     target = running[app]
     live = LoadResult()
@@ -160,5 +164,6 @@ def test_stop_under_load(
     )
     report(
         f"stop the {app} under load: {result.requests} requests, {result.failures} failed, "
-        f"{len(result.traces) * SPANS_PER_REQUEST} spans all received, exit code {exit_code} within {target.grace_seconds} s"
+        f"{len(result.traces) * SPANS_PER_REQUEST} spans all received, exit code {exit_code} "
+        f"within {target.grace_seconds} s"
     )

@@ -1,4 +1,4 @@
-"""The collector and Tempo configurations: one file each, shipped unchanged, valid for the pinned versions."""
+"""The Collector and Tempo configurations: one file each, shipped unchanged, valid for the pins."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ TEMPO_MANIFEST = DATA_DIR / "tempo-v3.0.3-manifest.yaml"
 
 
 def test_the_chart_stands_alone() -> None:
-    """No symlink anywhere in the chart: a copied, vendored or packaged chart must carry its files."""
+    """No symlink in the chart: a copied, vendored or packaged chart must carry its files."""
     links = [str(path.relative_to(CHART)) for path in CHART.rglob("*") if path.is_symlink()]
     assert links == []
     assert OTELCOL.is_file() and TEMPO.is_file()

@@ -116,11 +116,11 @@ def test_app_version_is_the_services_version(app: str, chart_meta: dict[str, Any
 def test_ports_agree(app: str, values: dict[str, Any], rendered: dict[str, Rendered]) -> None:
     port = values[app]["port"]
     assert port == settings(app).DEFAULT_PORT, f"values {app}.port != {app}.settings.DEFAULT_PORT"
-    # The image's HEALTHCHECK takes PORT, else the service's own DEFAULT_PORT: no port is written in it.
+    # The image's HEALTHCHECK takes PORT, else the service's own DEFAULT_PORT: it names no port.
     dockerfile = (REPO / "services" / "Dockerfile").read_text()
     assert (
-        "os.environ.get('PORT') or importlib.import_module(os.environ['SERVICE'] + '.settings').DEFAULT_PORT"
-        in dockerfile
+        "os.environ.get('PORT') or importlib.import_module(os.environ['SERVICE'] + "
+        "'.settings').DEFAULT_PORT" in dockerfile
     )
     assert not re.search(r"^EXPOSE ", dockerfile, re.M)
     r = rendered["default"]
@@ -210,8 +210,8 @@ def test_tracecheck_targets_the_release(
 def test_make_e2e_runs_tracecheck_with_the_same_flags() -> None:
     mk = (REPO / "mk" / "kubernetes.mk").read_text()
     assert (
-        "-m tandem_tracecheck --gateway-url $(GATEWAY_URL) --tempo-url $(TEMPO_URL) --metrics-url $(METRICS_URL)"
-        in mk
+        "-m tandem_tracecheck --gateway-url $(GATEWAY_URL) --tempo-url $(TEMPO_URL) --metrics-url "
+        "$(METRICS_URL)" in mk
     )
 
 
@@ -263,7 +263,7 @@ def test_the_service_contract_is_what_the_chart_relies_on(app: str) -> None:
 
 def test_dev_profile_values_exist_in_the_chart(values: dict[str, Any]) -> None:
     for key in skaffold_dev_values():
-        parent, _, leaf = key.rpartition(".")
+        parent = key.rpartition(".")[0]
         if parent.endswith(".env"):
             assert isinstance(lookup(values, parent), dict)
             continue
@@ -282,7 +282,7 @@ def test_dev_sync_targets_the_installed_packages() -> None:
             assert rule["src"] == f"{rule['strip']}**/*.py"
             package = src_dir.rsplit("/", 1)[-1]
             assert rule["dest"] == f"/opt/venv/lib/python3.12/site-packages/{package}"
-    # The default base's Python is the one in the paths; tests/containers writes to them as UID 10001.
+    # The default base's Python is the paths' one; tests/containers writes to them as UID 10001.
     dockerfile = (REPO / "services" / "Dockerfile").read_text()
     assert "python3 -m venv /opt/venv" in dockerfile
     assert re.search(r"^ARG BASE_IMAGE=python:3\.12\.", dockerfile, re.M)

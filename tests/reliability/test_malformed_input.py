@@ -16,6 +16,7 @@ span is made for them: the request never reaches the app.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import socket
@@ -37,7 +38,8 @@ from tests.reliability import report
 from tests.support import free_port
 
 # ---------------------------------------------------------------------------
-# Helpers shared by the security scenarios (test_untrusted_edge, test_sensitive_data, test_otlp_tls).
+# Helpers shared by the security scenarios (test_untrusted_edge, test_sensitive_data,
+# test_otlp_tls).
 
 
 @dataclass
@@ -128,10 +130,9 @@ def send_raw(port: int, data: bytes, *, timeout: float = 15.0) -> RawResponse:
     """Send bytes to a loopback port and read the answer until the server closes."""
     chunks: list[bytes] = []
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        try:
+        # It may answer (431, 413) and close before reading it all: then read what it said.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # it answered (431, 413) and closed before reading it all: read what it said
         while True:
             try:
                 chunk = sock.recv(65536)
@@ -180,8 +181,8 @@ def raw_trace(tempo_url: str, trace_id: str) -> list[dict]:
     for batch in response.json().get("trace", {}).get("resourceSpans", []):
         resource = otlp_attributes(batch.get("resource", {}).get("attributes"))
         for scope in batch.get("scopeSpans", []):
-            for span in scope.get("spans", []):
-                span = dict(span)
+            for raw in scope.get("spans", []):
+                span = dict(raw)
                 span["service"] = resource.get("service.name")
                 span["traceId"] = hex_id(span["traceId"], 16)
                 span["spanId"] = hex_id(span["spanId"], 8)
@@ -203,7 +204,8 @@ def raw_trace(tempo_url: str, trace_id: str) -> list[dict]:
 def wait_for_traces(
     tempo_url: str, expected: dict[str, int], *, timeout: float = 20.0, settle: float = 0.6
 ) -> dict[str, list[dict]]:
-    """Poll until every trace has at least its expected span count, then once more after `settle` to catch extras."""
+    """Poll until every trace has at least its expected span count, then once more after `settle`,
+    to catch extras."""
     deadline = time.monotonic() + timeout
     found: dict[str, list[dict]] = {}
     pending = dict(expected)
@@ -286,9 +288,10 @@ INVALID_TRACEPARENTS: dict[str, bytes] = {
     "4 KiB long": f"00-{T}-{S}-01".encode() + b"0" * 4096,
 }
 
-# Valid traceparent (a fresh trace id each), a tracestate with invalid parts: the trace continues, and
-# the spans carry what Trace Context Level 2 keeps of it (an invalid member goes alone), as far as the
-# API's TraceState can hold it (Level 1 keys; tests/telemetry/test_propagation.py checks the rest).
+# Valid traceparent (a fresh trace id each), a tracestate with invalid parts: the trace continues,
+# and the spans carry what Trace Context Level 2 keeps of it (an invalid member goes alone), as far
+# as the API's TraceState can hold it (Level 1 keys; tests/telemetry/test_propagation.py checks the
+# rest).
 TRACESTATE_CASES: dict[str, tuple[bytes, str | None]] = {
     "33 members": (
         ",".join(f"k{i}=v{i}" for i in range(33)).encode(),
@@ -349,8 +352,8 @@ def _gateway_param_cases(port: int) -> list[Case]:
             "",
             "1.5",
             "1e3",
-            quote("９"),
-            quote("١"),
+            quote("\uff19"),  # FULLWIDTH DIGIT NINE
+            quote("\u0661"),  # ARABIC-INDIC DIGIT ONE
             "1_0",
             "%201",
             "%ff%fe",
@@ -719,7 +722,7 @@ def test_fixed_corpus(stack: Stack, collector: Collector) -> None:
             new_traces[response.trace_id] = name  # type: ignore[index]
         if response.json()["results"][0]["baggage"] != {"kept": "yes"}:  # type: ignore[index]
             problems.append(f"traceparent {name}: baggage must not depend on the traceparent")
-    # Two traceparent headers combine into one invalid value (RFC 9110 §5.3), so they too start a new trace.
+    # Two traceparent headers combine into one invalid value (RFC 9110 §5.3): a new trace too.
     response = work(
         [
             ("traceparent", f"00-{T}-{S}-01"),
@@ -769,14 +772,15 @@ def test_fixed_corpus(stack: Stack, collector: Collector) -> None:
             continue
         if response.trace_id != trace_id:
             problems.append(
-                f"{name}: a valid traceparent must continue trace {trace_id}, got {response.trace_id}"
+                f"{name}: a valid traceparent must continue trace {trace_id}, got "
+                f"{response.trace_id}"
             )
         elif template.endswith("-00"):
             pass  # not sampled: continued (checked above), but no spans to look at
         else:
             continued[trace_id] = (name, span_id, kept)
 
-    # 3. Baggage: oversized dropped whole, malformed members one by one; the worker shows what it got.
+    # 3. Baggage: oversized dropped whole, malformed members one by one; the worker shows its own.
     for name, (value, expected) in BAGGAGE.items():
         response = work([("baggage", value)], f"baggage {name}")
         if response is not None and (seen := response.json()["results"][0]["baggage"]) != expected:  # type: ignore[index]
@@ -798,7 +802,8 @@ def test_fixed_corpus(stack: Stack, collector: Collector) -> None:
     # 5. Afterwards, both services still answer a normal request.
     after = work([], "a normal /api/work after the barrage")
 
-    # 6. The W3C result in Tempo: new traces are roots without tracestate; continued ones hang off the caller.
+    # 6. The W3C result in Tempo: new traces are roots without tracestate; continued ones hang off
+    # the caller's span.
     spans_expected = 7 * (len(new_traces) + len(continued))
     traces = wait_for_traces(
         collector.tempo_url, {trace_id: 7 for trace_id in [*new_traces, *continued]}
@@ -814,7 +819,8 @@ def test_fixed_corpus(stack: Stack, collector: Collector) -> None:
         root = root_span(spans)
         if root.get("parentSpanId"):
             problems.append(
-                f"traceparent {name}: the gateway's SERVER span has parent {root['parentSpanId']}, expected none"
+                f"traceparent {name}: the gateway's SERVER span has parent {root['parentSpanId']}, "
+                "expected none"
             )
         if states := {s["name"]: s["traceState"] for s in spans if s.get("traceState")}:
             problems.append(
@@ -828,12 +834,14 @@ def test_fixed_corpus(stack: Stack, collector: Collector) -> None:
         root = root_span(spans)
         if root.get("parentSpanId") != span_id:
             problems.append(
-                f"{name}: the gateway's SERVER span has parent {root.get('parentSpanId')}, expected the caller's {span_id}"
+                f"{name}: the gateway's SERVER span has parent {root.get('parentSpanId')}, "
+                f"expected the caller's {span_id}"
             )
         states = {(s["service"], s["name"]): s.get("traceState") for s in spans}
         if any(state != kept for state in states.values()):
             problems.append(
-                f"{name}: tracestate on the spans {states}, expected {kept!r} on every one (worker included)"
+                f"{name}: tracestate on the spans {states}, expected {kept!r} on every one (worker "
+                "included)"
             )
 
     rss_after = report.rss_mb(services.gateway.popen.pid) + report.rss_mb(services.worker.popen.pid)
@@ -843,15 +851,17 @@ def test_fixed_corpus(stack: Stack, collector: Collector) -> None:
     report.record(
         report.Row(
             "malformed input: fixed corpus",
-            f"{requests} hand-written requests, one at a time: {len(INVALID_TRACEPARENTS) + 1} invalid traceparents, "
-            f"{len(TRACESTATE_CASES)} tracestates with invalid parts, {len(BAGGAGE)} baggage cases, {len(cases)} bad parameters/bodies/headers",
+            f"{requests} hand-written requests, one at a time: {len(INVALID_TRACEPARENTS) + 1} "
+            f"invalid traceparents, {len(TRACESTATE_CASES)} tracestates with invalid parts, "
+            f"{len(BAGGAGE)} baggage cases, {len(cases)} bad parameters/bodies/headers",
             requests,
             len(problems),
             spans_expected,
             spans_received,
             rss_mb_before=rss_before,
             rss_mb_after=rss_after,
-            notes="RSS: gateway + worker. Oversized header blocks (a 64 KiB header, 4 000 headers, a 64 KiB target) got: "
+            notes="RSS: gateway + worker. Oversized header blocks (a 64 KiB header, 4 000 headers, "
+            "a 64 KiB target) got: "
             + ", ".join(
                 sorted(
                     {
@@ -1072,7 +1082,8 @@ def test_hypothesis(stack: Stack, collector: Collector) -> None:
             assert response.trace_id == f"{caller.trace_id:032x}", (
                 "a valid traceparent must continue its trace"
             )
-            # The span context holds the members the API's TraceState accepts (tests/telemetry checks which).
+            # The span context holds the members the API's TraceState accepts (tests/telemetry
+            # checks which ones).
             state = (
                 otel_trace.get_current_span(W3CTraceContextPropagator().extract(text))
                 .get_span_context()
@@ -1142,8 +1153,9 @@ def test_hypothesis(stack: Stack, collector: Collector) -> None:
         except Exception as exc:  # noqa: BLE001 - every property runs; all failures are reported together
             failures.append(f"{prop.__name__}: {type(exc).__name__}: {exc}")
 
-    # Through Tempo: the root of each sampled trace hangs off the caller exactly when its traceparent was valid,
-    # and every span carries the tracestate exactly when it was valid beside a valid traceparent.
+    # Through Tempo: the root of each sampled trace hangs off the caller exactly when its
+    # traceparent was valid, and every span carries the tracestate exactly when it was valid beside
+    # a valid traceparent.
     checks = {
         trace_id: check for trace_id, check in checks.items() if examples_per_trace[trace_id] == 1
     }
@@ -1162,7 +1174,8 @@ def test_hypothesis(stack: Stack, collector: Collector) -> None:
             )
         if any(s.get("traceState") != state for s in spans):
             failures.append(
-                f"trace {trace_id}: tracestate {[s.get('traceState') for s in spans]}, expected {state!r}"
+                f"trace {trace_id}: tracestate {[s.get('traceState') for s in spans]}, expected "
+                f"{state!r}"
             )
 
     rss_after = report.rss_mb(services.gateway.popen.pid) + report.rss_mb(services.worker.popen.pid)
@@ -1172,7 +1185,8 @@ def test_hypothesis(stack: Stack, collector: Collector) -> None:
     report.record(
         report.Row(
             "malformed input: hypothesis",
-            "generated traceparent/tracestate/baggage (60 examples), worker bodies and content types (40), gateway query parameters (40), plus shrinking",
+            "generated traceparent/tracestate/baggage (60 examples), worker bodies and content "
+            "types (40), gateway query parameters (40), plus shrinking",
             counts["requests"],
             counts["5xx"] + len(failures),
             7 * len(checks),

@@ -1,4 +1,5 @@
-"""Nothing sensitive is recorded: Authorization and Cookie headers and URL credentials stay out of spans and logs.
+"""Nothing sensitive is recorded: Authorization, Cookie and URL credentials stay out of spans and
+logs.
 
 Secrets go in every way a client can send them: headers, userinfo in the URL
 (which clients turn into `Authorization: Basic`), an absolute-form request
@@ -83,7 +84,8 @@ def test_nothing_sensitive_recorded(stack: Stack, collector: Collector) -> None:
             headers=SECRET_HEADERS,
         )
         answered(r.status_code, r.headers.get("traceresponse"), 3)
-        # ... and with a bad parameter whose value is the secret (the 422 echoes it to the caller, not to telemetry).
+        # ... and a bad parameter whose value is the secret (the 422 echoes it to the caller, not to
+        # telemetry).
         r = client.get(
             f"{services.gateway_url}/api/work", params={"tasks": QUERY}, headers=SECRET_HEADERS
         )
@@ -92,7 +94,8 @@ def test_nothing_sensitive_recorded(stack: Stack, collector: Collector) -> None:
         r = client.get(f"http://user:{PASSWORD}@127.0.0.1:{port}/api/work?tasks=1&token={QUERY}")
         assert r.request.headers["authorization"] == f"Basic {BASIC}"
         answered(r.status_code, r.headers.get("traceresponse"), 7)
-        # The worker directly: a valid task (worker SERVER, compute, CLIENT, quota SERVER, publish) and a bad body.
+        # The worker directly: a valid task (worker SERVER, compute, CLIENT, quota SERVER,
+        # publish) and a bad body.
         r = client.post(
             f"{services.worker_url}/tasks?token={QUERY}", json={"task": 3}, headers=SECRET_HEADERS
         )
@@ -158,15 +161,17 @@ def test_nothing_sensitive_recorded(stack: Stack, collector: Collector) -> None:
     report.record(
         report.Row(
             "nothing sensitive recorded",
-            "Authorization, Proxy-Authorization, Cookie, URL userinfo (as Basic auth and in an absolute-form target) and a query token, "
-            "on success, error and 422 paths of both services",
+            "Authorization, Proxy-Authorization, Cookie, URL userinfo (as Basic auth and in an "
+            "absolute-form target) and a query token, on success, error and 422 paths of both "
+            "services",
             len(statuses),
             len(problems),
             sum(expected.values()),
             received,
             rss_mb_before=rss_before,
             rss_mb_after=rss_after,
-            notes=f"RSS: gateway + worker; searched {len(listing)} traces (v1 and v2 JSON), the metrics and {len(stack.processes)} process logs",
+            notes=f"RSS: gateway + worker; searched {len(listing)} traces (v1 and v2 JSON), the "
+            f"metrics and {len(stack.processes)} process logs",
         )
     )
     assert not problems, "\n".join(problems)

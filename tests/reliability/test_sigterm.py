@@ -1,4 +1,5 @@
-"""SIGTERM under load: in-flight requests complete, every span of every completed request arrives, exit is within the grace period."""
+"""SIGTERM under load: in-flight requests complete, every span of every completed request
+arrives, exit is within the grace period."""
 
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ def test_sigterm_during_load(stack: Stack, collector: Collector, service: str) -
             )
         )
         await answered(live, 20, load)
-        # As a load balancer would: the signal goes out, and new requests stop arriving; those in flight must finish.
+        # As a load balancer would: the signal goes out, and new requests stop arriving; those
+        # in flight must finish.
         target.popen.send_signal(signal.SIGTERM)
         stopping = True
         return await load
@@ -60,7 +62,8 @@ def test_sigterm_during_load(stack: Stack, collector: Collector, service: str) -
         exit_code = target.popen.wait(GRACEFUL_TIMEOUT + SHUTDOWN_TIMEOUT + 2)
     except subprocess.TimeoutExpired:
         pytest.fail(
-            f"{service} did not exit within its grace period of {GRACEFUL_TIMEOUT + SHUTDOWN_TIMEOUT} s"
+            f"{service} did not exit within its grace period of "
+            f"{GRACEFUL_TIMEOUT + SHUTDOWN_TIMEOUT} s"
         )
     assert exit_code == 0, target.output()[-2000:]
     assert other.stop() == 0
@@ -77,7 +80,8 @@ def test_sigterm_during_load(stack: Stack, collector: Collector, service: str) -
     report.record(
         report.Row(
             f"SIGTERM to the {service} during load",
-            "/api/work?tasks=2&delay_ms=100, 8 concurrent; SIGTERM after 20 answers, then no new requests",
+            "/api/work?tasks=2&delay_ms=100, 8 concurrent; SIGTERM after 20 answers, then no new "
+            "requests",
             result.requests,
             result.failures,
             expected,

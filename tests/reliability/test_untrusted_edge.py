@@ -56,7 +56,7 @@ def test_untrusted_edge(stack: Stack, collector: Collector) -> None:
         baggage_only = work({"baggage": "tenant=acme"})
         invalid = work({"traceparent": f"00-{T.upper()}-{S}-01", "baggage": "tenant=acme"})
 
-    # The worker itself trusts its callers: the same baggage sent to it directly is seen (the control).
+    # The worker itself trusts its callers: the same baggage sent to it directly is seen (control).
     requests += 1
     direct = httpx.post(
         f"{services.worker_url}/tasks",
@@ -77,7 +77,8 @@ def test_untrusted_edge(stack: Stack, collector: Collector) -> None:
         if seen != [{}] * TASKS:
             problems.append(f"{name}: the worker saw the caller's baggage: {seen}")
 
-    # 1 gateway SERVER + per task: gateway CLIENT, worker SERVER, compute, worker CLIENT, quota SERVER, publish result.
+    # 1 gateway SERVER + per task: gateway CLIENT, worker SERVER, compute, worker CLIENT, quota
+    # SERVER, publish result.
     per_trace = 1 + 6 * TASKS
     trace_ids = [body["trace_id"] for body in (external, baggage_only, invalid)]
     traces = wait_for_traces(collector.tempo_url, {trace_id: per_trace for trace_id in trace_ids})
@@ -86,6 +87,7 @@ def test_untrusted_edge(stack: Stack, collector: Collector) -> None:
         ("external traceparent", "baggage only", "invalid traceparent"),
         trace_ids,
         (True, False, False),
+        strict=True,
     ):
         spans = traces[trace_id]
         worker_clients = {
@@ -101,17 +103,20 @@ def test_untrusted_edge(stack: Stack, collector: Collector) -> None:
             s.get("parentSpanId") not in worker_clients or s["links"] for s in quota
         ):
             problems.append(
-                f"{name}: the quota spans must continue the worker's calls (trusted path), not be linked"
+                f"{name}: the quota spans must continue the worker's calls (trusted path), not be "
+                "linked"
             )
         root = root_span(spans)
         if root.get("parentSpanId"):
             problems.append(
-                f"{name}: the root has parent {root['parentSpanId']}; an untrusted caller must not be a parent"
+                f"{name}: the root has parent {root['parentSpanId']}; an untrusted caller must not "
+                "be a parent"
             )
         links = [(link["traceId"], link["spanId"]) for link in root["links"]]
         if expect_link and links != [(T, S)]:
             problems.append(
-                f"{name}: the root's links are {links}, expected one to the caller's span ({T}, {S})"
+                f"{name}: the root's links are {links}, expected one to the caller's span ({T}, "
+                f"{S})"
             )
         if not expect_link and links:
             problems.append(
@@ -119,7 +124,8 @@ def test_untrusted_edge(stack: Stack, collector: Collector) -> None:
             )
         if states := {s["name"] for s in spans if s.get("traceState")}:
             problems.append(f"{name}: the caller's tracestate reached spans {states}")
-        # Inside the new trace the tree is whole: each worker SERVER span hangs off a gateway CLIENT span.
+        # Inside the new trace the tree is whole: each worker SERVER span hangs off a gateway
+        # CLIENT span.
         gateway_clients = {
             s["spanId"]
             for s in spans
@@ -143,7 +149,8 @@ def test_untrusted_edge(stack: Stack, collector: Collector) -> None:
     report.record(
         report.Row(
             "untrusted edge",
-            f"{requests} requests: external traceparent+tracestate+baggage, baggage only, invalid traceparent (tasks={TASKS}); one direct to the worker",
+            f"{requests} requests: external traceparent+tracestate+baggage, baggage only, invalid "
+            f"traceparent (tasks={TASKS}); one direct to the worker",
             requests,
             len(problems),
             3 * per_trace,
