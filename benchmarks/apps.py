@@ -1,15 +1,19 @@
 """Section 1: one trivial Starlette app in four variants, served by `python -m benchmarks.serve`.
 
-    BENCH_APP=benchmarks.apps:untraced   (a) no tracing middleware
-    BENCH_APP=benchmarks.apps:tandem     (b) tandem_telemetry.instrument (TracingMiddleware)
-    BENCH_APP=benchmarks.apps:contrib    (c) opentelemetry-instrumentation-asgi, exclude_spans send/receive
-    BENCH_APP=benchmarks.apps:starlette  (d) starlette.middleware.opentelemetry.OpenTelemetryMiddleware
-    BENCH_APP=benchmarks.apps:floor_sdk     (e) one bare span per request through the SDK's Tracer, nothing else
+    BENCH_APP=benchmarks.apps:untraced      (a) no tracing middleware
+    BENCH_APP=benchmarks.apps:tandem        (b) tandem_telemetry.instrument (TracingMiddleware)
+    BENCH_APP=benchmarks.apps:contrib       (c) opentelemetry-instrumentation-asgi,
+                                                exclude_spans send/receive
+    BENCH_APP=benchmarks.apps:starlette     (d) starlette.middleware.opentelemetry's
+                                                OpenTelemetryMiddleware
+    BENCH_APP=benchmarks.apps:floor_sdk     (e) one bare span per request through the SDK's
+                                                Tracer, nothing else
     BENCH_APP=benchmarks.apps:floor_tandem  (f) the same bare span through Tandem's RequestTracer
 
 and, for section 3, the worker stand-in the hop is measured against:
 
-    BENCH_APP=benchmarks.apps:hop_worker  POST /tasks: read the JSON task, answer a worker-sized JSON body
+    BENCH_APP=benchmarks.apps:hop_worker    POST /tasks: read the JSON task, answer a
+                                            worker-sized JSON body
 
 (b) to (f) export through the same pipeline: tandem_telemetry's
 TracerProvider with the SDK's BatchSpanProcessor and OTLP/gRPC exporter, and
@@ -68,11 +72,12 @@ def build_tandem() -> Starlette:
 
 
 def add_contrib_middleware(app: Starlette, telemetry: Any) -> None:
-    """(c)'s middleware, also the contrib-instrumented services' (benchmarks.contrib_services): one SERVER span per request."""
+    """(c)'s middleware, also the contrib-instrumented services' (benchmarks.contrib_services): one
+    SERVER span per request."""
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
     app.add_middleware(
-        OpenTelemetryMiddleware,  # type: ignore[arg-type]
+        OpenTelemetryMiddleware,
         excluded_urls=UNTRACED_PATHS,
         tracer_provider=telemetry.tracer_provider,
         meter_provider=telemetry.meter_provider,
@@ -96,7 +101,7 @@ def build_starlette() -> Starlette:
     telemetry = setup("bench-trivial")
     app = _app()
     app.add_middleware(
-        OpenTelemetryMiddleware,  # type: ignore[arg-type]
+        OpenTelemetryMiddleware,
         excluded_urls=[r"/(healthz|readyz)$"],
         tracer_provider=telemetry.tracer_provider,
         meter_provider=telemetry.meter_provider,
@@ -105,7 +110,7 @@ def build_starlette() -> Starlette:
 
 
 class OneBareSpan:
-    """Start and end one SERVER span per HTTP request, and do nothing else (see (e) and (f) above)."""
+    """Start and end one SERVER span per HTTP request, and do nothing else (see (e), (f) above)."""
 
     def __init__(self, app: ASGIApp, tracer: Any) -> None:
         self.app = app
@@ -126,7 +131,7 @@ def _build_floor(lean: bool) -> Starlette:
     from benchmarks.floors import floor_tracer
 
     app = _app()
-    app.add_middleware(OneBareSpan, tracer=floor_tracer("bench-trivial", lean=lean)[0])  # type: ignore[arg-type]
+    app.add_middleware(OneBareSpan, tracer=floor_tracer("bench-trivial", lean=lean)[0])
     return app
 
 

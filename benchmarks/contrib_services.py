@@ -67,7 +67,7 @@ def _contrib_app(
     health = HEALTH_ROUTES if client_url is not None else []
     app = Starlette(
         routes=[*routes, *health], lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS
-    )  # type: ignore[arg-type]
+    )
     add_contrib_middleware(app, telemetry)
     # Like the services: the request guard is added last, so it runs first.
     app.add_middleware(RequestGuard)

@@ -62,7 +62,7 @@ if "mainfree" in modes:
     _loop: list[asyncio.AbstractEventLoop] = []
     _original_call = middleware.TracingMiddleware.__call__
 
-    async def _remember_loop(self, scope, receive, send):  # type: ignore[no-untyped-def]
+    async def _remember_loop(self, scope, receive, send):
         if not _loop:
             _loop.append(asyncio.get_running_loop())
         await _original_call(self, scope, receive, send)
@@ -70,7 +70,7 @@ if "mainfree" in modes:
     middleware.TracingMiddleware.__call__ = _remember_loop  # type: ignore[method-assign]
     _original_export = delivery.AccountedSpanExporter.export
 
-    def _export_then_release_on_loop(self, spans):  # type: ignore[no-untyped-def]
+    def _export_then_release_on_loop(self, spans):
         result = _original_export(self, spans)
         if _loop:
             _loop[0].call_soon_threadsafe(_loop[0].call_later, 0.05, lambda batch: None, spans)
@@ -110,5 +110,5 @@ if "nogc" in modes:
         _original_freeze()
         gc.disable()
 
-    serving.gc.freeze = _freeze_and_disable  # type: ignore[attr-defined]
+    serving.gc.freeze = _freeze_and_disable
 raise SystemExit(serve(bench_listeners()))

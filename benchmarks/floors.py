@@ -1,4 +1,4 @@
-"""The tracer the floor measurements start their bare spans with (benchmarks.apps (e)/(f), benchmarks.hop).
+"""The tracer the floors start their bare spans with (benchmarks.apps (e)/(f), benchmarks.hop).
 
 A floor is one span per request or call and nothing else: no attribute, no
 context for the code it wraps, no metric, no propagation. It goes through
@@ -15,7 +15,7 @@ from tandem_telemetry import Telemetry, setup
 
 
 def floor_tracer(service_name: str, *, lean: bool) -> tuple[Any, Telemetry]:
-    """The SDK's own Tracer, or with `lean` Tandem's RequestTracer (the cheapest start of an SDK span Tandem has)."""
+    """The SDK's own Tracer, or with `lean` Tandem's RequestTracer (Tandem's cheapest SDK span)."""
     telemetry = setup(service_name)
     if telemetry.tracer_provider is None:
         raise RuntimeError("a floor needs a live pipeline; OTEL_SDK_DISABLED is set")

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
 
-from benchmarks import loadgen
+from benchmarks import loadgen, micro
 from tandem_collector.ports import free_ports
 from tandem_localstack import Collector, Process, Stack, free_collector_ports, loopback_url
 
@@ -126,6 +126,14 @@ class Size:
     # Only the smoke run exports faster, so that its collector settles in a second or two.
     export_overrides: tuple[tuple[str, str], ...] = ()
     quick_micro: bool = False
+    # What is measured: every variant, client and case unless a size names fewer.
+    trivial_variants: tuple[str, ...] = tuple(TRIVIAL_VARIANTS)
+    full_variants: tuple[str, ...] = tuple(FULL_VARIANTS)
+    hop_servers: tuple[str, ...] = tuple(HOP_SERVERS)
+    hop_clients: tuple[str, ...] = tuple(HOP_CLIENTS)
+    micro_cases: tuple[str, ...] = micro.CASES
+    # Section 4's warm-up, so that its "before" is a running service, not a fresh import.
+    delivery_warmup: float = 1.0
 
     def telemetry_env(self) -> dict[str, str]:
         return {
@@ -151,14 +159,18 @@ SIZES = {
         delivery_seconds=60,
         pause=0.5,
         settle_timeout=60,
+        delivery_warmup=3,
     ),
+    # For `make test` (tests/bench), in seconds: every section and every step of the harness
+    # (processes, both load generators' parsing, ratios, span delivery, memory, micro cases,
+    # the table and the chart), on each section's baseline and Tandem's own variant only.
     "smoke": Size(
         "smoke",
         rounds=1,
         trivial_seconds=1,
         full_seconds=1,
-        hop_seconds=0.5,
-        hop_warmup=0.2,
+        hop_seconds=0.3,
+        hop_warmup=0.1,
         warmup_seconds=0,
         delivery_seconds=1,
         pause=0.0,
@@ -168,6 +180,12 @@ SIZES = {
             ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
         ),
         quick_micro=True,
+        trivial_variants=("untraced", "tandem"),
+        full_variants=("traced", "disabled"),
+        hop_servers=("worker",),
+        hop_clients=("tandem", "aiohttp"),
+        micro_cases=("server-untraced", "server-traced", "client-traced", "sdk", "export"),
+        delivery_warmup=0.0,
     ),
 }
 
@@ -255,13 +273,9 @@ def machine_info(generator: str) -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[package] = "-"
     wrk_version = "-"
-    if generator == "wrk" and loadgen.wrk_path():
-        done = subprocess.run(  # a failure is read from its output below
-            [loadgen.wrk_path(), "--version"],  # type: ignore[list-item]  # wrk_path() is set here
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+    wrk = loadgen.wrk_path() if generator == "wrk" else None
+    if wrk:
+        done = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
         wrk_version = (
             (done.stdout or done.stderr).splitlines()[0].strip()
             if (done.stdout or done.stderr)
@@ -393,8 +407,7 @@ def scrape(metrics_url: str) -> dict[str, float]:
 
 
 def wait_settled(metrics_url: str, quiet_for: float, timeout: float) -> dict[str, float]:
-    """Scrape until the counters stop moving for `quiet_for` seconds: every span and metric has
-    arrived."""
+    """Scrape until the counters stand still for `quiet_for` s: every span and metric is in."""
     deadline = time.monotonic() + timeout
     last = scrape(metrics_url)
     still_since = time.monotonic()
@@ -477,7 +490,8 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
         log("starting the collector and every variant")
         collector = procs.collector()
         trivial_urls: dict[str, str] = {}
-        for variant, port in zip(TRIVIAL_VARIANTS, free_ports(len(TRIVIAL_VARIANTS)), strict=True):
+        trivial_ports = free_ports(len(size.trivial_variants))
+        for variant, port in zip(size.trivial_variants, trivial_ports, strict=True):
             app, extra = (
                 ON_THE_PUBLIC_PATH.get(variant, variant),
                 PUBLIC_PATH if variant in ON_THE_PUBLIC_PATH else {},
@@ -491,7 +505,7 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
             )
             trivial_urls[variant] = f"http://127.0.0.1:{port}/hello"
         full_urls: dict[str, str] = {}
-        for variant in FULL_VARIANTS:
+        for variant in size.full_variants:
             gateway_port, gateway_internal_port, worker_port = free_ports(3)
             gateway_env, worker_env = pair_env(gateway_port, gateway_internal_port, worker_port)
             if variant == "contrib":
@@ -534,22 +548,24 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
             full_urls[variant] = f"http://127.0.0.1:{gateway_port}/api/work?tasks={TASKS}"
         hop_urls: dict[str, str] = {}
         hop_port, raw_port = free_ports(2)
-        procs.service(
-            "hop-worker",
-            "benchmarks.serve",
-            hop_port,
-            collector,
-            {"BENCH_APP": "benchmarks.apps:hop_worker"},
-        )
-        hop_urls["worker"] = f"http://127.0.0.1:{hop_port}"
-        raw = procs.stack.start(
-            "hop-raw",
-            "benchmarks.hop",
-            {"PYTHONPATH": _pythonpath()},
-            ("server", "--port", str(raw_port)),
-        )
-        procs.expect_ready(raw, f"http://127.0.0.1:{raw_port}/readyz")
-        hop_urls["raw"] = f"http://127.0.0.1:{raw_port}"
+        if "worker" in size.hop_servers:
+            procs.service(
+                "hop-worker",
+                "benchmarks.serve",
+                hop_port,
+                collector,
+                {"BENCH_APP": "benchmarks.apps:hop_worker"},
+            )
+            hop_urls["worker"] = f"http://127.0.0.1:{hop_port}"
+        if "raw" in size.hop_servers:
+            raw = procs.stack.start(
+                "hop-raw",
+                "benchmarks.hop",
+                {"PYTHONPATH": _pythonpath()},
+                ("server", "--port", str(raw_port)),
+            )
+            procs.expect_ready(raw, f"http://127.0.0.1:{raw_port}/readyz")
+            hop_urls["raw"] = f"http://127.0.0.1:{raw_port}"
         procs.wait_ready()
 
         if size.warmup_seconds:
@@ -561,7 +577,7 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
 
         for r in range(size.rounds):
             log(f"round {r + 1}/{size.rounds}: trivial route")
-            for variant in rotated(list(TRIVIAL_VARIANTS), r):
+            for variant in rotated(list(size.trivial_variants), r):
                 result = drive(
                     trivial_urls[variant],
                     size.trivial_seconds,
@@ -572,7 +588,7 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
                 log(f"  {variant:10} {result.rps:8.0f} req/s  errors {result.errors}")
                 time.sleep(size.pause)
             log(f"round {r + 1}/{size.rounds}: full path")
-            for variant in rotated(list(FULL_VARIANTS), r):
+            for variant in rotated(list(size.full_variants), r):
                 result = drive(
                     full_urls[variant], size.full_seconds, load.full_threads, load.full_connections
                 )
@@ -583,16 +599,11 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
                 )
                 time.sleep(size.pause)
             log(f"round {r + 1}/{size.rounds}: hop")
-            for server in HOP_SERVERS:
-                for kind in rotated(list(HOP_CLIENTS), r):
-                    result = hop_client(
-                        kind, hop_urls[server], collector, size, load.hop_concurrency
-                    )
-                    run.hop.append({"round": r, "server": server, **result, "client": kind})
-                    log(
-                        f"  {server:6} {kind:8} {result['rps']:8.0f} req/s  "
-                        f"errors {result['errors']}"
-                    )
+            for server in size.hop_servers:
+                for kind in rotated(list(size.hop_clients), r):
+                    hop = hop_client(kind, hop_urls[server], collector, size, load.hop_concurrency)
+                    run.hop.append({"round": r, "server": server, **hop, "client": kind})
+                    log(f"  {server:6} {kind:8} {hop['rps']:8.0f} req/s  errors {hop['errors']}")
                     time.sleep(size.pause)
 
         log("stopping sections 1-3")
@@ -601,9 +612,7 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
     finally:
         procs.stop_all()
     log("in-process micro-benchmarks of the hot path (benchmarks/micro.py)")
-    from benchmarks import micro
-
-    run.micro = micro.run_all(quick=size.quick_micro)
+    run.micro = micro.run_all(quick=size.quick_micro, cases=size.micro_cases)
     run.seconds = time.monotonic() - began
     return run
 
@@ -621,8 +630,9 @@ def measure_delivery(procs: Processes, size: Size, load: Load, drive) -> dict[st
     gateway = procs.service("gateway-delivery", "gateway", gateway_port, collector, gateway_env)
     procs.wait_ready()
     url = f"http://127.0.0.1:{gateway_port}/api/work?tasks={TASKS}"
-    # Warm up, so that "before" is a running service (pools, caches), not a fresh import.
-    drive(url, max(1.0, size.warmup_seconds), load.full_threads, load.full_connections)
+    if size.delivery_warmup:
+        # So that "before" is a running service (pools, caches), not a fresh import.
+        drive(url, size.delivery_warmup, load.full_threads, load.full_connections)
     env = size.telemetry_env()
     quiet_for = (
         int(env["OTEL_METRIC_EXPORT_INTERVAL"]) / 1000
@@ -684,10 +694,16 @@ def paired_ratios(
     return [v[variant] / v[baseline] for v in by_round.values() if variant in v and v.get(baseline)]
 
 
+def measured(rows: list[dict[str, Any]], key: str, names: dict[str, str]) -> list[str]:
+    """The names (in their table's order) that have rows: a smaller size measures fewer."""
+    present = {row[key] for row in rows}
+    return [name for name in names if name in present]
+
+
 def summarize(data: dict[str, Any]) -> dict[str, Any]:
     """Medians, spreads and per-round ratios, from a run's raw rows."""
     summary: dict[str, Any] = {"trivial": {}, "full": {}, "hop": {}}
-    for variant in TRIVIAL_VARIANTS:
+    for variant in measured(data["trivial"], "variant", TRIVIAL_VARIANTS):
         rows = [r for r in data["trivial"] if r["variant"] == variant]
         summary["trivial"][variant] = {
             "rps": spread([r["rps"] for r in rows]),
@@ -695,7 +711,7 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
             "errors": sum(r["errors"] for r in rows),
             "requests": sum(r["requests"] for r in rows),
         }
-    for variant in FULL_VARIANTS:
+    for variant in measured(data["full"], "variant", FULL_VARIANTS):
         rows = [r for r in data["full"] if r["variant"] == variant]
         summary["full"][variant] = {
             "rps": spread([r["rps"] for r in rows]),
@@ -708,10 +724,10 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
             "errors": sum(r["errors"] for r in rows),
             "requests": sum(r["requests"] for r in rows),
         }
-    for server in HOP_SERVERS:
+    for server in measured(data["hop"], "server", HOP_SERVERS):
         rows = [r for r in data["hop"] if r["server"] == server]
         summary["hop"][server] = {}
-        for kind in HOP_CLIENTS:
+        for kind in measured(rows, "client", HOP_CLIENTS):
             mine = [r for r in rows if r["client"] == kind]
             summary["hop"][server][kind] = {
                 "rps": spread([r["rps"] for r in mine]),

@@ -88,9 +88,12 @@ async def _serve(host: str, port: int) -> None:
 
 
 async def _measure(
-    send: Callable[[int], Awaitable[None]], concurrency: int, seconds: float
+    send: Callable[[int], Awaitable[None]],
+    concurrency: int,
+    seconds: float,
+    failures: tuple[type[Exception], ...],
 ) -> tuple[int, int, float]:
-    """Run `concurrency` request loops for `seconds`; return (completed, errors, elapsed seconds)."""
+    """Run `concurrency` request loops for `seconds`; return (completed, errors, seconds taken)."""
     completed = errors = 0
     start = time.perf_counter()
     deadline = start + seconds
@@ -102,7 +105,7 @@ async def _measure(
             try:
                 await send(n)
                 completed += 1
-            except Exception:
+            except failures:
                 errors += 1
             n += concurrency
 
@@ -113,7 +116,7 @@ async def _measure(
 def _with_bare_span(
     send: Callable[[int], Awaitable[None]], *, lean: bool
 ) -> tuple[Callable[[int], Awaitable[None]], Callable[[], object]]:
-    """`send` inside one CLIENT span per call and nothing else (benchmarks.floors); and the flush."""
+    """`send` inside one CLIENT span per call, nothing else (benchmarks.floors); and the flush."""
     from opentelemetry.trace import SpanKind
 
     from benchmarks.floors import floor_tracer
@@ -133,14 +136,17 @@ def _with_bare_span(
 async def _client(
     kind: str, url: str, concurrency: int, seconds: float, warmup: float
 ) -> dict[str, Any]:
+    send: Callable[[int], Awaitable[None]]
     close: Callable[[], Awaitable[None]]
     flush: Callable[[], object] | None = None
     if kind in ("tandem", "tandem_bare_span"):
+        import httpx
+
         import tandem_telemetry
         from tandem_telemetry import TelemetrySettings, Timeouts, create_client
         from tandem_telemetry.bootstrap import build_telemetry
 
-        # The floor keeps Tandem's client (httpx over aiohttp, retries, timeouts) with its own tracing off.
+        # The floor keeps Tandem's client (httpx over aiohttp, retries, timeouts), its tracing off.
         own = (
             build_telemetry("bench-hop", settings=TelemetrySettings(disabled=True))
             if kind == "tandem_bare_span"
@@ -162,18 +168,21 @@ async def _client(
         else:
             send, flush = _with_bare_span(post, lean=True)
         close = client.aclose
+        # A non-200 answer, a transport error or timeout (Tandem's are httpx's), a bad body.
+        failures: tuple[type[Exception], ...] = (RuntimeError, httpx.HTTPError, ValueError)
     elif kind == "httpx":
         import httpx
 
         plain = httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(5.0, connect=1.0))
 
-        async def send(n: int) -> None:
+        async def post_plain(n: int) -> None:
             response = await plain.post("/tasks", json={"task": n})
             if response.status_code != 200:
                 raise RuntimeError(response.status_code)
             response.json()
 
-        close = plain.aclose
+        send, close = post_plain, plain.aclose
+        failures = (RuntimeError, httpx.HTTPError, ValueError)
     elif kind in ("aiohttp", "aiohttp_span"):
         import aiohttp
 
@@ -191,12 +200,13 @@ async def _client(
 
         send, flush = (raw, None) if kind == "aiohttp" else _with_bare_span(raw, lean=False)
         close = session.close
+        failures = (RuntimeError, aiohttp.ClientError, TimeoutError, ValueError)
     else:
         raise SystemExit(f"unknown client kind {kind!r}")
     try:
         if warmup > 0:
-            await _measure(send, concurrency, warmup)
-        completed, errors, elapsed = await _measure(send, concurrency, seconds)
+            await _measure(send, concurrency, warmup, failures)
+        completed, errors, elapsed = await _measure(send, concurrency, seconds, failures)
     finally:
         await close()
     if flush is not None:

@@ -24,12 +24,15 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from opentelemetry.util.types import AttributeValue
 
 SERVER_CASES = ("server-untraced", "server-disabled", "server-traced")
 CLIENT_CASES = ("client-httpx", "client-disabled", "client-traced")
 CASES = (*SERVER_CASES, *CLIENT_CASES, "sdk", "export")
-QUICK = False
 
 _BODY = json.dumps(
     {
@@ -60,10 +63,10 @@ def _pipeline(disabled: bool = False) -> Any:
     )
 
 
-async def _best(call: Any, batches: int = 7, per_batch: int = 3000) -> float:
-    if QUICK:
-        batches, per_batch = 2, 200
-    for _ in range(500 if not QUICK else 20):
+async def _best(call: Any, quick: bool) -> float:
+    """Best µs per call over batches of calls, after a warm-up; `quick`: a few, for a smoke run."""
+    batches, per_batch, warmup = (2, 200, 20) if quick else (7, 3000, 500)
+    for _ in range(warmup):
         await call()
     best = float("inf")
     for _ in range(batches):
@@ -74,7 +77,7 @@ async def _best(call: Any, batches: int = 7, per_batch: int = 3000) -> float:
     return best * 1e6
 
 
-async def _server(case: str) -> float:
+async def _server(case: str, quick: bool) -> float:
     from benchmarks import apps
 
     if case == "server-untraced":
@@ -100,16 +103,16 @@ async def _server(case: str) -> float:
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         pass
 
     async def call() -> None:
         await app(dict(scope), receive, send)
 
-    return await _best(call)
+    return await _best(call, quick)
 
 
-async def _client(case: str) -> float:
+async def _client(case: str, quick: bool) -> float:
     import httpx
 
     class Canned(httpx.AsyncBaseTransport):
@@ -138,12 +141,13 @@ async def _client(case: str) -> float:
         response = await client.post("/tasks", json={"task": next(counter)})
         response.json()
 
-    return await _best(call)
+    return await _best(call, quick)
 
 
 def _export() -> dict[str, float]:
-    """OTLP encoding cost per span, for a server span and a client span as Tandem makes them: the SDK's
-    encoder (build the protobuf objects, serialize) and Tandem's (tandem_telemetry.fastpath, straight to bytes)."""
+    """OTLP encoding cost per span, for a server span and a client span as Tandem makes them: the
+    SDK's encoder (build the protobuf objects, serialize) and Tandem's (tandem_telemetry.fastpath,
+    straight to bytes)."""
     from opentelemetry.context import Context
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import (
         encode_spans as sdk_encode_spans,
@@ -162,7 +166,7 @@ def _export() -> dict[str, float]:
         span_processor=SimpleSpanProcessor(memory),
         metric_reader=InMemoryMetricReader(),
     )
-    server = {
+    server: dict[str, AttributeValue] = {
         "http.request.method": "GET",
         "url.path": "/hello",
         "url.scheme": "http",
@@ -172,7 +176,7 @@ def _export() -> dict[str, float]:
         "client.address": "127.0.0.1",
         "user_agent.original": "wrk",
     }
-    client = {
+    client: dict[str, AttributeValue] = {
         "http.request.method": "POST",
         "server.address": "127.0.0.1",
         "server.port": 8081,
@@ -182,15 +186,15 @@ def _export() -> dict[str, float]:
         "sdk": lambda spans: sdk_encode_spans(spans).SerializeToString(),
         "tandem": encode_spans,
     }
+    server_end: dict[str, AttributeValue] = {
+        "http.response.status_code": 200,
+        "http.route": "/hello",
+    }
+    client_end: dict[str, AttributeValue] = {"http.response.status_code": 200}
     results = {}
     for name, kind, attributes, end in (
-        (
-            "server span",
-            SpanKind.SERVER,
-            server,
-            {"http.response.status_code": 200, "http.route": "/hello"},
-        ),
-        ("client span", SpanKind.CLIENT, client, {"http.response.status_code": 200}),
+        ("server span", SpanKind.SERVER, server, server_end),
+        ("client span", SpanKind.CLIENT, client, client_end),
     ):
         memory.clear()
         for _ in range(512):
@@ -208,9 +212,10 @@ def _export() -> dict[str, float]:
     return results
 
 
-def _sdk() -> dict[str, float]:
-    """A server span like the middleware's (start, 2 outcome attributes, end) and one duration record:
-    through the SDK's Tracer and Histogram, and through Tandem's RequestTracer and DurationHistogram."""
+def _sdk(quick: bool) -> dict[str, float]:
+    """A server span like the middleware's (start, 2 outcome attributes, end) and one duration
+    record: through the SDK's Tracer and Histogram, and Tandem's RequestTracer and
+    DurationHistogram."""
     import timeit
 
     from opentelemetry import trace
@@ -250,7 +255,7 @@ def _sdk() -> dict[str, float]:
 
     # As in the middleware: the measurement is taken inside the request's (sampled) span.
     attach(trace.set_span_in_context(tracer.start_span("GET /hello", Context(), SpanKind.SERVER)))
-    number, repeat = (200, 2) if QUICK else (20000, 5)
+    number, repeat = (200, 2) if quick else (20000, 5)
 
     def per_call(call: Any) -> float:
         return min(timeit.repeat(call, number=number, repeat=repeat)) / number * 1e6
@@ -263,24 +268,25 @@ def _sdk() -> dict[str, float]:
     }
 
 
-def run_case(case: str) -> dict[str, float]:
+def run_case(case: str, quick: bool = False) -> dict[str, float]:
     if case == "export":
         return _export()
     if case == "sdk":
-        return _sdk()
+        return _sdk(quick)
     import uvloop
 
-    coroutine = _server(case) if case in SERVER_CASES else _client(case)
+    coroutine = _server(case, quick) if case in SERVER_CASES else _client(case, quick)
     return {case: uvloop.run(coroutine)}
 
 
-def run_all(quick: bool = False) -> dict[str, float]:
-    """Every case, each in a fresh process (the telemetry pipeline is per process)."""
+def run_all(quick: bool = False, cases: tuple[str, ...] = CASES) -> dict[str, float]:
+    """Every case (or those named), each in a fresh process (the telemetry pipeline is per
+    process)."""
     results: dict[str, float] = {}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TANDEM_"))}
-    for case in CASES:
+    for case in cases:
         command = [sys.executable, "-m", "benchmarks.micro", case, *(["--quick"] if quick else [])]
-        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
         if done.returncode:
             raise RuntimeError(f"micro-benchmark {case} failed:\n{done.stderr}")
         results.update(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -288,13 +294,12 @@ def run_all(quick: bool = False) -> dict[str, float]:
 
 
 def main(argv: list[str]) -> int:
-    global QUICK
-    QUICK = "--quick" in argv
+    quick = "--quick" in argv
     args = [a for a in argv if a != "--quick"]
     if args and args[0] != "--json":
-        print(json.dumps(run_case(args[0])))
+        print(json.dumps(run_case(args[0], quick)))
         return 0
-    results = run_all(QUICK)
+    results = run_all(quick)
     if args:
         print(json.dumps(results))
         return 0
@@ -302,11 +307,13 @@ def main(argv: list[str]) -> int:
     for name, value in results.items():
         print(f"  {name:16} {value:7.1f}")
     print(
-        f"  server: tracing adds {results['server-traced'] - results['server-untraced']:.1f} µs per request"
+        f"  server: tracing adds {results['server-traced'] - results['server-untraced']:.1f} µs "
+        "per request"
     )
     print(
-        f"  client: tracing adds {results['client-traced'] - results['client-disabled']:.1f} µs per call, "
-        f"Tandem's client {results['client-traced'] - results['client-httpx']:+.1f} µs against plain httpx"
+        f"  client: tracing adds {results['client-traced'] - results['client-disabled']:.1f} µs "
+        f"per call, Tandem's client {results['client-traced'] - results['client-httpx']:+.1f} µs "
+        "against plain httpx"
     )
     return 0
 

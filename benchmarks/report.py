@@ -15,7 +15,8 @@ from benchmarks.harness import (
 )
 
 NOTES = Path(__file__).with_name("NOTES.md")
-# The issue's figure for a tutorial-style version of the full path on this machine (not measured by this harness).
+# The issue's figure for a tutorial-style version of the full path on this machine
+# (not measured by this harness).
 TUTORIAL_RPS = 110.0
 
 TARGETS = {
@@ -82,7 +83,7 @@ def _met(ok: bool) -> str:
 
 
 def target_rows(data: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
-    """(measure, target, measured, met) for each target in the issue; met is judged on the median."""
+    """(measure, target, measured, met) for each target in the issue; met judged on the median."""
     s = data["summary"]
     trivial = s["trivial"]["tandem"]["ratio"]
     traced = s["full"]["traced"]
@@ -130,7 +131,8 @@ def target_rows(data: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
 
 
 def floor_lines(data: dict[str, Any]) -> list[str]:
-    """What a bare span alone allows, measured in the same run, set beside the two ratio targets it bounds."""
+    """What a bare span alone allows, measured in the same run, beside the two ratio targets it
+    bounds."""
     s = data["summary"]
     trivial, hop = s["trivial"], s["hop"]["worker"]
     floors = (
@@ -147,30 +149,32 @@ def floor_lines(data: dict[str, Any]) -> list[str]:
         return f"{_r(floor)}, {relation} the target of {target:.2f}"
 
     return [
-        "**The floors.** The same run measured what one span costs when nothing else is done: no attribute, no "
-        "context for the app, no metric, no propagation, no header; the span exported like the others.",
+        "**The floors.** The same run measured what one span costs when nothing else is done: no "
+        "attribute, no context for the app, no metric, no propagation, no header; the span "
+        "exported like the others.",
         "",
         "| Floor | ratio, median [min–max] |",
         "|---|---|",
-        f"| (e) a middleware starting and ending one SERVER span through the SDK's `Tracer.start_span`, / (a) | "
+        "| (e) a middleware starting and ending one SERVER span through the SDK's "
+        "`Tracer.start_span`, / (a) | "
         f"{against(trivial['floor_sdk']['ratio'], TARGETS['trivial'])} |",
         f"| (f) the same SDK span started through Tandem's `RequestTracer`, / (a) | "
         f"{against(trivial['floor_tandem']['ratio'], TARGETS['trivial'])} |",
         f"| raw aiohttp with one bare CLIENT span per call, / raw aiohttp (worker stand-in) | "
         f"{against(hop['aiohttp_span']['ratio'], TARGETS['hop'])} |",
-        f"| Tandem's client (httpx API) with its tracing off and one bare CLIENT span per call, started through "
-        f"`RequestTracer`, / raw aiohttp | "
+        "| Tandem's client (httpx API) with its tracing off and one bare CLIENT span per call, "
+        "started through `RequestTracer`, / raw aiohttp | "
         f"{against(hop['tandem_bare_span']['ratio'], TARGETS['hop'])} |",
         "",
-        "A floor below its target means no instrumentation built that way can meet the target on this machine, "
-        "whatever else it leaves out. Sections 1 and 3 hold the rows; section 6 and the notes at the end itemise "
-        "what Tandem's middleware and client add to them.",
+        "A floor below its target means no instrumentation built that way can meet the target on "
+        "this machine, whatever else it leaves out. Sections 1 and 3 hold the rows; section 6 and "
+        "the notes at the end itemise what Tandem's middleware and client add to them.",
         "",
     ]
 
 
 def path_lines(data: dict[str, Any]) -> list[str]:
-    """The fast path beside the public API path (TANDEM_FAST_PATH=off), measured in the same rounds."""
+    """The fast path beside the public API path (TANDEM_FAST_PATH=off), in the same rounds."""
     s = data["summary"]
     pairs = (
         ("Trivial route, ratio to (a)", s["trivial"], "tandem", "tandem_public", "ratio"),
@@ -186,9 +190,10 @@ def path_lines(data: dict[str, Any]) -> list[str]:
     if not all(public in section for _, section, _, public, _ in pairs):
         return []  # a run from before the public path was measured
     lines = [
-        "**Both paths.** The same rounds measured Tandem on OpenTelemetry's public API path (`TANDEM_FAST_PATH=off`: "
-        "`Tracer.start_span`, `Histogram.record`, the SDK's OTLP encoder) beside the default, which on this SDK "
-        "release is the fast path (`tandem_telemetry/fastpath.py`).",
+        "**Both paths.** The same rounds measured Tandem on OpenTelemetry's public API path "
+        "(`TANDEM_FAST_PATH=off`: `Tracer.start_span`, `Histogram.record`, the SDK's OTLP encoder) "
+        "beside the default, which on this SDK release is the fast path "
+        "(`tandem_telemetry/fastpath.py`).",
         "",
         "| Measure | fast path (auto), median [min–max] | public path (off) | public / fast |",
         "|---|---|---|---|",
@@ -219,11 +224,18 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
     add("")
     add(
         f"Produced by `{data['command']}` on {m['date']}, in {data['seconds'] / 60:.1f} minutes "
-        f"({size['name']} size: {size['rounds']} interleaved rounds). The chart: [benchmarks.png](benchmarks.png)."
+        f"({size['name']} size: {size['rounds']} interleaved rounds). The chart: "
+        "[benchmarks.png](benchmarks.png)."
     )
     if data["generator"] != "wrk":
         add("")
         add("> **Not publishable**: this run used the Python stand-in load generator, not wrk.")
+    if (len(s["trivial"]), len(s["full"])) != (len(TRIVIAL_VARIANTS), len(FULL_VARIANTS)):
+        add("")
+        add(
+            f"> **A subset**: the {size['name']} size measures some of the variants below; "
+            "`make bench` measures all of them."
+        )
     add("")
     add("## Machine")
     add("")
@@ -239,8 +251,9 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
     add(f"| Command | `{data['command']}` |")
     add("")
     add(
-        "Everything ran on this one machine, on loopback: wrk, the services, the collector. The machine is shared "
-        "and noisy; hence several interleaved rounds, and every figure below is the **median [min–max]** over them."
+        "Everything ran on this one machine, on loopback: wrk, the services, the collector. The "
+        "machine is shared and noisy; hence several interleaved rounds, and every figure below is "
+        "the **median [min–max]** over them."
     )
     add("")
     add("## Against the targets")
@@ -258,64 +271,73 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
     add("## 1. Middleware overhead on a trivial route")
     add("")
     add(
-        f"`GET /hello` on one Starlette app, served like the services (hypercorn, uvloop, one process). "
-        f"wrk -t{load['trivial_threads']} -c{load['trivial_connections']}, {size['trivial_seconds']:.0f} s per measurement. "
-        "(b)–(f) sample 100% and export through the SDK's BatchSpanProcessor and OTLP/gRPC exporter to the "
-        "collector, a separate process. Ratios are per round, to (a) of the same round."
+        "`GET /hello` on one Starlette app, served like the services (hypercorn, uvloop, one "
+        f"process). wrk -t{load['trivial_threads']} -c{load['trivial_connections']}, "
+        f"{size['trivial_seconds']:.0f} s per measurement. (b)–(f) sample 100% and export through "
+        "the SDK's BatchSpanProcessor and OTLP/gRPC exporter to the collector, a separate process. "
+        "Ratios are per round, to (a) of the same round."
     )
     add("")
     add("| Variant | req/s | ratio to (a) | requests | errors |")
     add("|---|---|---|---|---|")
-    for variant, label in TRIVIAL_VARIANTS.items():
-        row = s["trivial"][variant]
+    for variant in s["trivial"]:
+        label, row = TRIVIAL_VARIANTS[variant], s["trivial"][variant]
         add(
-            f"| {label} | {_s(row['rps'])} | {_r(row['ratio'])} | {row['requests']} | {row['errors']} |"
+            f"| {label} | {_s(row['rps'])} | {_r(row['ratio'])} | {row['requests']} | "
+            f"{row['errors']} |"
         )
     add("")
 
     add("## 2. The full path")
     add("")
     add(
-        f"`GET /api/work?tasks={TASKS}`: gateway → {TASKS} × worker → gateway (quota), {SPANS_PER_REQUEST} spans per request "
-        f"when traced. wrk -t{load['full_threads']} -c{load['full_connections']}, {size['full_seconds']:.0f} s per measurement."
+        f"`GET /api/work?tasks={TASKS}`: gateway → {TASKS} × worker → gateway (quota), "
+        f"{SPANS_PER_REQUEST} spans per request when traced. wrk -t{load['full_threads']} "
+        f"-c{load['full_connections']}, {size['full_seconds']:.0f} s per measurement."
     )
     add("")
     add(
-        "| Variant | req/s | p50 ms | p99 ms | ratio to disabled | ratio to contrib | requests | errors |"
+        "| Variant | req/s | p50 ms | p99 ms | ratio to disabled | ratio to contrib | requests | "
+        "errors |"
     )
     add("|---|---|---|---|---|---|---|---|")
-    for variant, label in FULL_VARIANTS.items():
-        row = s["full"][variant]
+    for variant in s["full"]:
+        label, row = FULL_VARIANTS[variant], s["full"][variant]
         add(
-            f"| {label} | {_s(row['rps'])} | {_s(row['p50_ms'], '{:.1f}')} | {_s(row['p99_ms'], '{:.1f}')} | "
-            f"{_r(row['ratio_to_disabled'])} | {_r(row['ratio_to_contrib'])} | {row['requests']} | {row['errors']} |"
+            f"| {label} | {_s(row['rps'])} | {_s(row['p50_ms'], '{:.1f}')} | "
+            f"{_s(row['p99_ms'], '{:.1f}')} | {_r(row['ratio_to_disabled'])} | "
+            f"{_r(row['ratio_to_contrib'])} | {row['requests']} | {row['errors']} |"
         )
     traced_rps = s["full"]["traced"]["rps"]["median"]
     add("")
     add(
-        f"Against the issue's tutorial-style figure ({TUTORIAL_RPS:.0f} req/s on this machine; hypercorn CLI defaults, "
-        f"httpx default transport, a start_as_current_span middleware; not re-measured here): "
-        f"{traced_rps / TUTORIAL_RPS:.1f} ×. The contrib row above is the closest measured relative of it."
+        f"Against the issue's tutorial-style figure ({TUTORIAL_RPS:.0f} req/s on this machine; "
+        "hypercorn CLI defaults, httpx default transport, a start_as_current_span middleware; not "
+        f"re-measured here): {traced_rps / TUTORIAL_RPS:.1f} ×. The contrib row above is the "
+        "closest measured relative of it."
     )
     add("")
 
     add("## 3. The hop")
     add("")
     add(
-        f"One client process, {load['hop_concurrency']} requests in flight, `POST /tasks` with a JSON body, the JSON answer "
-        f"parsed; {size['hop_seconds']:g} s per measurement after {size['hop_warmup']:g} s of warm-up, uvloop. Tandem's "
-        "client is `tandem_telemetry.create_client` as the gateway uses it (httpx over httpx-aiohttp, retries, total "
-        "timeout), traced and exporting to the collector, and once more with OTEL_SDK_DISABLED=true to separate the "
-        "cost of tracing from the cost of the client."
+        f"One client process, {load['hop_concurrency']} requests in flight, `POST /tasks` with a "
+        f"JSON body, the JSON answer parsed; {size['hop_seconds']:g} s per measurement after "
+        f"{size['hop_warmup']:g} s of warm-up, uvloop. Tandem's client is "
+        "`tandem_telemetry.create_client` as the gateway uses it (httpx over httpx-aiohttp, "
+        "retries, total timeout), traced and exporting to the collector, and once more with "
+        "OTEL_SDK_DISABLED=true to separate the cost of tracing from the cost of the client."
     )
     add("")
     add("| Server | Client | req/s | ratio to raw aiohttp | requests | errors |")
     add("|---|---|---|---|---|---|")
-    for server, server_label in HOP_SERVERS.items():
-        for kind, label in HOP_CLIENTS.items():
+    for server in s["hop"]:
+        for kind in s["hop"][server]:
+            server_label, label = HOP_SERVERS[server], HOP_CLIENTS[kind]
             row = s["hop"][server][kind]
             add(
-                f"| {server_label} | {label} | {_s(row['rps'])} | {_r(row['ratio'])} | {row['requests']} | {row['errors']} |"
+                f"| {server_label} | {label} | {_s(row['rps'])} | {_r(row['ratio'])} | "
+                f"{row['requests']} | {row['errors']} |"
             )
     add("")
     if "tandem_untraced" in s["hop"]["worker"]:
@@ -325,38 +347,44 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
         )
         if untraced:
             add(
-                f"Against the worker stand-in, tracing (a CLIENT span, its duration metric and the span's export, all in "
-                f"the client's process) takes the client from {untraced:.0f} to {traced:.0f} req/s ({traced / untraced:.2f} ×)."
+                "Against the worker stand-in, tracing (a CLIENT span, its duration metric and the "
+                f"span's export, all in the client's process) takes the client from {untraced:.0f} "
+                f"to {traced:.0f} req/s ({traced / untraced:.2f} ×)."
             )
             add("")
 
     add("## 4. Span delivery")
     add("")
     add(
-        f"Fresh collector, gateway and worker; the full path at wrk -t{load['full_threads']} -c{load['full_connections']} "
-        f"(the load that gives section 2 its highest rate) for {d['seconds']:.0f} s. Expected spans are "
-        f"{SPANS_PER_REQUEST} (1 + 6N, N = {TASKS}) for every `/api/work` request the gateway served, counted by its "
-        "`http.server.request.duration` histogram (a metric, independent of span export); received spans are the "
-        "collector's `tandem_collector_spans_received_total`. Both are read after the counters stopped moving."
+        f"Fresh collector, gateway and worker; the full path at wrk -t{load['full_threads']} "
+        f"-c{load['full_connections']} (the load that gives section 2 its highest rate) for "
+        f"{d['seconds']:.0f} s. Expected spans are {SPANS_PER_REQUEST} (1 + 6N, N = {TASKS}) for "
+        "every `/api/work` request the gateway served, counted by its "
+        "`http.server.request.duration` histogram (a metric, independent of span export); received "
+        "spans are the collector's `tandem_collector_spans_received_total`. Both are read after "
+        "the counters stopped moving."
     )
     add("")
     add("| | |")
     add("|---|---|")
     add(f"| Rate | {d['rps']:.0f} req/s (p50 {d['p50_ms']:.1f} ms, p99 {d['p99_ms']:.1f} ms) |")
     add(
-        f"| Requests completed by wrk / served by the gateway (200) / served in all | {d['wrk_requests']} / {d['served_ok']:.0f} / {d['served']:.0f} |"
+        "| Requests completed by wrk / served by the gateway (200) / served in all | "
+        f"{d['wrk_requests']} / {d['served_ok']:.0f} / {d['served']:.0f} |"
     )
     add(f"| Spans expected | {d['spans_expected']:.0f} |")
     add(f"| Spans received by the collector | {d['spans_received']:.0f} |")
     add(f"| **Received / expected** | **{d['ratio']:.6f}** |")
     add(
-        f"| Spans the SDK reported lost (`tandem.telemetry.spans.lost`) | {d['spans_lost_reported']:.0f} |"
+        "| Spans the SDK reported lost (`tandem.telemetry.spans.lost`) | "
+        f"{d['spans_lost_reported']:.0f} |"
     )
     add("| BSP settings | " + ", ".join(f"`{k}={v}`" for k, v in d["bsp_settings"].items()) + " |")
     add("")
     add(
-        "wrk stops with requests in flight; the gateway still serves them (hypercorn does not cancel a request whose "
-        "client left), which is why the gateway's count, not wrk's, is the denominator."
+        "wrk stops with requests in flight; the gateway still serves them (hypercorn does not "
+        "cancel a request whose client left), which is why the gateway's count, not wrk's, is the "
+        "denominator."
     )
     add("")
 
@@ -369,7 +397,8 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
     rss = d["rss_kib"]
     for process in ("gateway", "worker"):
         add(
-            f"| {process} | {rss['before'][process] / 1024:.1f} | {rss['end_of_run'][process] / 1024:.1f} | {rss['settled'][process] / 1024:.1f} |"
+            f"| {process} | {rss['before'][process] / 1024:.1f} | "
+            f"{rss['end_of_run'][process] / 1024:.1f} | {rss['settled'][process] / 1024:.1f} |"
         )
     add("")
 
@@ -378,10 +407,11 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
         add("## 6. Where the time goes, in-process")
         add("")
         add(
-            "`python -m benchmarks.micro` (benchmarks/micro.py), run at the end of the same run: the request path "
-            "called directly, no network, best of 7 batches, µs per request. Spans go through the SDK's "
-            "BatchSpanProcessor to an exporter that drops them; the OTLP encoding rows are what the real exporter "
-            "then spends per span, on the processor's thread of the same process."
+            "`python -m benchmarks.micro` (benchmarks/micro.py), run at the end of the same run: "
+            "the request path called directly, no network, best of 7 batches, µs per request. "
+            "Spans go through the SDK's BatchSpanProcessor to an exporter that drops them; the "
+            "OTLP encoding rows are what the real exporter then spends per span, on the "
+            "processor's thread of the same process."
         )
         add("")
         add("| Path | µs |")
@@ -391,7 +421,8 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
             ("Trivial app, Tandem's middleware, OTEL_SDK_DISABLED", "server-disabled"),
             ("Trivial app, Tandem's middleware, traced", "server-traced"),
             (
-                "— of that, the server span through Tandem's RequestTracer (start, 2 outcome attributes, end)",
+                "— of that, the server span through Tandem's RequestTracer (start, 2 outcome "
+                "attributes, end)",
                 "request span",
             ),
             (
@@ -430,6 +461,8 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
         if (
             untraced_rps
             and {
+                "server-untraced",
+                "server-traced",
                 "sdk span",
                 "sdk histogram",
                 "sdk encoder, server span",
@@ -445,24 +478,28 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
             actual = request_path + micro["tandem encoder, server span"]
             add("")
             add(
-                f"(a) served a request in {served:.0f} µs of its process's time ({untraced_rps:.0f} req/s). Tracing "
-                f"adds {actual:.0f} µs to that in the same process ({request_path:.0f} on the request path, "
-                f"{micro['tandem encoder, server span']:.0f} encoding the span), which alone would put (b) at about "
-                f"{served / (served + actual):.2f} × (a). The SDK's generic span, histogram and encoder alone are "
-                f"{sdk_floor:.0f} µs: a middleware with no code of its own, making the same span and metric through "
-                f"them, would be bounded at about {served / (served + sdk_floor):.2f} × (a). On the loaded machine "
-                "every one of these costs is higher than here, alone in a loop (section 1 shows by how much)."
+                f"(a) served a request in {served:.0f} µs of its process's time "
+                f"({untraced_rps:.0f} req/s). Tracing adds {actual:.0f} µs to that in the same "
+                f"process ({request_path:.0f} on the request path, "
+                f"{micro['tandem encoder, server span']:.0f} encoding the span), which alone would "
+                f"put (b) at about {served / (served + actual):.2f} × (a). The SDK's generic span, "
+                f"histogram and encoder alone are {sdk_floor:.0f} µs: a middleware with no code of "
+                "its own, making the same span and metric through them, would be bounded at about "
+                f"{served / (served + sdk_floor):.2f} × (a). On the loaded machine every one of "
+                "these costs is higher than here, alone in a loop (section 1 shows by how much)."
             )
         add("")
     add("## How it was measured")
     add("")
     add(
-        "- `make bench` runs `python -m benchmarks` (benchmarks/harness.py); `make test` runs it at a smoke size "
-        "(tests/bench), which asserts that every measurement ran, never a timing."
+        "- `make bench` runs `python -m benchmarks` (benchmarks/harness.py); `make test` runs it "
+        "at a smoke size (tests/bench): every section, on its baseline and Tandem's own variant; "
+        "it asserts that each measurement ran, never a timing."
     )
     add(
-        "- One run measures everything. Sections 1–3 are interleaved: each round measures every variant of every "
-        "section once, the order rotating from round to round; ratios are taken within a round."
+        "- One run measures everything. Sections 1–3 are interleaved: each round measures every "
+        "variant of every section once, the order rotating from round to round; ratios are taken "
+        "within a round."
     )
     add(
         "- Every traced process uses the same telemetry settings: "
@@ -470,12 +507,14 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
         + "; 100% sampling (the default `parentbased_always_on`). The collector runs `--quiet`."
     )
     add(
-        "- Services and variants are separate processes, all running for the whole of sections 1–3 (idle when not "
-        "measured); wrk, the services and the collector share the two cores, unpinned."
+        "- Services and variants are separate processes, all running for the whole of sections 1–3 "
+        "(idle when not measured); wrk, the services and the collector share the two cores, "
+        "unpinned."
     )
     add(
-        "- Section 3's worker stand-in is a Starlette app on hypercorn like the worker, untraced; the raw-socket "
-        "server answers from a fixed buffer, so that its rows show what each client itself costs."
+        "- Section 3's worker stand-in is a Starlette app on hypercorn like the worker, untraced; "
+        "the raw-socket server answers from a fixed buffer, so that its rows show what each client "
+        "itself costs."
     )
     add("")
     if NOTES.exists():
@@ -505,7 +544,7 @@ def write_chart(data: dict[str, Any], path: Path) -> None:
         high = [x["max"] - x["median"] for x in spreads]
         ax.bar(range(len(labels)), medians, yerr=[low, high], capsize=4, color=color)
         ax.set_xticks(range(len(labels)), labels, fontsize=8)
-        for i, (value, top) in enumerate(zip(medians, (x["max"] for x in spreads))):
+        for i, (value, top) in enumerate(zip(medians, (x["max"] for x in spreads), strict=True)):
             ax.annotate(
                 f"{value:.2f}" if value < 10 else f"{value:.0f}",
                 (i, top),
@@ -516,7 +555,7 @@ def write_chart(data: dict[str, Any], path: Path) -> None:
             )
 
     ax = axes[0][0]
-    names = list(TRIVIAL_VARIANTS)
+    names = list(s["trivial"])
     bars(
         ax,
         [TRIVIAL_SHORT[v] for v in names],
@@ -529,7 +568,7 @@ def write_chart(data: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=8)
 
     ax = axes[0][1]
-    names = list(FULL_VARIANTS)
+    names = list(s["full"])
     full_labels = {
         "traced": "traced",
         "traced_public": "traced,\npublic path",
@@ -555,15 +594,21 @@ def write_chart(data: dict[str, Any], path: Path) -> None:
         linewidth=1,
         label=f"4 × tutorial-style ({4 * TUTORIAL_RPS:.0f})",
     )
-    disabled = s["full"]["disabled"]["rps"]["median"]
-    ax.axhline(0.8 * disabled, color="#555555", linestyle=":", linewidth=1, label="0.80 × disabled")
+    if "disabled" in s["full"]:
+        disabled = s["full"]["disabled"]["rps"]["median"]
+        ax.axhline(
+            0.8 * disabled, color="#555555", linestyle=":", linewidth=1, label="0.80 × disabled"
+        )
     ax.set_title(f"2. Full path GET /api/work?tasks={TASKS}: req/s", fontsize=10)
     ax.legend(fontsize=8)
 
     ax = axes[1][0]
     width = 0.38
-    for j, server in enumerate(HOP_SERVERS):
-        for i, kind in enumerate(HOP_CLIENTS):
+    clients = [kind for kind in HOP_CLIENTS if any(kind in row for row in s["hop"].values())]
+    for j, server in enumerate(s["hop"]):
+        for i, kind in enumerate(clients):
+            if kind not in s["hop"][server]:
+                continue
             spread = s["hop"][server][kind]["rps"]
             x = i + (j - 0.5) * width
             ax.bar(
@@ -583,7 +628,7 @@ def write_chart(data: dict[str, Any], path: Path) -> None:
                 ha="center",
                 fontsize=7,
             )
-    ax.set_xticks(range(len(HOP_CLIENTS)), [HOP_SHORT[k] for k in HOP_CLIENTS], fontsize=8)
+    ax.set_xticks(range(len(clients)), [HOP_SHORT[k] for k in clients], fontsize=8)
     ax.set_title(
         "3. Hop, 32 in flight: req/s (solid: worker stand-in; pale: raw-socket server)", fontsize=10
     )
@@ -604,7 +649,7 @@ def write_chart(data: dict[str, Any], path: Path) -> None:
             ],
             color=["#bbbbbb", "#2a7ab9", "#7fb3dd"][j],
         )
-        for x, v in zip(xs, values):
+        for x, v in zip(xs, values, strict=True):
             ax.annotate(
                 f"{v:.0f}",
                 (x, v),
@@ -616,7 +661,8 @@ def write_chart(data: dict[str, Any], path: Path) -> None:
     ax.set_xticks([0, 1], ["gateway", "worker"])
     ax.set_ylabel("VmRSS, MiB")
     ax.set_title(
-        f"4–5. {d['seconds']:.0f} s at {d['rps']:.0f} req/s: spans received / expected = {d['ratio']:.4f}; RSS",
+        f"4–5. {d['seconds']:.0f} s at {d['rps']:.0f} req/s: spans received / expected = "
+        f"{d['ratio']:.4f}; RSS",
         fontsize=10,
     )
     ax.legend(fontsize=8)

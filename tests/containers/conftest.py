@@ -32,7 +32,7 @@ import yaml
 from tandem_localstack import Collector, Stack
 from tests.containers.engine import Engine, detect
 from tests.containers.podspec import PodRun, translate
-from tests.k8s.conftest import CHART, NAMESPACE, RELEASE, REPO, tool
+from tests.k8s.conftest import RELEASE, REPO, helm_template, package_chart, tool
 
 APPS = ("gateway", "worker")
 CONTAINERS_MK = REPO / "mk" / "containers.mk"
@@ -218,22 +218,16 @@ def images(engine: Engine, chart: dict[str, dict[str, Any]]) -> Images:
 
 
 def _render(tmp_path_factory: pytest.TempPathFactory, *args: str) -> dict[str, dict[str, Any]]:
-    """The chart rendered by Helm (default values, plus `args`): component -> workload."""
+    """The chart rendered by Helm from the packaged chart, as tests/k8s renders it (default
+    values, plus `args`): component -> workload (Deployment or Pod)."""
     home = tmp_path_factory.mktemp("helm-home")
     env = {
-        **os.environ,
         "HELM_CACHE_HOME": str(home / "cache"),
         "HELM_CONFIG_HOME": str(home / "config"),
         "HELM_DATA_HOME": str(home / "data"),
     }
-    proc = subprocess.run(
-        [tool("helm"), "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stderr
+    package = package_chart(tool("helm"), env, tmp_path_factory.mktemp("chart-package"))
+    proc = helm_template(tool("helm"), env, package, *args)
     workloads = {}
     for doc in yaml.safe_load_all(proc.stdout):
         if doc and doc["kind"] in ("Deployment", "Pod"):

@@ -60,7 +60,9 @@ class Engine:
     def __call__(
         self, *args: str, check: bool = True, timeout: float | None = None
     ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(self.command(*args), capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            self.command(*args), capture_output=True, text=True, timeout=timeout, check=False
+        )
         if check and proc.returncode != 0:
             raise EngineError(self.command(*args), proc)
         return proc
@@ -69,13 +71,16 @@ class Engine:
 class EngineError(RuntimeError):
     def __init__(self, argv: Sequence[str], proc: subprocess.CompletedProcess[str]) -> None:
         super().__init__(
-            f"`{' '.join(argv)}` exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
+            f"`{' '.join(argv)}` exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- "
+            f"stderr\n{proc.stderr[-4000:]}"
         )
 
 
 def _answers(argv: Sequence[str]) -> bool:
     try:
-        return subprocess.run(list(argv), capture_output=True, timeout=60).returncode == 0
+        return (
+            subprocess.run(list(argv), capture_output=True, timeout=60, check=False).returncode == 0
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
 

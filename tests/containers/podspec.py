@@ -99,7 +99,8 @@ def _check_keys(kind: str, given: Mapping[str, Any], known: set[str]) -> None:
     unknown = sorted(set(given) - known)
     if unknown:
         raise UnsupportedSpec(
-            f"{kind} has keys the container suite does not translate: {unknown}; teach tests/containers/podspec.py"
+            f"{kind} has keys the container suite does not translate: {unknown}; teach "
+            "tests/containers/podspec.py"
         )
 
 
@@ -172,7 +173,8 @@ def translate(
     _check_keys(f"{pod_name} pod spec", pod_spec, KNOWN_POD_KEYS)
     if pod_spec.get("enableServiceLinks", True) is not False:
         raise UnsupportedSpec(
-            f"{pod_name}: service links are on; the suite does not inject the Service env vars they add"
+            f"{pod_name}: service links are on; the suite does not inject the Service env vars "
+            "they add"
         )
     containers = pod_spec["containers"]
     if len(containers) != 1:
@@ -221,7 +223,8 @@ def translate(
     user, group = merged.get("runAsUser"), merged.get("runAsGroup")
     if user is None:
         raise UnsupportedSpec(
-            f"{pod_name}: no runAsUser; the image's user would apply, which the suite does not check"
+            f"{pod_name}: no runAsUser; the image's user would apply, which the suite does not "
+            "check"
         )
     if merged.get("runAsNonRoot") and user == 0:
         raise UnsupportedSpec(

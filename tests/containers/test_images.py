@@ -1,4 +1,5 @@
-"""The built images: no build secret in any layer, nothing that installs packages, and a DEV_SYNC variant skaffold can sync into."""
+"""The built images: no build secret in any layer, nothing that installs packages, and a DEV_SYNC
+variant skaffold can sync into."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from tests.k8s.conftest import skaffold_profile
 
 
 def _members_with(archive: tarfile.TarFile, needle: bytes, where: str) -> list[str]:
-    """Names of the files in `archive`, and in the tars nested in it (the layers), that contain `needle`."""
+    """Files in `archive`, and in the tars nested in it (the layers), that contain `needle`."""
     found = []
     for member in archive:
         if not member.isfile():
@@ -42,8 +43,8 @@ def _members_with(archive: tarfile.TarFile, needle: bytes, where: str) -> list[s
 def test_no_build_secret_in_any_layer(
     engine: Engine, images: Images, app: str, tmp_path: Path
 ) -> None:
-    """The CA bundle given as a build secret (with a marker certificate only it holds) is in no layer,
-    no config and no history of the saved image."""
+    """The CA bundle given as a build secret (with a marker certificate only it holds) is in no
+    layer, no config and no history of the saved image."""
     saved = tmp_path / f"{app}.tar"
     archive_format = ["--format", "docker-archive"] if engine.is_podman else []
     engine("save", *archive_format, "--output", str(saved), images.tags[app])
@@ -96,7 +97,7 @@ def _sync_destinations(app: str) -> list[str]:
 def test_dev_sync_variant_lets_the_user_write_the_synced_packages(
     engine: Engine, images: Images, app: str
 ) -> None:
-    """UID 10001 can write where skaffold syncs in the DEV_SYNC image, and cannot in the production one."""
+    """UID 10001 can write where skaffold syncs in the DEV_SYNC image, not in the production one."""
     major_minor = ".".join(images.python.split(".")[:2])
     destinations = [
         d.replace("/python3.12/", f"/python{major_minor}/") for d in _sync_destinations(app)

@@ -10,11 +10,11 @@ import time
 import httpx
 import pytest
 
-from tandem_localstack import Collector, Stack
+from tandem_localstack import Collector, PairPorts, Stack, loopback_url
 from tandem_tracecheck import TempoClient
 from tandem_tracecheck.scenarios import new_traceparent
 from tandem_tracecheck.tree import match_tree, work_trace
-from tests.support import free_port
+from tests.support import Relay, free_port
 
 pytestmark = pytest.mark.local_stack
 
@@ -23,7 +23,7 @@ def test_each_worker_process_exports_and_the_parent_exports_nothing(
     stack: Stack, collector: Collector
 ) -> None:
     pair = stack.start_pair(collector, suffix="-2p", gateway_env={"WEB_CONCURRENCY": "2"})
-    gateway = pair.gateway
+    gateway, worker = pair.gateway, pair.worker
     trace_ids = []
     with httpx.Client(timeout=30) as client:
         for _ in range(12):
@@ -35,6 +35,9 @@ def test_each_worker_process_exports_and_the_parent_exports_nothing(
             )
             assert response.status_code == 200
             trace_ids.append(response.json()["trace_id"])
+    # Stopped, every process has flushed: the collector holds all their spans, and no more come.
+    assert gateway.stop() == 0
+    assert worker.stop() == 0
     pids = set()
     with TempoClient(collector.tempo_url) as tempo:
         for trace_id in trace_ids:
@@ -45,7 +48,6 @@ def test_each_worker_process_exports_and_the_parent_exports_nothing(
             pids |= {s.resource["process.pid"] for s in spans if s.service == "gateway"}
     assert gateway.popen.pid not in pids, "hypercorn's parent process exported spans"
     assert 1 <= len(pids) <= 2
-    assert gateway.stop() == 0
 
 
 @pytest.mark.parametrize("service", ["gateway", "worker"])
@@ -54,28 +56,37 @@ def test_sigterm_finishes_in_flight_requests_then_flushes(
 ) -> None:
     # Spans wait 60 s in the batch queue: only the shutdown flush can deliver them in time.
     slow_export = {"OTEL_BSP_SCHEDULE_DELAY": "60000"}
+    # The worker's quota calls wait at the relay: the request is then in flight in both services.
+    ports = PairPorts.free()
+    quota = Relay(loopback_url(ports.gateway_internal), hold=True)
     pair = stack.start_pair(
-        collector, suffix=f"-term-{service}", gateway_env=slow_export, worker_env=slow_export
+        collector,
+        ports,
+        suffix=f"-term-{service}",
+        gateway_env=slow_export,
+        worker_env={**slow_export, "GATEWAY_INTERNAL_URL": quota.url},
     )
     gateway, worker = pair.gateway, pair.worker
     target = {"gateway": gateway, "worker": worker}[service]
     traceparent, trace_id, span_id = new_traceparent()
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    with quota, concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(
             httpx.get,
             f"{pair.gateway_url}/api/work",
-            params={"tasks": 2, "delay_ms": 800},
+            params={"tasks": 2},
             headers={"traceparent": traceparent},
             timeout=30,
         )
-        time.sleep(0.3)  # the request is in flight: the worker is inside its delay
+        assert quota.arrived.wait(30), "the worker never asked for its quota"
         target.popen.send_signal(signal.SIGTERM)
+        quota.release()
         response = pending.result()
     # A draining gateway still answers the worker's quota calls on its internal listener.
     assert response.status_code == 200, response.text
     assert target.popen.wait(15) == 0
     other = worker if target is gateway else gateway
     assert other.stop() == 0
+    # Both exited: whatever their flushes delivered is in the collector; nothing more will come.
     with TempoClient(collector.tempo_url) as tempo:
         spans = tempo.wait_for_trace(trace_id, spans=13, timeout=20)
     expected = work_trace(2, internal_port=pair.ports.gateway_internal)

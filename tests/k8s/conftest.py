@@ -1,11 +1,15 @@
-"""Shared fixtures for the Kubernetes tests: the real tools, and the chart rendered once per value set.
+"""Fixtures for the Kubernetes tests: the real tools, and the chart rendered once per value set.
 
-The tools are the pinned ones `make k8s-tools` installs into .tools/bin. Each
-is found through the environment variable of its name when that is set (HELM,
+The tools are the pinned ones `make k8s-tools` installs into .tools. Each is
+found through the environment variable of its name when that is set (HELM,
 HELM3, HADOLINT, CHECKOV, KUBERNETES_VALIDATE, K8S_TOOLS_PYTHON;
-mk/kubernetes.mk exports them), else in .tools/bin, else on PATH. A missing
-tool fails the test that needs it, loudly, never skips it: these tests are the
-only place the chart and the images are checked.
+mk/kubernetes.mk exports them), else where `make k8s-tools` puts it, else on
+PATH. A missing tool fails the test that needs it, loudly, never skips it:
+these tests are the only place the chart and the images are checked.
+
+What is rendered is the chart as users get it: `helm package charts/tandem`
+into a folder of its own, and every helm command run from there on the
+.tgz, so a file the package lacks, or a path into the repository, fails here.
 """
 
 from __future__ import annotations
@@ -38,6 +42,11 @@ TOOLS = {
     "kubernetes-validate": "KUBERNETES_VALIDATE",
     "k8s-tools-python": "K8S_TOOLS_PYTHON",
 }
+# Where `make k8s-tools` installs a tool, when not in .tools/bin under its own name.
+# The Python with jsonschema is the kubernetes-validate venv's own bin/python,
+# reached through a link to the venv's folder: started through a link to the
+# interpreter itself, Debian's python3 does not find the venv and its packages.
+INSTALLED_AT = {"k8s-tools-python": Path(".tools") / "venvs" / "k8s-tools" / "bin" / "python"}
 
 
 def tool(name: str) -> str:
@@ -48,7 +57,8 @@ def tool(name: str) -> str:
         if not os.access(given, os.X_OK):
             pytest.fail(f"${env}={given} is not an executable; run `make k8s-tools`", pytrace=False)
         return given
-    candidates = [str(REPO / ".tools" / "bin" / name), shutil.which(name)]
+    installed = REPO / INSTALLED_AT.get(name, Path(".tools") / "bin" / name)
+    candidates = [str(installed), shutil.which(name)]
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
@@ -64,34 +74,67 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """Run a tool; on an unexpected failure, fail with its whole output."""
     env = {**os.environ, **kwargs.pop("env", {})}
+    cwd = kwargs.pop("cwd", REPO)
     proc = subprocess.run(
-        list(cmd), capture_output=True, text=True, env=env, cwd=kwargs.pop("cwd", REPO), **kwargs
+        list(cmd), check=False, capture_output=True, text=True, env=env, cwd=cwd, **kwargs
     )
     if check and proc.returncode != 0:
         pytest.fail(
-            f"`{' '.join(map(str, cmd))}` exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}",
+            f"`{' '.join(map(str, cmd))}` exited {proc.returncode}\n"
+            f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}",
             pytrace=False,
         )
     return proc
 
 
+# A kubeconfig whose only cluster refuses connections: no test reaches a real cluster.
+NO_CLUSTER = """\
+apiVersion: v1
+kind: Config
+clusters: [{name: none, cluster: {server: "https://127.0.0.1:1"}}]
+contexts: [{name: none, context: {cluster: none}}]
+current-context: none
+"""
+
+
 @pytest.fixture(scope="session")
 def helm_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Keep helm's config and cache out of $HOME (CI machines are shared)."""
+    """Keep helm's config and cache out of $HOME (CI machines are shared), and away from
+    whatever cluster the user's kubeconfig names."""
     home = tmp_path_factory.mktemp("helm-home")
+    (home / "kubeconfig").write_text(NO_CLUSTER)
     return {
         "HELM_CACHE_HOME": str(home / "cache"),
         "HELM_CONFIG_HOME": str(home / "config"),
         "HELM_DATA_HOME": str(home / "data"),
+        "KUBECONFIG": str(home / "kubeconfig"),
     }
 
 
+def package_chart(
+    helm: str, env: Mapping[str, str], destination: Path, chart: Path = CHART
+) -> Path:
+    """`helm package` the chart into `destination`; the .tgz it wrote."""
+    run([helm, "package", str(chart), "--destination", str(destination)], env=dict(env))
+    packages = sorted(destination.glob("*.tgz"))
+    assert len(packages) == 1, f"helm package wrote {packages} into {destination}"
+    return packages[0]
+
+
+@pytest.fixture(scope="session")
+def chart_package(helm_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """charts/tandem packaged by Helm 4, alone in a folder outside the repository."""
+    return package_chart(tool("helm"), helm_env, tmp_path_factory.mktemp("chart-package"))
+
+
 def helm_template(
-    helm: str, env: Mapping[str, str], *args: str, check: bool = True
+    helm: str, env: Mapping[str, str], package: Path, *args: str, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
+    """`helm template` the packaged chart, from the package's folder."""
     return run(
-        [helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args],
+        [helm, "template", RELEASE, f"./{package.name}", "--namespace", NAMESPACE, *args],
         env=dict(env),
+        cwd=package.parent,
         check=check,
     )
 
@@ -145,9 +188,8 @@ class Rendered:
         for doc in self.docs:
             if doc["kind"] == kind and doc["metadata"]["name"] == name:
                 return doc
-        pytest.fail(
-            f"{self.name}: no {kind} named {name}; have {[(d['kind'], d['metadata']['name']) for d in self.docs]}"
-        )
+        have = [(d["kind"], d["metadata"]["name"]) for d in self.docs]
+        pytest.fail(f"{self.name}: no {kind} named {name}; have {have}")
 
     def workloads(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         """(object, pod spec) for every Deployment and bare Pod."""
@@ -167,12 +209,12 @@ class Rendered:
 
 
 @pytest.fixture(scope="session")
-def rendered(helm_env: dict[str, str]) -> dict[str, Rendered]:
-    """Every value set, rendered once with Helm 4."""
+def rendered(helm_env: dict[str, str], chart_package: Path) -> dict[str, Rendered]:
+    """Every value set, rendered once from the package with Helm 4."""
     helm = tool("helm")
     result = {}
     for name, args in value_set_args().items():
-        text = helm_template(helm, helm_env, *args).stdout
+        text = helm_template(helm, helm_env, chart_package, *args).stdout
         docs = [d for d in yaml.safe_load_all(text) if d]
         result[name] = Rendered(name=name, args=args, text=text, docs=docs)
     return result

@@ -1,15 +1,15 @@
-"""charts/tandem: lint, Helm 3/4 parity, Kubernetes schema validation, hardening."""
+"""charts/tandem, as packaged: lint, Helm 3/4 parity, Kubernetes schema validation, hardening."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from tests.k8s.conftest import (
-    CHART,
     NAMESPACE,
     RELEASE,
     Rendered,
@@ -38,19 +38,22 @@ def kube_versions(chart_meta: dict[str, Any]) -> list[str]:
 
 @pytest.mark.parametrize("helm_name", ["helm", "helm3"])
 @pytest.mark.parametrize("value_set", VALUE_SETS)
-def test_helm_lint_strict(helm_name: str, value_set: str, helm_env: dict[str, str]) -> None:
+def test_helm_lint_strict(
+    helm_name: str, value_set: str, helm_env: dict[str, str], chart_package: Path
+) -> None:
     helm = tool(helm_name)
     proc = run(
         [
             helm,
             "lint",
             "--strict",
-            str(CHART),
+            f"./{chart_package.name}",
             "--namespace",
             NAMESPACE,
             *value_set_args()[value_set],
         ],
         env=helm_env,
+        cwd=chart_package.parent,
     )
     assert "0 chart(s) failed" in proc.stdout
 
@@ -63,10 +66,11 @@ def test_helm_versions_are_3_and_4(helm_env: dict[str, str]) -> None:
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_helm3_renders_the_same_objects(
-    value_set: str, rendered: dict[str, Rendered], helm_env: dict[str, str]
+    value_set: str, rendered: dict[str, Rendered], helm_env: dict[str, str], chart_package: Path
 ) -> None:
     """Helm 3 renders what Helm 4 renders (Grafana's random password aside)."""
-    text = helm_template(tool("helm3"), helm_env, *value_set_args()[value_set]).stdout
+    args = value_set_args()[value_set]
+    text = helm_template(tool("helm3"), helm_env, chart_package, *args).stdout
 
     def normalise(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for doc in docs:
@@ -218,7 +222,10 @@ def test_tempo_storage(rendered: dict[str, Rendered]) -> None:
 
 
 def test_tempo_grace_period_is_a_value_above_a_clean_stop(
-    rendered: dict[str, Rendered], values: dict[str, Any], helm_env: dict[str, str]
+    rendered: dict[str, Rendered],
+    values: dict[str, Any],
+    helm_env: dict[str, str],
+    chart_package: Path,
 ) -> None:
     """A clean stop takes Tempo about 30 s; the grace period bounds 3.0.3's hang on SIGTERM."""
 
@@ -229,7 +236,7 @@ def test_tempo_grace_period_is_a_value_above_a_clean_stop(
     default = values["tempo"]["terminationGracePeriodSeconds"]
     assert grace(rendered["default"]) == default == 45
     text = helm_template(
-        tool("helm"), helm_env, "--set", "tempo.terminationGracePeriodSeconds=90"
+        tool("helm"), helm_env, chart_package, "--set", "tempo.terminationGracePeriodSeconds=90"
     ).stdout
     docs = [d for d in yaml.safe_load_all(text) if d]
     assert grace(Rendered("grace-90", [], text, docs)) == 90
@@ -245,7 +252,7 @@ def test_disabled_components_render_nothing(rendered: dict[str, Rendered]) -> No
     assert "grafana" in components(rendered["grafana"])
 
 
-def test_notes_explain_how_to_find_a_trace(helm_env: dict[str, str]) -> None:
+def test_notes_explain_how_to_find_a_trace(helm_env: dict[str, str], chart_package: Path) -> None:
     """NOTES.txt: a request, its trace id (body and traceresponse header), Tempo's API."""
     helm = tool("helm")
     notes = run(
@@ -253,7 +260,7 @@ def test_notes_explain_how_to_find_a_trace(helm_env: dict[str, str]) -> None:
             helm,
             "install",
             RELEASE,
-            str(CHART),
+            f"./{chart_package.name}",
             "--dry-run=client",
             "--namespace",
             NAMESPACE,
@@ -261,6 +268,7 @@ def test_notes_explain_how_to_find_a_trace(helm_env: dict[str, str]) -> None:
             "grafana.enabled=true",
         ],
         env=helm_env,
+        cwd=chart_package.parent,
     ).stdout
     for needle in (
         "/api/work?tasks=",

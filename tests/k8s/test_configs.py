@@ -4,6 +4,7 @@ pinned versions."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,10 +110,14 @@ def expand_env(text: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\{([A-Z0-9_]+):-([^}]*)\}", fill, text)
 
 
-def test_retention_reaches_the_key_tempos_backend_worker_reads(helm_env: dict[str, str]) -> None:
+def test_retention_reaches_the_key_tempos_backend_worker_reads(
+    helm_env: dict[str, str], chart_package: Path
+) -> None:
     """Tempo 3.0.3's backend worker deletes blocks by backend_worker.compaction.block_retention
     (default 336h); the chart's tempo.retention must land there, through the container's env."""
-    text = helm_template(tool("helm"), helm_env, "--set", "tempo.retention=72h").stdout
+    text = helm_template(
+        tool("helm"), helm_env, chart_package, "--set", "tempo.retention=72h"
+    ).stdout
     r = Rendered("retention-72h", [], text, [d for d in yaml.safe_load_all(text) if d])
     env = {e["name"]: e["value"] for e in r.container("tempo")["env"]}
     config = yaml.safe_load(

@@ -1,4 +1,4 @@
-"""services/Dockerfile, for both images: hadolint-clean, pinned, non-root, fed by current lock exports.
+"""services/Dockerfile, both images: hadolint-clean, pinned, non-root, fed by fresh lock exports.
 
 tests/containers builds and runs it; these checks read it.
 """
@@ -130,7 +130,7 @@ def test_dockerfile_shape() -> None:
     # Dependencies from the service's hash-pinned export, binary wheels only (no compiler).
     assert "${SERVICE}/requirements.lock" in build_text
     assert "--require-hashes" in build_text and "--only-binary=:all:" in build_text
-    # The proxy CA arrives as a build secret on the steps that reach the index, never by COPY or ARG.
+    # The proxy CA comes as a build secret on the steps that reach the index, never by COPY or ARG.
     installs = [args for word, args in build if word == "RUN" and "pip install" in args]
     assert installs and all("--mount=type=secret,id=ca-bundle" in args for args in installs)
     assert not re.search(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -225,13 +226,13 @@ def test_only_the_worker_reaches_the_internal_port(
 
 
 def test_clients_allowed_everywhere_still_do_not_reach_the_internal_port(
-    helm_env: dict[str, str],
+    helm_env: dict[str, str], chart_package: Path
 ) -> None:
     """clientPeers that admit every pod of every namespace, and every address, widen the
     public port only."""
     everyone = [{"namespaceSelector": {}, "podSelector": {}}, {"ipBlock": {"cidr": "0.0.0.0/0"}}]
     args = ["--set-json", f"gateway.networkPolicy.clientPeers={json.dumps(everyone)}"]
-    text = helm_template(tool("helm"), helm_env, *args).stdout
+    text = helm_template(tool("helm"), helm_env, chart_package, *args).stdout
     r = Rendered("clients-everywhere", args, text, [d for d in yaml.safe_load_all(text) if d])
     assert internal_port_flows(r) == {("worker", "gateway", GATEWAY_INTERNAL_PORT)}
     assert (STRANGER, "gateway", GATEWAY_PORT) in allowed_flows(r)

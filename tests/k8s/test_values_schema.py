@@ -7,9 +7,12 @@ accepted. Cross-field rules are template `fail`s with their own sentence.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from tests.k8s.conftest import helm_template, tool
+from tests.k8s.conftest import CHART, helm_template, tool
 
 # (case, helm --set/--set-string args, the field the error must name)
 SCHEMA_CASES = [
@@ -94,9 +97,14 @@ def names_field(message: str, field: str) -> bool:
 @pytest.mark.parametrize("helm_name", ["helm", "helm3"])
 @pytest.mark.parametrize(("case", "args", "field"), SCHEMA_CASES, ids=[c[0] for c in SCHEMA_CASES])
 def test_schema_rejects(
-    helm_name: str, case: str, args: list[str], field: str, helm_env: dict[str, str]
+    helm_name: str,
+    case: str,
+    args: list[str],
+    field: str,
+    helm_env: dict[str, str],
+    chart_package: Path,
 ) -> None:
-    proc = helm_template(tool(helm_name), helm_env, *args, check=False)
+    proc = helm_template(tool(helm_name), helm_env, chart_package, *args, check=False)
     assert proc.returncode != 0, f"{case}: accepted"
     assert names_field(proc.stderr, field), f"{case}: error does not name {field}:\n{proc.stderr}"
 
@@ -104,9 +112,14 @@ def test_schema_rejects(
 @pytest.mark.parametrize("helm_name", ["helm", "helm3"])
 @pytest.mark.parametrize(("case", "args", "message"), FAIL_CASES, ids=[c[0] for c in FAIL_CASES])
 def test_cross_field_rules(
-    helm_name: str, case: str, args: list[str], message: str, helm_env: dict[str, str]
+    helm_name: str,
+    case: str,
+    args: list[str],
+    message: str,
+    helm_env: dict[str, str],
+    chart_package: Path,
 ) -> None:
-    proc = helm_template(tool(helm_name), helm_env, *args, check=False)
+    proc = helm_template(tool(helm_name), helm_env, chart_package, *args, check=False)
     assert proc.returncode != 0, f"{case}: accepted"
     assert message in proc.stderr, proc.stderr
 
@@ -114,10 +127,6 @@ def test_cross_field_rules(
 def test_schema_is_closed_at_every_level() -> None:
     """additionalProperties: false on every object the chart itself defines
     (Kubernetes objects passed through, like affinity, stay open)."""
-    import json
-
-    from tests.k8s.conftest import CHART
-
     schema = json.loads((CHART / "values.schema.json").read_text())
     open_on_purpose = {
         "podSecurityContext",

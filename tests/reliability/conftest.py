@@ -12,7 +12,7 @@ from tests.reliability import report
 # One row each in the report (see report.py); it is written only when all of them ran.
 SCENARIOS = (
     "collector down from the start",
-    "collector flaps for 10 s",
+    "collector down under load, then back",
     "collector slow (2 s per export)",
     "worker down",
     "worker slow",

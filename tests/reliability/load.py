@@ -49,7 +49,8 @@ async def drive(
     timeout: float = 30.0,
     result: LoadResult | None = None,
 ) -> LoadResult:
-    """Send GET `url` from `concurrency` loops until `requests` are sent, `duration` passes, or `keep_going()` is false.
+    """Send GET `url` from `concurrency` loops until `requests` are sent, `duration` passes, or
+    `keep_going()` is false.
 
     Pass `result` to watch the answers while the load runs.
     """
@@ -95,7 +96,7 @@ async def answered(result: LoadResult, count: int, load: asyncio.Task[LoadResult
 def incomplete_traces(
     tempo_url: str, trace_ids: list[str], spans_per_trace: int, timeout: float
 ) -> list[tuple[str, int]]:
-    """(trace id, spans found) for each trace that has not all its spans in Tempo within `timeout`."""
+    """(trace id, spans found) for each trace not whole in Tempo within `timeout`."""
     incomplete = []
     with TempoClient(tempo_url) as tempo:
         deadline = time.monotonic() + timeout

@@ -70,8 +70,10 @@ def write(expected_scenarios: int) -> Path | None:
         "",
         "Written by the fault-injection suite (`tests/reliability`) on its last full run by",
         "`make reliability-report` (`make test` writes the same table to `.run/reliability.md`).",
-        f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()} {platform.machine()}.",
-        "Every request here is on loopback; no figure is a test assertion except the failure counts and span counts.",
+        f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()} "
+        f"{platform.machine()}.",
+        "Every request here is on loopback; no figure is a test assertion except the failure "
+        "counts and span counts.",
         "",
         "| " + " | ".join(n.replace("_", " ") for n in names) + " |",
         "|" + "---|" * len(names),
