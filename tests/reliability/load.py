@@ -101,10 +101,10 @@ def incomplete_traces(
     with TempoClient(tempo_url) as tempo:
         deadline = time.monotonic() + timeout
         for trace_id in trace_ids:
-            spans = tempo.trace(trace_id) or []
+            spans = tempo.trace(trace_id)
             while len(spans) < spans_per_trace and time.monotonic() < deadline:
                 time.sleep(0.2)
-                spans = tempo.trace(trace_id) or []
+                spans = tempo.trace(trace_id)
             if len(spans) != spans_per_trace:
                 incomplete.append((trace_id, len(spans)))
     return incomplete
