@@ -67,7 +67,7 @@ if "mainfree" in modes:
             _loop.append(asyncio.get_running_loop())
         await _original_call(self, scope, receive, send)
 
-    middleware.TracingMiddleware.__call__ = _remember_loop  # type: ignore[method-assign]
+    middleware.TracingMiddleware.__call__ = _remember_loop  # type: ignore[method-assign]  # the diagnostic patch
     _original_export = delivery.AccountedSpanExporter.export
 
     def _export_then_release_on_loop(self, spans):
@@ -76,7 +76,7 @@ if "mainfree" in modes:
             _loop[0].call_soon_threadsafe(_loop[0].call_later, 0.05, lambda batch: None, spans)
         return result
 
-    delivery.AccountedSpanExporter.export = _export_then_release_on_loop  # type: ignore[method-assign]
+    delivery.AccountedSpanExporter.export = _export_then_release_on_loop  # type: ignore[method-assign]  # the diagnostic patch
 if "gcstats" in modes:
     import atexit
     import json

@@ -57,7 +57,7 @@ class _Http11(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = transport  # type: ignore[assignment]  # a TCP server: always a Transport
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer + data

@@ -47,7 +47,7 @@ class ConsoleWriter:
                 return
             stream = self._stream or sys.stdout
             try:
-                stream.write(item)  # type: ignore[arg-type]
+                stream.write(item)  # type: ignore[arg-type]  # the queue holds str or the _STOP sentinel
                 stream.flush()
             except (OSError, ValueError):  # closed or broken stdout: nothing to do
                 pass

@@ -732,7 +732,7 @@ def test_fixed_corpus(stack: Stack, collector: Collector) -> None:
         if response.status != 200:
             problems.append(f"{label}: status {response.status} {response.body[:300]!r}")
             return None
-        if response.trace_id is None or response.json()["trace_id"] != response.trace_id:  # type: ignore[index]
+        if response.trace_id is None or response.json()["trace_id"] != response.trace_id:  # type: ignore[index]  # work() returned a response here
             problems.append(f"{label}: the body's trace_id and the traceresponse header differ")
         return response
 
@@ -748,8 +748,8 @@ def test_fixed_corpus(stack: Stack, collector: Collector) -> None:
         if response.trace_id == T:
             problems.append(f"traceparent {name}: the invalid caller's trace {T} was continued")
         else:
-            new_traces[response.trace_id] = name  # type: ignore[index]
-        if response.json()["results"][0]["baggage"] != {"kept": "yes"}:  # type: ignore[index]
+            new_traces[response.trace_id] = name  # type: ignore[index]  # work() returned a response here
+        if response.json()["results"][0]["baggage"] != {"kept": "yes"}:  # type: ignore[index]  # work() returned a response here
             problems.append(f"traceparent {name}: baggage must not depend on the traceparent")
     # Two traceparent headers combine into one invalid value (RFC 9110 §5.3), so they too start a
     # new trace.
@@ -765,7 +765,7 @@ def test_fixed_corpus(stack: Stack, collector: Collector) -> None:
         if response.trace_id == T:
             problems.append("two traceparent headers: the caller's trace was continued")
         else:
-            new_traces[response.trace_id] = "two traceparent headers"  # type: ignore[index]
+            new_traces[response.trace_id] = "two traceparent headers"  # type: ignore[index]  # work() returned a response here
 
     # 2. A valid traceparent continues the trace: a future version with extra fields, and controls.
     continued: dict[
@@ -814,7 +814,7 @@ def test_fixed_corpus(stack: Stack, collector: Collector) -> None:
     # got.
     for name, (value, expected) in BAGGAGE.items():
         response = work([("baggage", value)], f"baggage {name}")
-        if response is not None and (seen := response.json()["results"][0]["baggage"]) != expected:  # type: ignore[index]
+        if response is not None and (seen := response.json()["results"][0]["baggage"]) != expected:  # type: ignore[index]  # work() returned a response here
             problems.append(f"baggage {name}: the worker saw {seen!r}, expected {expected!r}")
 
     # 4. Bad parameters, bodies, content types, methods, Host headers, oversized headers.
@@ -1105,7 +1105,7 @@ def test_hypothesis(stack: Stack, collector: Collector) -> None:
         ]
         response = send(services.ports.gateway, http_request("GET", "/api/work?tasks=1", headers))
         assert response.status == 200, f"{response.status} {response.body[:300]!r}"
-        examples_per_trace[response.trace_id] += 1  # type: ignore[index]
+        examples_per_trace[response.trace_id] += 1  # type: ignore[index]  # work() returned a response here
         # The server sees each value without its surrounding whitespace (RFC 9110 §5.5).
         seen = {name: value.strip(b" \t") for name, value in headers}
         text = {name: value.decode("latin-1") for name, value in seen.items()}
@@ -1127,9 +1127,9 @@ def test_hypothesis(stack: Stack, collector: Collector) -> None:
             assert response.trace_id is not None and (
                 traceparent is None or response.trace_id not in traceparent.lower()
             ), "an invalid traceparent must start a new trace"
-            checks[response.trace_id] = (None, None)  # type: ignore[index]
+            checks[response.trace_id] = (None, None)  # type: ignore[index]  # work() returned a response here
         expected_baggage = parse_baggage(text["baggage"]) if "baggage" in text else {}
-        assert response.json()["results"][0]["baggage"] == expected_baggage  # type: ignore[index]
+        assert response.json()["results"][0]["baggage"] == expected_baggage  # type: ignore[index]  # work() returned a response here
 
     @settings(limits, max_examples=40)
     @given(body=_bodies, content_type=_content_types)
