@@ -20,6 +20,7 @@ from gateway.settings import SERVICE_NAME, Settings
 from tandem_service import (
     EXCEPTION_HANDLERS,
     HEALTH_ROUTES,
+    AdmissionLimit,
     BadRequest,
     RequestGuard,
     int_param,
@@ -32,6 +33,8 @@ logger = logging.getLogger("gateway")
 MAX_TASKS = 16
 MAX_DELAY_MS = 5000
 FAILURE_MODES = frozenset({"worker"})
+# Routes Tandem's own services call; exempt from the admission limit.
+INTERNAL_PREFIXES = ("/internal/",)
 
 
 async def work(request: Request) -> JSONResponse:
@@ -45,10 +48,15 @@ async def work(request: Request) -> JSONResponse:
         )
 
     client: httpx.AsyncClient = request.app.state.worker
+    # Shared by every request this process serves: the worker sees at most that many calls.
+    permits: asyncio.Semaphore = request.app.state.worker_permits
+
+    async def run_task(payload: dict[str, int | bool]) -> httpx.Response:
+        async with permits:
+            return await client.post("/tasks", json=payload)
+
     payloads = [{"task": i, "delay_ms": delay_ms, "fail": fail == "worker"} for i in range(tasks)]
-    outcomes = await asyncio.gather(
-        *(client.post("/tasks", json=p) for p in payloads), return_exceptions=True
-    )
+    outcomes = await asyncio.gather(*(run_task(p) for p in payloads), return_exceptions=True)
     trace_id = f"{trace.get_current_span().get_span_context().trace_id:032x}"
     failure = _worst_failure(outcomes, trace_id)
     if failure is not None:
@@ -63,9 +71,12 @@ def _worst_failure(
 ) -> JSONResponse | None:
     """Map the fan-out's failures to one answer.
 
-    A timeout (504) wins over an unreachable worker (503), which wins over a bad reply (502).
+    A timeout (504) wins over an unreachable worker (503), which wins over an
+    overloaded one (503 with Retry-After: the worker shed the task, so the
+    caller may retry later), which wins over a bad reply (502).
     """
     statuses = []
+    retry_after: list[int] = []
     for outcome in outcomes:
         if isinstance(outcome, httpx.TimeoutException):  # TotalTimeout included
             statuses.append(
@@ -86,6 +97,11 @@ def _worst_failure(
                     f"the call to the worker failed: {type(outcome).__name__}",
                 )
             )
+        elif outcome.status_code == 503 and (seconds := _retry_after(outcome)) is not None:
+            retry_after.append(seconds)
+            statuses.append(
+                (503, "worker_overloaded", "the worker is at its limit and shed the task")
+            )
         elif outcome.status_code >= 500:
             statuses.append((502, "worker_error", f"the worker answered {outcome.status_code}"))
         elif outcome.status_code >= 400:
@@ -95,9 +111,18 @@ def _worst_failure(
     if not statuses:
         return None
     status, error, detail = max(statuses)
-    return json_error(
+    answer = json_error(
         status, error, detail, trace_id=trace_id, failed_tasks=len(statuses), tasks=len(outcomes)
     )
+    if error == "worker_overloaded":
+        answer.headers["retry-after"] = str(max(retry_after))
+    return answer
+
+
+def _retry_after(response: httpx.Response) -> int | None:
+    """A response's Retry-After in whole seconds (RFC 9110 §10.2.3), if it has a usable one."""
+    value = response.headers.get("retry-after", "").strip()
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 async def quota(request: Request) -> JSONResponse:
@@ -120,6 +145,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         async with create_client(settings.worker_url, timeouts=timeouts) as worker:
             app.state.worker = worker
+            app.state.worker_permits = asyncio.Semaphore(settings.worker_concurrency)
             app.state.quota_counter = itertools.count(1)
             app.state.ready = True
             try:
@@ -133,6 +159,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *HEALTH_ROUTES,
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    # Added before instrument(...), so it runs inside the tracing middleware: a shed request
+    # still gets its span. The worker's quota calls are never shed: they finish admitted requests.
+    app.add_middleware(
+        AdmissionLimit, limit=settings.max_in_flight, exempt_prefixes=INTERNAL_PREFIXES
+    )
     app = instrument(app, SERVICE_NAME, service_version=__version__)
     # Added last, so it runs first: malformed Host headers and absolute-form targets never
     # reach a span.

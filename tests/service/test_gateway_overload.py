@@ -1,0 +1,155 @@
+"""The gateway under overload, in-process against a stand-in worker held on events.
+
+Its own limit sheds /api/work at once while its quota endpoint and health stay
+open; a worker's shed comes back as a 503 the caller can tell from a failure;
+its fan-out to the worker is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from tandem_service import SHED_COUNTER, SHED_ERROR_TYPE
+from tests.service.helpers import HANG_GUARD, Gate, metric_points
+from tests.support import Pipeline, served
+
+pytestmark = pytest.mark.anyio
+
+
+@dataclass
+class StandInWorker:
+    """POST /tasks as the worker answers it: a quota call to the gateway, then the gate."""
+
+    gate: Gate
+    gateway_url: str = ""
+    shed_with_retry_after: str | None = None
+    quota_statuses: list[int] = field(default_factory=list)
+    calls: int = 0
+    in_flight: int = 0
+    peak: int = 0
+
+    def app(self) -> Starlette:
+        async def tasks(request: Request) -> JSONResponse:
+            self.calls += 1
+            task = (await request.json())["task"]
+            if self.shed_with_retry_after is not None:
+                return JSONResponse(
+                    {"error": "overloaded"},
+                    status_code=503,
+                    headers={"retry-after": self.shed_with_retry_after},
+                )
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            try:
+                async with httpx.AsyncClient(base_url=self.gateway_url) as gateway:
+                    quota = await gateway.get("/internal/quota", params={"task": task})
+                self.quota_statuses.append(quota.status_code)
+                await self.gate.hold()
+            finally:
+                self.in_flight -= 1
+            return JSONResponse({"task": task, "quota": quota.json()})
+
+        return Starlette(routes=[Route("/tasks", tasks, methods=["POST"])])
+
+
+@asynccontextmanager
+async def gateway_and_worker(
+    worker: StandInWorker, **settings: int
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with served(worker.app()) as worker_url:
+        app = create_app(Settings(worker_url=worker_url, **settings))
+        async with served(app) as gateway_url, httpx.AsyncClient(base_url=gateway_url) as client:
+            worker.gateway_url = gateway_url
+            yield client
+
+
+async def test_the_gateway_sheds_at_its_limit_and_its_quota_calls_still_pass(
+    pipeline: Pipeline,
+) -> None:
+    limit, extra = 2, 3
+    worker = StandInWorker(Gate(limit))
+    async with gateway_and_worker(worker, max_in_flight=limit) as client:
+        admitted = [
+            asyncio.create_task(client.get("/api/work", params={"tasks": 1})) for _ in range(limit)
+        ]
+        # Each admitted request has reached the worker, and its quota call the gateway.
+        await worker.gate.wait_all_in()
+        shed = [await client.get("/api/work", params={"tasks": 1}) for _ in range(extra)]
+        ready = await client.get("/readyz")
+        assert all(not task.done() for task in admitted)
+        worker.gate.release.set()
+        done = await asyncio.wait_for(asyncio.gather(*admitted), HANG_GUARD)
+
+    assert [r.status_code for r in done] == [200] * limit
+    assert [r.status_code for r in shed] == [503] * extra
+    assert all(r.headers["retry-after"] == "1" for r in shed)
+    assert all(r.json()["error"] == "overloaded" for r in shed)
+    assert ready.status_code == 200
+    # The worker's quota calls came in while /api/work was at its limit.
+    assert worker.quota_statuses == [200] * limit
+    assert worker.calls == limit
+    shed_spans = [
+        s for s in pipeline.named("GET /api/work") if s.attributes.get("error.type") is not None
+    ]
+    assert len(shed_spans) == extra
+    assert all(s.attributes["error.type"] == SHED_ERROR_TYPE for s in shed_spans)
+    assert all(s.attributes["http.response.status_code"] == 503 for s in shed_spans)
+    (counted,) = metric_points(pipeline, SHED_COUNTER)
+    assert counted.value == extra
+    assert counted.attributes["http.route"] == "/api/work"
+
+
+async def test_a_worker_shed_is_a_503_with_retry_after_and_is_not_retried(
+    pipeline: Pipeline,
+) -> None:
+    tasks = 3
+    worker = StandInWorker(Gate(tasks), shed_with_retry_after="2")
+    async with gateway_and_worker(worker) as client:
+        response = await client.get("/api/work", params={"tasks": tasks})
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "2"
+    body = response.json()
+    assert body["error"] == "worker_overloaded"
+    assert body["failed_tasks"] == tasks
+    # One call per task: a shed task is not retried.
+    assert worker.calls == tasks
+    posts = pipeline.named("POST")
+    assert len(posts) == tasks
+    assert all("http.request.resend_count" not in s.attributes for s in posts)
+
+
+async def test_a_worker_503_without_retry_after_is_a_worker_error(pipeline: Pipeline) -> None:
+    worker = StandInWorker(Gate(1), shed_with_retry_after="")
+    async with gateway_and_worker(worker) as client:
+        response = await client.get("/api/work", params={"tasks": 1})
+    assert response.status_code == 502
+    assert response.json()["error"] == "worker_error"
+    assert "retry-after" not in response.headers
+
+
+async def test_the_fan_out_to_the_worker_is_bounded(pipeline: Pipeline) -> None:
+    bound, tasks = 2, 5
+    worker = StandInWorker(Gate(bound))
+    async with gateway_and_worker(worker, worker_concurrency=bound) as client:
+        request = asyncio.create_task(client.get("/api/work", params={"tasks": tasks}))
+        await worker.gate.wait_all_in()
+        # The other tasks wait for a permit; every one of them gets its turn once these finish.
+        worker.gate.release.set()
+        response = await asyncio.wait_for(request, HANG_GUARD)
+    assert response.status_code == 200
+    assert len(response.json()["results"]) == tasks
+    assert worker.calls == tasks
+    assert worker.peak == bound
