@@ -17,17 +17,23 @@ class Gate:
     def __init__(self, expected: int) -> None:
         self.expected = expected
         self.entered = 0
-        self.all_in = asyncio.Event()
         self.release = asyncio.Event()
+        self._entering = asyncio.Condition()
 
     async def hold(self) -> None:
-        self.entered += 1
-        if self.entered == self.expected:
-            self.all_in.set()
+        async with self._entering:
+            self.entered += 1
+            self._entering.notify_all()
         await self.release.wait()
 
+    async def wait_entered(self, count: int) -> None:
+        async with self._entering:
+            await asyncio.wait_for(
+                self._entering.wait_for(lambda: self.entered >= count), HANG_GUARD
+            )
+
     async def wait_all_in(self) -> None:
-        await asyncio.wait_for(self.all_in.wait(), HANG_GUARD)
+        await self.wait_entered(self.expected)
 
 
 def metric_points(pipeline: Pipeline, name: str) -> list[Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
@@ -12,6 +13,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import Scope
 
 from tandem_service import (
     HEALTH_ROUTES,
@@ -28,6 +30,12 @@ pytestmark = pytest.mark.anyio
 
 LIMIT = 3
 EXTRA = 4
+
+
+def weight(scope: Scope) -> int:
+    """A request's cost: its `weight` query parameter, else 1."""
+    query = dict(parse_qsl(scope["query_string"].decode()))
+    return int(query.get("weight", "1"))
 
 
 def make_app(pipeline: Pipeline, gate: Gate, *, limit: int = LIMIT) -> Starlette:
@@ -54,7 +62,7 @@ def make_app(pipeline: Pipeline, gate: Gate, *, limit: int = LIMIT) -> Starlette
         middleware=[
             # The first is the outermost: the admission limit runs inside the span.
             Middleware(TracingMiddleware, telemetry=pipeline.telemetry),
-            Middleware(AdmissionLimit, limit=limit, exempt_prefixes=("/internal/",)),
+            Middleware(AdmissionLimit, limit=limit, cost=weight, exempt_prefixes=("/internal/",)),
         ],
     )
     app.state.ready = True
@@ -90,7 +98,6 @@ async def test_beyond_the_limit_requests_are_shed_at_once_and_the_rest_succeed(
         assert response.headers["content-type"] == "application/json"
         body = response.json()
         assert body["error"] == "overloaded"
-        assert body["limit"] == LIMIT
         assert body["retry_after"] == 1
     # No shed request ever reached the handler.
     assert gate.entered == LIMIT
@@ -175,6 +182,35 @@ async def test_a_failed_request_gives_its_place_back(pipeline: Pipeline) -> None
         (done,) = await asyncio.wait_for(asyncio.gather(*admitted), HANG_GUARD)
     assert done.status_code == 200
     assert shed.status_code == 503
+
+
+async def test_requests_weigh_their_cost_against_the_limit(pipeline: Pipeline) -> None:
+    """With LIMIT 3 and a request of weight 2 in: one of weight 2 is shed, one of 1 fits."""
+    gate = Gate(2)
+    async with served(make_app(pipeline, gate)) as base, httpx.AsyncClient(base_url=base) as client:
+        heavy = asyncio.create_task(client.get("/slow", params={"weight": 2}))
+        await gate.wait_entered(1)
+        too_heavy = await client.get("/slow", params={"weight": 2})
+        light = asyncio.create_task(client.get("/slow", params={"weight": 1}))
+        await gate.wait_all_in()
+        full = await client.get("/slow", params={"weight": 1})
+        gate.release.set()
+        done = await asyncio.wait_for(asyncio.gather(heavy, light), HANG_GUARD)
+    assert [r.status_code for r in done] == [200, 200]
+    assert too_heavy.status_code == 503
+    assert full.status_code == 503
+
+
+async def test_a_request_heavier_than_the_limit_runs_alone(pipeline: Pipeline) -> None:
+    gate = Gate(1)
+    async with served(make_app(pipeline, gate)) as base, httpx.AsyncClient(base_url=base) as client:
+        huge = asyncio.create_task(client.get("/slow", params={"weight": 10 * LIMIT}))
+        await gate.wait_all_in()
+        other = await client.get("/slow")
+        gate.release.set()
+        done = await asyncio.wait_for(huge, HANG_GUARD)
+    assert done.status_code == 200
+    assert other.status_code == 503
 
 
 async def test_limit_zero_admits_everything(pipeline: Pipeline) -> None:

@@ -2,7 +2,7 @@
 
 Its own limit sheds /api/work at once while its quota endpoint and health stay
 open; a worker's shed comes back as a 503 the caller can tell from a failure;
-its fan-out to the worker is bounded.
+its limit counts worker tasks, so it bounds its fan-out to the worker.
 """
 
 from __future__ import annotations
@@ -140,16 +140,37 @@ async def test_a_worker_503_without_retry_after_is_a_worker_error(pipeline: Pipe
     assert "retry-after" not in response.headers
 
 
-async def test_the_fan_out_to_the_worker_is_bounded(pipeline: Pipeline) -> None:
-    bound, tasks = 2, 5
-    worker = StandInWorker(Gate(bound))
-    async with gateway_and_worker(worker, worker_concurrency=bound) as client:
-        request = asyncio.create_task(client.get("/api/work", params={"tasks": tasks}))
+async def test_the_limit_counts_worker_tasks_so_it_bounds_the_fan_out(
+    pipeline: Pipeline,
+) -> None:
+    """With a limit of 4 tasks, a 3-task request leaves room for 1 task, not for 2."""
+    worker = StandInWorker(Gate(4))
+    async with gateway_and_worker(worker, max_in_flight=4) as client:
+        three = asyncio.create_task(client.get("/api/work", params={"tasks": 3}))
+        await worker.gate.wait_entered(3)
+        two = await client.get("/api/work", params={"tasks": 2})
+        one = asyncio.create_task(client.get("/api/work", params={"tasks": 1}))
         await worker.gate.wait_all_in()
-        # The other tasks wait for a permit; every one of them gets its turn once these finish.
+        another = await client.get("/api/work", params={"tasks": 1})
         worker.gate.release.set()
-        response = await asyncio.wait_for(request, HANG_GUARD)
-    assert response.status_code == 200
-    assert len(response.json()["results"]) == tasks
-    assert worker.calls == tasks
-    assert worker.peak == bound
+        done = await asyncio.wait_for(asyncio.gather(three, one), HANG_GUARD)
+    assert [r.status_code for r in done] == [200, 200]
+    assert [len(r.json()["results"]) for r in done] == [3, 1]
+    assert two.status_code == 503 and another.status_code == 503
+    # The worker never had more than the limit's 4 tasks at once.
+    assert worker.peak == 4
+    assert worker.calls == 4
+
+
+def test_work_cost_reads_tasks_and_never_fails() -> None:
+    from gateway.app import DEFAULT_TASKS, work_cost
+
+    def scope(path: str, query: bytes) -> dict[str, object]:
+        return {"path": path, "query_string": query}
+
+    assert work_cost(scope("/api/work", b"tasks=8&delay_ms=5")) == 8
+    assert work_cost(scope("/api/work", b"")) == DEFAULT_TASKS
+    assert work_cost(scope("/api/work", b"tasks=%C2%B2")) == 1
+    assert work_cost(scope("/api/work", b"tasks=-3")) == 1
+    assert work_cost(scope("/api/work", b"tasks=" + b"9" * 40)) == 1
+    assert work_cost(scope("/api/other", b"tasks=8")) == 1

@@ -7,6 +7,7 @@ import itertools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import parse_qsl
 
 import httpx
 from opentelemetry import trace
@@ -14,6 +15,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import Scope
 
 from gateway import __version__
 from gateway.settings import SERVICE_NAME, Settings
@@ -30,6 +32,7 @@ from tandem_telemetry import Timeouts, create_client, instrument
 
 logger = logging.getLogger("gateway")
 
+DEFAULT_TASKS = 2
 MAX_TASKS = 16
 MAX_DELAY_MS = 5000
 FAILURE_MODES = frozenset({"worker"})
@@ -37,9 +40,23 @@ FAILURE_MODES = frozenset({"worker"})
 INTERNAL_PREFIXES = ("/internal/",)
 
 
+def work_cost(scope: Scope) -> int:
+    """What a request weighs against the admission limit: the worker tasks it fans out to.
+
+    Read before routing and validation, so anything unreadable weighs 1 (and is refused by
+    `work` with a 422 if it is admitted).
+    """
+    if scope["path"] != "/api/work":
+        return 1
+    for name, value in parse_qsl(scope["query_string"].decode("latin-1")):
+        if name == "tasks":
+            return int(value) if value.isascii() and value.isdigit() and len(value) < 3 else 1
+    return DEFAULT_TASKS
+
+
 async def work(request: Request) -> JSONResponse:
     """Send `tasks` concurrent tasks to the worker and gather their results."""
-    tasks = int_param(request, "tasks", default=2, low=1, high=MAX_TASKS)
+    tasks = int_param(request, "tasks", default=DEFAULT_TASKS, low=1, high=MAX_TASKS)
     delay_ms = int_param(request, "delay_ms", default=0, low=0, high=MAX_DELAY_MS)
     fail = request.query_params.get("fail")
     if fail is not None and fail not in FAILURE_MODES:
@@ -48,15 +65,10 @@ async def work(request: Request) -> JSONResponse:
         )
 
     client: httpx.AsyncClient = request.app.state.worker
-    # Shared by every request this process serves: the worker sees at most that many calls.
-    permits: asyncio.Semaphore = request.app.state.worker_permits
-
-    async def run_task(payload: dict[str, int | bool]) -> httpx.Response:
-        async with permits:
-            return await client.post("/tasks", json=payload)
-
     payloads = [{"task": i, "delay_ms": delay_ms, "fail": fail == "worker"} for i in range(tasks)]
-    outcomes = await asyncio.gather(*(run_task(p) for p in payloads), return_exceptions=True)
+    outcomes = await asyncio.gather(
+        *(client.post("/tasks", json=p) for p in payloads), return_exceptions=True
+    )
     trace_id = f"{trace.get_current_span().get_span_context().trace_id:032x}"
     failure = _worst_failure(outcomes, trace_id)
     if failure is not None:
@@ -145,7 +157,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         async with create_client(settings.worker_url, timeouts=timeouts) as worker:
             app.state.worker = worker
-            app.state.worker_permits = asyncio.Semaphore(settings.worker_concurrency)
             app.state.quota_counter = itertools.count(1)
             app.state.ready = True
             try:
@@ -160,9 +171,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
     # Added before instrument(...), so it runs inside the tracing middleware: a shed request
-    # still gets its span. The worker's quota calls are never shed: they finish admitted requests.
+    # still gets its span. The limit is on worker tasks (work_cost), so it also bounds the
+    # fan-out to the worker. The worker's quota calls are never shed: they finish admitted requests.
     app.add_middleware(
-        AdmissionLimit, limit=settings.max_in_flight, exempt_prefixes=INTERNAL_PREFIXES
+        AdmissionLimit,
+        limit=settings.max_in_flight,
+        cost=work_cost,
+        exempt_prefixes=INTERNAL_PREFIXES,
     )
     app = instrument(app, SERVICE_NAME, service_version=__version__)
     # Added last, so it runs first: malformed Host headers and absolute-form targets never

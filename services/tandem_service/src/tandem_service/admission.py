@@ -1,4 +1,4 @@
-"""An admission limit: at most `limit` requests in flight; the next one is shed at once.
+"""An admission limit: a bounded amount of work in flight; a request beyond it is shed at once.
 
 A request beyond the limit is answered 503 straight away, with a JSON body
 and `Retry-After`, and never waits behind the requests already admitted, so
@@ -16,7 +16,7 @@ middleware: a shed request still gets its SERVER span, with status 503 and
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from opentelemetry.metrics import Counter
 from starlette.routing import BaseRoute, Match
@@ -43,13 +43,21 @@ def max_in_flight_from_env(default: int) -> int:
     return env_int("MAX_IN_FLIGHT", default, minimum=0)
 
 
-class AdmissionLimit:
-    """Admit at most `limit` HTTP requests at once; answer the rest 503 at once.
+# What a request weighs against the limit, from its scope (1 when not given).
+Cost = Callable[[Scope], int]
 
-    `limit` 0 admits everything. Paths in `exempt_paths` (the health
-    endpoints by default) and under `exempt_prefixes` are neither counted
-    nor shed. The count is per server process: one event loop, so a plain
-    integer, no lock.
+
+class AdmissionLimit:
+    """Admit requests while the work in flight is within `limit`; answer the rest 503 at once.
+
+    Each request weighs 1, or what `cost(scope)` says: the gateway weighs an
+    /api/work request by the worker tasks it fans out to, so that its limit
+    is on the work it sends downstream, whatever the mix of requests. A
+    request heavier than the whole limit weighs the limit: it is admitted
+    when nothing else is in flight. `limit` 0 admits everything. Paths in
+    `exempt_paths` (the health endpoints by default) and under
+    `exempt_prefixes` are neither counted nor shed. The count is per server
+    process: one event loop, so a plain integer, no lock.
     """
 
     def __init__(
@@ -57,6 +65,7 @@ class AdmissionLimit:
         app: ASGIApp,
         *,
         limit: int,
+        cost: Cost | None = None,
         retry_after: int = DEFAULT_RETRY_AFTER,
         exempt_paths: Iterable[str] = HEALTH_PATHS,
         exempt_prefixes: tuple[str, ...] = (),
@@ -65,6 +74,7 @@ class AdmissionLimit:
         self.app = app
         self.limit = limit
         self.in_flight = 0
+        self._cost = cost
         self._exempt_paths = frozenset(exempt_paths)
         self._exempt_prefixes = exempt_prefixes
         self._telemetry = telemetry
@@ -75,10 +85,9 @@ class AdmissionLimit:
             {
                 "error": "overloaded",
                 "detail": (
-                    f"the service is serving its limit of {limit} requests; "
-                    f"retry after {retry_after} s"
+                    "the service is at its limit of work in flight and did not start this "
+                    f"request; retry after {retry_after} s"
                 ),
-                "limit": limit,
                 "retry_after": retry_after,
             },
             separators=(",", ":"),
@@ -99,14 +108,15 @@ class AdmissionLimit:
         ):
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.limit:
+        cost = 1 if self._cost is None else max(1, min(self._cost(scope), self.limit))
+        if self.in_flight + cost > self.limit:
             await self._shed(scope, send)
             return
-        self.in_flight += 1
+        self.in_flight += cost
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight -= 1
+            self.in_flight -= cost
 
     async def _shed(self, scope: Scope, send: Send) -> None:
         """Answer 503 without reading the body or running the route; say why to the span."""

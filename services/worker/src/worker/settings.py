@@ -10,7 +10,7 @@ from tandem_telemetry.env import env_str
 SERVICE_NAME = "worker"
 DEFAULT_PORT = 8081
 DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
-# Chosen from the overload measurements in docs/benchmarks.md (section Overload).
+# Tasks in flight: chosen from the overload measurements in docs/benchmarks.md, section 7.
 DEFAULT_MAX_IN_FLIGHT = 64
 
 # Every variable the worker reads itself (tandem_telemetry.ENV_VARS lists the telemetry ones).
