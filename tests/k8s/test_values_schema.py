@@ -40,6 +40,12 @@ SCHEMA_CASES = [
         ["--set", "telemetry.metricExportIntervalMillis=10"],
         "telemetry.metricExportIntervalMillis",
     ),
+    ("negative admission limit", ["--set", "worker.maxInFlight=-1"], "worker.maxInFlight"),
+    (
+        "bad autoscaling CPU",
+        ["--set", "gateway.autoscaling.averageCPU=lots"],
+        "gateway.autoscaling.averageCPU",
+    ),
     (
         "bad access mode",
         ["--set", "tempo.persistence.accessModes[0]=RWO"],
@@ -72,6 +78,18 @@ FAIL_CASES = [
             "tracecheck.enabled=false",
         ],
         "grafana.tempoUrl is required",
+    ),
+    (
+        "autoscaling bounds reversed",
+        [
+            "--set",
+            "worker.autoscaling.enabled=true",
+            "--set",
+            "worker.autoscaling.minReplicas=5",
+            "--set",
+            "worker.autoscaling.maxReplicas=3",
+        ],
+        "worker.autoscaling.maxReplicas must be at least its minReplicas",
     ),
     (
         "helm test without tempo",

@@ -21,7 +21,9 @@ metadata:
     checkov.io/skip2: CKV_K8S_15=Built locally and loaded into the cluster (kind/minikube), in no registry, so Always would fail the pull; every build gets its own tag (appVersion, or skaffold's tag@digest), so IfNotPresent cannot run a stale image.
   {{- end }}
 spec:
+  {{- if not $v.autoscaling.enabled }}
   replicas: {{ $v.replicaCount }}
+  {{- end }}
   revisionHistoryLimit: 5
   strategy:
     type: RollingUpdate
@@ -75,6 +77,8 @@ spec:
               value: {{ $v.webConcurrency | quote }}
             - name: GRACEFUL_TIMEOUT
               value: {{ $v.gracefulTimeoutSeconds | quote }}
+            - name: MAX_IN_FLIGHT
+              value: {{ $v.maxInFlight | quote }}
             - name: LOG_LEVEL
               value: {{ $v.logLevel | quote }}
             - name: TANDEM_UNTRUSTED_CONTEXT
@@ -114,6 +118,10 @@ spec:
               port: http
             periodSeconds: 2
             failureThreshold: 30
+          # Both probes are exempt from the admission limit, so an overloaded pod
+          # stays ready and alive: it sheds what it cannot take instead of handing
+          # its share to the other pods. Under 16x overload /readyz answered within
+          # tens of milliseconds (docs/benchmarks.md, section 7), far inside these timeouts.
           livenessProbe:
             httpGet:
               path: /healthz
@@ -192,4 +200,34 @@ spec:
   selector:
     matchLabels:
       {{- include "tandem.selectorLabels" $ctx | nindent 6 }}
+{{- end -}}
+
+
+{{/*
+An optional HorizontalPodAutoscaler on average CPU (<component>.autoscaling).
+*/}}
+{{- define "tandem.app.hpa" -}}
+{{- $ctx := dict "root" .root "component" .component -}}
+{{- $a := .values.autoscaling -}}
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ include "tandem.componentName" $ctx }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "tandem.labels" $ctx | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ include "tandem.componentName" $ctx }}
+  minReplicas: {{ $a.minReplicas }}
+  maxReplicas: {{ $a.maxReplicas }}
+  metrics:
+    - type: Resource
+      resource:
+        name: cpu
+        target:
+          type: AverageValue
+          averageValue: {{ $a.averageCPU | quote }}
 {{- end -}}
