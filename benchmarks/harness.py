@@ -26,6 +26,8 @@ tandem_localstack.Stack and served like the services
    the rate wrk drives with the full-path settings; spans received by the
    collector against 1 + 6N per request the gateway served.
 5. Memory: VmRSS of the gateway and the worker before and after that run.
+7. Overload (benchmarks/overload.py; `make bench-overload` runs it alone):
+   capacity, then 4× and 16× its connections, admission limit on and off.
 
 Sections 1-3 are interleaved: each round measures every variant of every
 section once, the order rotating from round to round, so that drift on a
@@ -66,16 +68,26 @@ BSP_SETTINGS = {
     "OTEL_BSP_SCHEDULE_DELAY": "1000",
 }
 
-# The public API path (TANDEM_FAST_PATH=off) beside the default (auto: the fast path on the lock's SDK).
+# Sections 1-5 measure the traced path, not overload: their 32 connections of tasks=2 would
+# pass the services' default admission limit, so it is off there. Section 7 measures it.
+NO_ADMISSION_LIMIT = {"MAX_IN_FLIGHT": "0"}
+
+# The public API path (TANDEM_FAST_PATH=off) beside the default (auto: the fast path on the
+# lock's SDK).
 PUBLIC_PATH = {"TANDEM_FAST_PATH": "off"}
 
 TRIVIAL_VARIANTS = {
     "untraced": "(a) no tracing middleware",
     "tandem": "(b) Tandem's TracingMiddleware",
-    "tandem_public": "(b′) Tandem's TracingMiddleware on the public API path (TANDEM_FAST_PATH=off)",
+    "tandem_public": (
+        "(b′) Tandem's TracingMiddleware on the public API path (TANDEM_FAST_PATH=off)"
+    ),
     "contrib": "(c) contrib ASGI middleware, exclude_spans send/receive",
     "starlette": "(d) Starlette's OpenTelemetryMiddleware",
-    "floor_sdk": "(e) floor: one bare span per request through the SDK's Tracer; no attributes, context, metric or header",
+    "floor_sdk": (
+        "(e) floor: one bare span per request through the SDK's Tracer; no attributes, "
+        "context, metric or header"
+    ),
     "floor_tandem": "(f) floor: the same bare span through Tandem's RequestTracer",
 }
 # Variants that run another's app with PUBLIC_PATH: variant -> the app (or client) they share.
@@ -94,7 +106,10 @@ HOP_CLIENTS = {
     "aiohttp": "raw aiohttp",
     "httpx": "httpx, default transport",
     "aiohttp_span": "floor: raw aiohttp + one bare span per call through the SDK's Tracer",
-    "tandem_bare_span": "floor: Tandem's client, its tracing off, + one bare span per call through Tandem's RequestTracer",
+    "tandem_bare_span": (
+        "floor: Tandem's client, its tracing off, + one bare span per call through "
+        "Tandem's RequestTracer"
+    ),
 }
 HOP_SERVERS = {
     "worker": "worker stand-in (Starlette on hypercorn, like the worker)",
@@ -128,8 +143,9 @@ class Size:
 
 
 SIZES = {
-    # About 15 minutes on the 2-core machine: 5 rounds of (6 × 7 s + 3 × 9 s + 12 × (4 s + 1 s warm-up)),
-    # the 60 s delivery run, process start-ups and the micro-benchmarks.
+    # About 15 minutes on the 2-core machine: 5 rounds of (6 × 7 s + 3 × 9 s + 12 × (4 s + 1 s
+    # warm-up)), the 60 s delivery run, process start-ups and the micro-benchmarks; then the
+    # overload section (benchmarks.overload.SIZES), about 12 more.
     "full": Size(
         "full",
         rounds=5,
@@ -185,6 +201,7 @@ class Run:
     full: list[dict[str, Any]] = field(default_factory=list)
     hop: list[dict[str, Any]] = field(default_factory=list)
     delivery: dict[str, Any] = field(default_factory=dict)
+    overload: dict[str, Any] = field(default_factory=dict)
     micro: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -202,6 +219,7 @@ class Run:
             "full": self.full,
             "hop": self.hop,
             "delivery": self.delivery,
+            "overload": self.overload,
             "micro": self.micro,
             "seconds": self.seconds,
         }
@@ -246,7 +264,12 @@ def machine_info(generator: str) -> dict[str, Any]:
             versions[package] = "-"
     wrk_version = "-"
     if generator == "wrk" and loadgen.wrk_path():
-        done = subprocess.run([loadgen.wrk_path(), "--version"], capture_output=True, text=True)  # type: ignore[list-item]
+        done = subprocess.run(
+            [loadgen.wrk_path(), "--version"],  # type: ignore[list-item]  # checked just above
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         wrk_version = (
             (done.stdout or done.stderr).splitlines()[0].strip()
             if (done.stdout or done.stderr)
@@ -276,7 +299,8 @@ class Processes:
         self._pending: list[tuple[Process, str]] = []
 
     def collector(self, name: str = "collector") -> Collector:
-        # Quiet: no waterfall per trace, which at thousands of traces a second would cost the collector more than receiving.
+        # Quiet: no waterfall per trace, which at thousands of traces a second would cost the
+        # collector more than receiving.
         return self.stack.start_collector(free_collector_ports(), name=name, args=("--quiet",))
 
     def service(
@@ -365,7 +389,8 @@ def scrape(metrics_url: str) -> dict[str, float]:
 
 
 def wait_settled(metrics_url: str, quiet_for: float, timeout: float) -> dict[str, float]:
-    """Scrape until the counters stop moving for `quiet_for` seconds: every span and metric has arrived."""
+    """Scrape until the counters stop moving for `quiet_for` seconds: every span and metric
+    has arrived."""
     deadline = time.monotonic() + timeout
     last = scrape(metrics_url)
     still_since = time.monotonic()
@@ -418,6 +443,7 @@ def hop_client(
     ]
     done = subprocess.run(
         command,
+        check=False,
         env=env,
         capture_output=True,
         text=True,
@@ -447,7 +473,7 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
         log("starting the collector and every variant")
         collector = procs.collector()
         trivial_urls: dict[str, str] = {}
-        for variant, port in zip(TRIVIAL_VARIANTS, free_ports(len(TRIVIAL_VARIANTS))):
+        for variant, port in zip(TRIVIAL_VARIANTS, free_ports(len(TRIVIAL_VARIANTS)), strict=True):
             app, extra = (
                 ON_THE_PUBLIC_PATH.get(variant, variant),
                 PUBLIC_PATH if variant in ON_THE_PUBLIC_PATH else {},
@@ -463,8 +489,8 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
         full_urls: dict[str, str] = {}
         for variant in FULL_VARIANTS:
             gateway_port, worker_port = free_ports(2)
-            gateway_env = {"WORKER_URL": f"http://127.0.0.1:{worker_port}"}
-            worker_env = {"GATEWAY_URL": f"http://127.0.0.1:{gateway_port}"}
+            gateway_env = {"WORKER_URL": f"http://127.0.0.1:{worker_port}", **NO_ADMISSION_LIMIT}
+            worker_env = {"GATEWAY_URL": f"http://127.0.0.1:{gateway_port}", **NO_ADMISSION_LIMIT}
             if variant == "contrib":
                 procs.service(
                     "worker-contrib",
@@ -545,7 +571,8 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
                 )
                 run.full.append({"round": r, "variant": variant, **result.to_dict()})
                 log(
-                    f"  {variant:10} {result.rps:8.0f} req/s  p50 {result.p50_ms:.1f} ms  p99 {result.p99_ms:.1f} ms  errors {result.errors}"
+                    f"  {variant:10} {result.rps:8.0f} req/s  p50 {result.p50_ms:.1f} ms  p99 "
+                    f"{result.p99_ms:.1f} ms  errors {result.errors}"
                 )
                 time.sleep(size.pause)
             log(f"round {r + 1}/{size.rounds}: hop")
@@ -556,7 +583,8 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
                     )
                     run.hop.append({"round": r, "server": server, **result, "client": kind})
                     log(
-                        f"  {server:6} {kind:8} {result['rps']:8.0f} req/s  errors {result['errors']}"
+                        f"  {server:6} {kind:8} {result['rps']:8.0f} req/s  errors "
+                        f"{result['errors']}"
                     )
                     time.sleep(size.pause)
 
@@ -565,6 +593,11 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
         run.delivery = measure_delivery(procs, size, load, drive)
     finally:
         procs.stop_all()
+    # Section 7 starts and stops processes of its own (two stacks side by side).
+    from benchmarks import overload
+
+    run.overload = overload.run(overload.SIZES[size.name], generator, logdir)
+    run.overload["command"] = "the same run"
     log("in-process micro-benchmarks of the hot path (benchmarks/micro.py)")
     from benchmarks import micro
 
@@ -576,7 +609,8 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
 def measure_delivery(procs: Processes, size: Size, load: Load, drive) -> dict[str, Any]:
     """Sections 4 and 5: fresh collector and services, the full path for `delivery_seconds`."""
     log(
-        f"span delivery: fresh collector and services, {size.delivery_seconds:.0f} s at the full-path load"
+        f"span delivery: fresh collector and services, {size.delivery_seconds:.0f} s at the "
+        "full-path load"
     )
     collector = procs.collector("collector-delivery")
     gateway_port, worker_port = free_ports(2)
@@ -585,14 +619,14 @@ def measure_delivery(procs: Processes, size: Size, load: Load, drive) -> dict[st
         "worker",
         worker_port,
         collector,
-        {"GATEWAY_URL": f"http://127.0.0.1:{gateway_port}"},
+        {"GATEWAY_URL": f"http://127.0.0.1:{gateway_port}", **NO_ADMISSION_LIMIT},
     )
     gateway = procs.service(
         "gateway-delivery",
         "gateway",
         gateway_port,
         collector,
-        {"WORKER_URL": f"http://127.0.0.1:{worker_port}"},
+        {"WORKER_URL": f"http://127.0.0.1:{worker_port}", **NO_ADMISSION_LIMIT},
     )
     procs.wait_ready()
     url = f"http://127.0.0.1:{gateway_port}/api/work?tasks={TASKS}"
@@ -630,7 +664,8 @@ def measure_delivery(procs: Processes, size: Size, load: Load, drive) -> dict[st
         "bsp_settings": {k: v for k, v in env.items() if k.startswith("OTEL_BSP_")},
     }
     log(
-        f"  {result.rps:.0f} req/s; served {served:.0f}; spans {received:.0f} of {expected:.0f} = {delivery['ratio']:.6f}"
+        f"  {result.rps:.0f} req/s; served {served:.0f}; spans {received:.0f} of {expected:.0f} = "
+        f"{delivery['ratio']:.6f}"
     )
     log(f"  RSS KiB before {rss_before}, end {rss_end}, settled {rss_settled}")
     procs.stop([gateway, worker])
@@ -715,7 +750,10 @@ def main(argv: list[str] | None = None) -> int:
         "--loadgen",
         choices=("wrk", "python", "auto"),
         default="wrk",
-        help="wrk (default; required for published figures), or the aiohttp stand-in, or wrk if installed",
+        help=(
+            "wrk (default; required for published figures), or the aiohttp stand-in, "
+            "or wrk if installed"
+        ),
     )
     parser.add_argument("--logdir", type=Path, default=None, help="keep the processes' logs here")
     parser.add_argument(
@@ -723,7 +761,10 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=None,
         metavar="RAW",
-        help="measure nothing: write benchmarks.md and .png to --out from a --raw file of an earlier run",
+        help=(
+            "measure nothing: write benchmarks.md and .png to --out from a --raw file "
+            "of an earlier run"
+        ),
     )
     args = parser.parse_args(argv)
 
@@ -735,6 +776,8 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         report.write_markdown(data, args.out / "benchmarks.md")
         report.write_chart(data, args.out / "benchmarks.png")
+        if data.get("overload"):
+            report.write_overload_chart(data["overload"], args.out / report.OVERLOAD_CHART)
         return 0
 
     generator = args.loadgen
@@ -761,6 +804,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     report.write_markdown(data, args.out / "benchmarks.md")
     report.write_chart(data, args.out / "benchmarks.png")
+    report.write_overload_chart(data["overload"], args.out / report.OVERLOAD_CHART)
     if args.raw is not None:
         args.raw.parent.mkdir(parents=True, exist_ok=True)
         args.raw.write_text(json.dumps(data, indent=1) + "\n")

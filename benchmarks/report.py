@@ -15,7 +15,8 @@ from benchmarks.harness import (
 )
 
 NOTES = Path(__file__).with_name("NOTES.md")
-# The issue's figure for a tutorial-style version of the full path on this machine (not measured by this harness).
+# The issue's figure for a tutorial-style version of the full path on this machine (not measured
+# by this harness).
 TUTORIAL_RPS = 110.0
 
 TARGETS = {
@@ -82,7 +83,8 @@ def _met(ok: bool) -> str:
 
 
 def target_rows(data: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
-    """(measure, target, measured, met) for each target in the issue; met is judged on the median."""
+    """(measure, target, measured, met) for each target in the issue; met is judged on the
+    median."""
     s = data["summary"]
     trivial = s["trivial"]["tandem"]["ratio"]
     traced = s["full"]["traced"]
@@ -130,7 +132,8 @@ def target_rows(data: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
 
 
 def floor_lines(data: dict[str, Any]) -> list[str]:
-    """What a bare span alone allows, measured in the same run, set beside the two ratio targets it bounds."""
+    """What a bare span alone allows, measured in the same run, set beside the two ratio
+    targets it bounds."""
     s = data["summary"]
     trivial, hop = s["trivial"], s["hop"]["worker"]
     floors = (
@@ -147,30 +150,37 @@ def floor_lines(data: dict[str, Any]) -> list[str]:
         return f"{_r(floor)}, {relation} the target of {target:.2f}"
 
     return [
-        "**The floors.** The same run measured what one span costs when nothing else is done: no attribute, no "
-        "context for the app, no metric, no propagation, no header; the span exported like the others.",
+        "**The floors.** The same run measured what one span costs when nothing else is done: no "
+        "attribute, no "
+        "context for the app, no metric, no propagation, no header; the span exported like the "
+        "others.",
         "",
         "| Floor | ratio, median [min–max] |",
         "|---|---|",
-        f"| (e) a middleware starting and ending one SERVER span through the SDK's `Tracer.start_span`, / (a) | "
+        "| (e) a middleware starting and ending one SERVER span through the SDK's "
+        "`Tracer.start_span`, / (a) | "
         f"{against(trivial['floor_sdk']['ratio'], TARGETS['trivial'])} |",
         f"| (f) the same SDK span started through Tandem's `RequestTracer`, / (a) | "
         f"{against(trivial['floor_tandem']['ratio'], TARGETS['trivial'])} |",
         f"| raw aiohttp with one bare CLIENT span per call, / raw aiohttp (worker stand-in) | "
         f"{against(hop['aiohttp_span']['ratio'], TARGETS['hop'])} |",
-        f"| Tandem's client (httpx API) with its tracing off and one bare CLIENT span per call, started through "
+        "| Tandem's client (httpx API) with its tracing off and one bare CLIENT span per call, "
+        "started through "
         f"`RequestTracer`, / raw aiohttp | "
         f"{against(hop['tandem_bare_span']['ratio'], TARGETS['hop'])} |",
         "",
-        "A floor below its target means no instrumentation built that way can meet the target on this machine, "
-        "whatever else it leaves out. Sections 1 and 3 hold the rows; section 6 and the notes at the end itemise "
+        "A floor below its target means no instrumentation built that way can meet the target on "
+        "this machine, "
+        "whatever else it leaves out. Sections 1 and 3 hold the rows; section 6 and the notes at "
+        "the end itemise "
         "what Tandem's middleware and client add to them.",
         "",
     ]
 
 
 def path_lines(data: dict[str, Any]) -> list[str]:
-    """The fast path beside the public API path (TANDEM_FAST_PATH=off), measured in the same rounds."""
+    """The fast path beside the public API path (TANDEM_FAST_PATH=off), measured in the same
+    rounds."""
     s = data["summary"]
     pairs = (
         ("Trivial route, ratio to (a)", s["trivial"], "tandem", "tandem_public", "ratio"),
@@ -186,8 +196,10 @@ def path_lines(data: dict[str, Any]) -> list[str]:
     if not all(public in section for _, section, _, public, _ in pairs):
         return []  # a run from before the public path was measured
     lines = [
-        "**Both paths.** The same rounds measured Tandem on OpenTelemetry's public API path (`TANDEM_FAST_PATH=off`: "
-        "`Tracer.start_span`, `Histogram.record`, the SDK's OTLP encoder) beside the default, which on this SDK "
+        "**Both paths.** The same rounds measured Tandem on OpenTelemetry's public API path "
+        "(`TANDEM_FAST_PATH=off`: "
+        "`Tracer.start_span`, `Histogram.record`, the SDK's OTLP encoder) beside the default, "
+        "which on this SDK "
         "release is the fast path (`tandem_telemetry/fastpath.py`).",
         "",
         "| Measure | fast path (auto), median [min–max] | public path (off) | public / fast |",
@@ -219,7 +231,8 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
     add("")
     add(
         f"Produced by `{data['command']}` on {m['date']}, in {data['seconds'] / 60:.1f} minutes "
-        f"({size['name']} size: {size['rounds']} interleaved rounds). The chart: [benchmarks.png](benchmarks.png)."
+        f"({size['name']} size: {size['rounds']} interleaved rounds). The chart: "
+        "[benchmarks.png](benchmarks.png)."
     )
     if data["generator"] != "wrk":
         add("")
@@ -239,8 +252,10 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
     add(f"| Command | `{data['command']}` |")
     add("")
     add(
-        "Everything ran on this one machine, on loopback: wrk, the services, the collector. The machine is shared "
-        "and noisy; hence several interleaved rounds, and every figure below is the **median [min–max]** over them."
+        "Everything ran on this one machine, on loopback: wrk, the services, the collector. The "
+        "machine is shared "
+        "and noisy; hence several interleaved rounds, and every figure below is the **median "
+        "[min–max]** over them."
     )
     add("")
     add("## Against the targets")
@@ -258,9 +273,12 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
     add("## 1. Middleware overhead on a trivial route")
     add("")
     add(
-        f"`GET /hello` on one Starlette app, served like the services (hypercorn, uvloop, one process). "
-        f"wrk -t{load['trivial_threads']} -c{load['trivial_connections']}, {size['trivial_seconds']:.0f} s per measurement. "
-        "(b)–(f) sample 100% and export through the SDK's BatchSpanProcessor and OTLP/gRPC exporter to the "
+        "`GET /hello` on one Starlette app, served like the services (hypercorn, uvloop, one "
+        "process). "
+        f"wrk -t{load['trivial_threads']} -c{load['trivial_connections']}, "
+        f"{size['trivial_seconds']:.0f} s per measurement. "
+        "(b)–(f) sample 100% and export through the SDK's BatchSpanProcessor and OTLP/gRPC "
+        "exporter to the "
         "collector, a separate process. Ratios are per round, to (a) of the same round."
     )
     add("")
@@ -269,43 +287,55 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
     for variant, label in TRIVIAL_VARIANTS.items():
         row = s["trivial"][variant]
         add(
-            f"| {label} | {_s(row['rps'])} | {_r(row['ratio'])} | {row['requests']} | {row['errors']} |"
+            f"| {label} | {_s(row['rps'])} | {_r(row['ratio'])} | {row['requests']} | "
+            f"{row['errors']} |"
         )
     add("")
 
     add("## 2. The full path")
     add("")
     add(
-        f"`GET /api/work?tasks={TASKS}`: gateway → {TASKS} × worker → gateway (quota), {SPANS_PER_REQUEST} spans per request "
-        f"when traced. wrk -t{load['full_threads']} -c{load['full_connections']}, {size['full_seconds']:.0f} s per measurement."
+        f"`GET /api/work?tasks={TASKS}`: gateway → {TASKS} × worker → gateway (quota), "
+        f"{SPANS_PER_REQUEST} spans per request "
+        f"when traced. wrk -t{load['full_threads']} -c{load['full_connections']}, "
+        f"{size['full_seconds']:.0f} s per measurement."
     )
     add("")
     add(
-        "| Variant | req/s | p50 ms | p99 ms | ratio to disabled | ratio to contrib | requests | errors |"
+        "| Variant | req/s | p50 ms | p99 ms | ratio to disabled | ratio to contrib | requests | "
+        "errors |"
     )
     add("|---|---|---|---|---|---|---|---|")
     for variant, label in FULL_VARIANTS.items():
         row = s["full"][variant]
         add(
-            f"| {label} | {_s(row['rps'])} | {_s(row['p50_ms'], '{:.1f}')} | {_s(row['p99_ms'], '{:.1f}')} | "
-            f"{_r(row['ratio_to_disabled'])} | {_r(row['ratio_to_contrib'])} | {row['requests']} | {row['errors']} |"
+            f"| {label} | {_s(row['rps'])} | {_s(row['p50_ms'], '{:.1f}')} | "
+            f"{_s(row['p99_ms'], '{:.1f}')} | "
+            f"{_r(row['ratio_to_disabled'])} | {_r(row['ratio_to_contrib'])} | {row['requests']} | "
+            f"{row['errors']} |"
         )
     traced_rps = s["full"]["traced"]["rps"]["median"]
     add("")
     add(
-        f"Against the issue's tutorial-style figure ({TUTORIAL_RPS:.0f} req/s on this machine; hypercorn CLI defaults, "
+        f"Against the issue's tutorial-style figure ({TUTORIAL_RPS:.0f} req/s on this machine; "
+        "hypercorn CLI defaults, "
         f"httpx default transport, a start_as_current_span middleware; not re-measured here): "
-        f"{traced_rps / TUTORIAL_RPS:.1f} ×. The contrib row above is the closest measured relative of it."
+        f"{traced_rps / TUTORIAL_RPS:.1f} ×. The contrib row above is the closest measured "
+        "relative of it."
     )
     add("")
 
     add("## 3. The hop")
     add("")
     add(
-        f"One client process, {load['hop_concurrency']} requests in flight, `POST /tasks` with a JSON body, the JSON answer "
-        f"parsed; {size['hop_seconds']:g} s per measurement after {size['hop_warmup']:g} s of warm-up, uvloop. Tandem's "
-        "client is `tandem_telemetry.create_client` as the gateway uses it (httpx over httpx-aiohttp, retries, total "
-        "timeout), traced and exporting to the collector, and once more with OTEL_SDK_DISABLED=true to separate the "
+        f"One client process, {load['hop_concurrency']} requests in flight, `POST /tasks` with a "
+        "JSON body, the JSON answer "
+        f"parsed; {size['hop_seconds']:g} s per measurement after {size['hop_warmup']:g} s of "
+        "warm-up, uvloop. Tandem's "
+        "client is `tandem_telemetry.create_client` as the gateway uses it (httpx over "
+        "httpx-aiohttp, retries, total "
+        "timeout), traced and exporting to the collector, and once more with "
+        "OTEL_SDK_DISABLED=true to separate the "
         "cost of tracing from the cost of the client."
     )
     add("")
@@ -315,7 +345,8 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
         for kind, label in HOP_CLIENTS.items():
             row = s["hop"][server][kind]
             add(
-                f"| {server_label} | {label} | {_s(row['rps'])} | {_r(row['ratio'])} | {row['requests']} | {row['errors']} |"
+                f"| {server_label} | {label} | {_s(row['rps'])} | {_r(row['ratio'])} | "
+                f"{row['requests']} | {row['errors']} |"
             )
     add("")
     if "tandem_untraced" in s["hop"]["worker"]:
@@ -325,37 +356,47 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
         )
         if untraced:
             add(
-                f"Against the worker stand-in, tracing (a CLIENT span, its duration metric and the span's export, all in "
-                f"the client's process) takes the client from {untraced:.0f} to {traced:.0f} req/s ({traced / untraced:.2f} ×)."
+                "Against the worker stand-in, tracing (a CLIENT span, its duration metric and the "
+                "span's export, all in "
+                f"the client's process) takes the client from {untraced:.0f} to {traced:.0f} req/s "
+                f"({traced / untraced:.2f} ×)."
             )
             add("")
 
     add("## 4. Span delivery")
     add("")
     add(
-        f"Fresh collector, gateway and worker; the full path at wrk -t{load['full_threads']} -c{load['full_connections']} "
-        f"(the load that gives section 2 its highest rate) for {d['seconds']:.0f} s. Expected spans are "
-        f"{SPANS_PER_REQUEST} (1 + 6N, N = {TASKS}) for every `/api/work` request the gateway served, counted by its "
-        "`http.server.request.duration` histogram (a metric, independent of span export); received spans are the "
-        "collector's `tandem_collector_spans_received_total`. Both are read after the counters stopped moving."
+        f"Fresh collector, gateway and worker; the full path at wrk -t{load['full_threads']} "
+        f"-c{load['full_connections']} "
+        f"(the load that gives section 2 its highest rate) for {d['seconds']:.0f} s. Expected "
+        "spans are "
+        f"{SPANS_PER_REQUEST} (1 + 6N, N = {TASKS}) for every `/api/work` request the gateway "
+        "served, counted by its "
+        "`http.server.request.duration` histogram (a metric, independent of span export); received "
+        "spans are the "
+        "collector's `tandem_collector_spans_received_total`. Both are read after the counters "
+        "stopped moving."
     )
     add("")
     add("| | |")
     add("|---|---|")
     add(f"| Rate | {d['rps']:.0f} req/s (p50 {d['p50_ms']:.1f} ms, p99 {d['p99_ms']:.1f} ms) |")
     add(
-        f"| Requests completed by wrk / served by the gateway (200) / served in all | {d['wrk_requests']} / {d['served_ok']:.0f} / {d['served']:.0f} |"
+        "| Requests completed by wrk / served by the gateway (200) / served in all | "
+        f"{d['wrk_requests']} / {d['served_ok']:.0f} / {d['served']:.0f} |"
     )
     add(f"| Spans expected | {d['spans_expected']:.0f} |")
     add(f"| Spans received by the collector | {d['spans_received']:.0f} |")
     add(f"| **Received / expected** | **{d['ratio']:.6f}** |")
     add(
-        f"| Spans the SDK reported lost (`tandem.telemetry.spans.lost`) | {d['spans_lost_reported']:.0f} |"
+        "| Spans the SDK reported lost (`tandem.telemetry.spans.lost`) | "
+        f"{d['spans_lost_reported']:.0f} |"
     )
     add("| BSP settings | " + ", ".join(f"`{k}={v}`" for k, v in d["bsp_settings"].items()) + " |")
     add("")
     add(
-        "wrk stops with requests in flight; the gateway still serves them (hypercorn does not cancel a request whose "
+        "wrk stops with requests in flight; the gateway still serves them (hypercorn does not "
+        "cancel a request whose "
         "client left), which is why the gateway's count, not wrk's, is the denominator."
     )
     add("")
@@ -369,7 +410,8 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
     rss = d["rss_kib"]
     for process in ("gateway", "worker"):
         add(
-            f"| {process} | {rss['before'][process] / 1024:.1f} | {rss['end_of_run'][process] / 1024:.1f} | {rss['settled'][process] / 1024:.1f} |"
+            f"| {process} | {rss['before'][process] / 1024:.1f} | "
+            f"{rss['end_of_run'][process] / 1024:.1f} | {rss['settled'][process] / 1024:.1f} |"
         )
     add("")
 
@@ -378,9 +420,12 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
         add("## 6. Where the time goes, in-process")
         add("")
         add(
-            "`python -m benchmarks.micro` (benchmarks/micro.py), run at the end of the same run: the request path "
-            "called directly, no network, best of 7 batches, µs per request. Spans go through the SDK's "
-            "BatchSpanProcessor to an exporter that drops them; the OTLP encoding rows are what the real exporter "
+            "`python -m benchmarks.micro` (benchmarks/micro.py), run at the end of the same run: "
+            "the request path "
+            "called directly, no network, best of 7 batches, µs per request. Spans go through the "
+            "SDK's "
+            "BatchSpanProcessor to an exporter that drops them; the OTLP encoding rows are what "
+            "the real exporter "
             "then spends per span, on the processor's thread of the same process."
         )
         add("")
@@ -391,7 +436,8 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
             ("Trivial app, Tandem's middleware, OTEL_SDK_DISABLED", "server-disabled"),
             ("Trivial app, Tandem's middleware, traced", "server-traced"),
             (
-                "— of that, the server span through Tandem's RequestTracer (start, 2 outcome attributes, end)",
+                "— of that, the server span through Tandem's RequestTracer (start, 2 outcome "
+                "attributes, end)",
                 "request span",
             ),
             (
@@ -445,23 +491,36 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
             actual = request_path + micro["tandem encoder, server span"]
             add("")
             add(
-                f"(a) served a request in {served:.0f} µs of its process's time ({untraced_rps:.0f} req/s). Tracing "
-                f"adds {actual:.0f} µs to that in the same process ({request_path:.0f} on the request path, "
-                f"{micro['tandem encoder, server span']:.0f} encoding the span), which alone would put (b) at about "
-                f"{served / (served + actual):.2f} × (a). The SDK's generic span, histogram and encoder alone are "
-                f"{sdk_floor:.0f} µs: a middleware with no code of its own, making the same span and metric through "
-                f"them, would be bounded at about {served / (served + sdk_floor):.2f} × (a). On the loaded machine "
-                "every one of these costs is higher than here, alone in a loop (section 1 shows by how much)."
+                f"(a) served a request in {served:.0f} µs of its process's time "
+                f"({untraced_rps:.0f} req/s). Tracing "
+                f"adds {actual:.0f} µs to that in the same process ({request_path:.0f} on the "
+                "request path, "
+                f"{micro['tandem encoder, server span']:.0f} encoding the span), which alone would "
+                "put (b) at about "
+                f"{served / (served + actual):.2f} × (a). The SDK's generic span, histogram and "
+                "encoder alone are "
+                f"{sdk_floor:.0f} µs: a middleware with no code of its own, making the same span "
+                "and metric through "
+                f"them, would be bounded at about {served / (served + sdk_floor):.2f} × (a). On "
+                "the loaded machine "
+                "every one of these costs is higher than here, alone in a loop (section 1 shows by "
+                "how much)."
             )
+        add("")
+    if data.get("overload"):
+        overload = data["overload"]
+        lines.extend(overload_lines(overload, standalone=overload.get("standalone", False)))
         add("")
     add("## How it was measured")
     add("")
     add(
-        "- `make bench` runs `python -m benchmarks` (benchmarks/harness.py); `make test` runs it at a smoke size "
+        "- `make bench` runs `python -m benchmarks` (benchmarks/harness.py); `make test` runs it "
+        "at a smoke size "
         "(tests/bench), which asserts that every measurement ran, never a timing."
     )
     add(
-        "- One run measures everything. Sections 1–3 are interleaved: each round measures every variant of every "
+        "- One run measures everything. Sections 1–3 are interleaved: each round measures every "
+        "variant of every "
         "section once, the order rotating from round to round; ratios are taken within a round."
     )
     add(
@@ -470,11 +529,17 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
         + "; 100% sampling (the default `parentbased_always_on`). The collector runs `--quiet`."
     )
     add(
-        "- Services and variants are separate processes, all running for the whole of sections 1–3 (idle when not "
+        "- Sections 1–5 run the services with `MAX_IN_FLIGHT=0`: they measure the traced path, "
+        "not overload, and their 32 connections would pass the default admission limit."
+    )
+    add(
+        "- Services and variants are separate processes, all running for the whole of sections 1–3 "
+        "(idle when not "
         "measured); wrk, the services and the collector share the two cores, unpinned."
     )
     add(
-        "- Section 3's worker stand-in is a Starlette app on hypercorn like the worker, untraced; the raw-socket "
+        "- Section 3's worker stand-in is a Starlette app on hypercorn like the worker, untraced; "
+        "the raw-socket "
         "server answers from a fixed buffer, so that its rows show what each client itself costs."
     )
     add("")
@@ -505,7 +570,7 @@ def write_chart(data: dict[str, Any], path: Path) -> None:
         high = [x["max"] - x["median"] for x in spreads]
         ax.bar(range(len(labels)), medians, yerr=[low, high], capsize=4, color=color)
         ax.set_xticks(range(len(labels)), labels, fontsize=8)
-        for i, (value, top) in enumerate(zip(medians, (x["max"] for x in spreads))):
+        for i, (value, top) in enumerate(zip(medians, (x["max"] for x in spreads), strict=True)):
             ax.annotate(
                 f"{value:.2f}" if value < 10 else f"{value:.0f}",
                 (i, top),
@@ -604,7 +669,7 @@ def write_chart(data: dict[str, Any], path: Path) -> None:
             ],
             color=["#bbbbbb", "#2a7ab9", "#7fb3dd"][j],
         )
-        for x, v in zip(xs, values):
+        for x, v in zip(xs, values, strict=True):
             ax.annotate(
                 f"{v:.0f}",
                 (x, v),
@@ -616,11 +681,337 @@ def write_chart(data: dict[str, Any], path: Path) -> None:
     ax.set_xticks([0, 1], ["gateway", "worker"])
     ax.set_ylabel("VmRSS, MiB")
     ax.set_title(
-        f"4–5. {d['seconds']:.0f} s at {d['rps']:.0f} req/s: spans received / expected = {d['ratio']:.4f}; RSS",
+        f"4–5. {d['seconds']:.0f} s at {d['rps']:.0f} req/s: spans received / expected = "
+        f"{d['ratio']:.4f}; RSS",
         fontsize=10,
     )
     ax.legend(fontsize=8)
 
     fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --- Section 7: overload (benchmarks/overload.py) ----------------------------------------------
+
+OVERLOAD_CHART = "benchmarks-overload.png"
+OVERLOAD_NOTES = Path(__file__).with_name("NOTES-overload.md")
+# `make bench-overload` replaces what lies between these lines, and nothing else.
+OVERLOAD_BEGIN = "<!-- overload: begin (benchmarks/overload.py) -->"
+OVERLOAD_END = "<!-- overload: end -->"
+OVERLOAD_COLORS = {"on": "#2a7ab9", "off": "#d98c2b"}
+
+
+def _ms(spread: dict[str, float]) -> str:
+    return _s(spread, "{:.1f}")
+
+
+def _load(values: list[float] | tuple[float, ...]) -> str:
+    return " / ".join(f"{v:.2f}" for v in values)
+
+
+def overload_lines(data: dict[str, Any], *, standalone: bool) -> list[str]:
+    """Section 7, from a benchmarks.overload run; `standalone`: run apart from the other
+    sections."""
+    from benchmarks.overload import CONFIGS, PLATEAU, TARGETS
+
+    o = data
+    s = o["summary"]
+    cap = o["capacity"]
+    m = o["machine"]
+    size = o["size"]
+    lines: list[str] = [OVERLOAD_BEGIN, "## 7. Overload", ""]
+    add = lines.append
+    produced = (
+        f"Produced by `{o['command']}` on {m['date']}, in {o['seconds'] / 60:.1f} minutes, "
+        "apart from the other sections (which keep the figures of their own run)"
+        if standalone
+        else f"Measured in the same run, in {o['seconds'] / 60:.1f} minutes"
+    )
+    add(
+        f"{produced}. Load average (1 min) when it started and ended: "
+        f"{o['load_average_start'][0]:.2f} and {o['load_average_end'][0]:.2f} (the run's own "
+        "processes count in it: about 2 while a measurement runs); before each measurement, in "
+        f"the `load` column. The chart: [{OVERLOAD_CHART}]({OVERLOAD_CHART})."
+    )
+    if o["generator"] != "wrk":
+        add("")
+        add("> **Not publishable**: this run used the Python stand-in load generator, not wrk.")
+    add("")
+    add(
+        f"`GET /api/work?tasks={o['tasks']}` through a gateway and a worker (one process each) "
+        "and their collector, closed-loop: each wrk connection sends its next request as soon as "
+        "an answer comes, shed or not, and ignores `Retry-After`. Two such stacks run side by "
+        "side: "
+        + "; ".join(f"**{k}**: {v}" for k, v in CONFIGS.items())
+        + ". wrk's script (benchmarks/wrk_overload.lua) gives each request a trace id of its own "
+        "and matches the answer by its `traceresponse`, so latency is split by outcome: "
+        "**success** (2xx), **shed** (503 with `Retry-After`) and **other** (any other status)."
+    )
+    add("")
+    multiples = " and ".join(f"{k}×" for k in size["multiples"])
+    fixed = ", ".join(str(n) for n in size.get("fixed", ()))
+    add(
+        f"**Capacity** is the highest goodput (successes per second) of the limit-on sweep below: "
+        f"**{cap['goodput']:.1f}/s**, first reached (within {100 * (1 - PLATEAU):.0f}%) at "
+        f"**{cap['connections']} connections**, where successes took p99 "
+        f"**{cap['ok_p99_ms']:.1f} ms** (the limit-off sweep's highest goodput: "
+        f"{cap['off_goodput']:.1f}/s). The overload runs use {multiples} those connections"
+        + (f", and {fixed} connections (the issue's worst row)" if fixed else "")
+        + f"; {size['overload_seconds']:.0f} s each, in {size['rounds']} round(s), the order "
+        "rotating; figures are the median [min–max] over the rounds."
+    )
+    add("")
+    targeted = [name for name in _overload_keys(o) if s[name]["targeted"]]
+    add("| Target | " + " | ".join(_overload_header(o, name) for name in targeted) + " |")
+    add("|---|" + "---|" * len(targeted))
+    goodput_target = TARGETS["goodput"] * cap["goodput"]
+    p99_target = TARGETS["ok_p99_ratio"] * cap["ok_p99_ms"]
+    rows = [
+        (
+            f"Goodput ≥ {TARGETS['goodput']:.0%} of capacity (≥ {goodput_target:.1f}/s)",
+            "goodput",
+            lambda e: f"{_s(e['goodput'], '{:.1f}')}/s = {e['goodput_ratio']['median']:.0%}",
+        ),
+        (
+            f"Shed p99 < {TARGETS['shed_p99_ms']:.0f} ms",
+            "shed_p99",
+            lambda e: f"{_ms(e['shed_p99_ms'])} ms" if e["shed"] else "nothing shed",
+        ),
+        (
+            f"Success p99 ≤ {TARGETS['ok_p99_ratio']:.0f} × {cap['ok_p99_ms']:.1f} ms "
+            f"(≤ {p99_target:.0f} ms)",
+            "ok_p99",
+            lambda e: f"{_ms(e['ok_p99_ms'])} ms = {e['ok_p99_ratio']['median']:.1f} ×",
+        ),
+    ]
+    for label, key, show in rows:
+        cells = [f"{show(s[name])} {_met(s[name]['met'][key])}" for name in targeted]
+        add(f"| {label} | " + " | ".join(cells) + " |")
+    add("")
+    add("**The sweep.**")
+    add("")
+    add(
+        "| Connections | goodput on /s | goodput off /s | success p99 on ms | success p99 off ms "
+        "| shed on /s | shed p99 on ms | load |"
+    )
+    add("|---|---|---|---|---|---|---|---|")
+    by_connections: dict[int, dict[str, dict[str, Any]]] = {}
+    for row in o["sweep"]:
+        by_connections.setdefault(row["connections"], {})[row["config"]] = row
+    for connections, pair in sorted(by_connections.items()):
+        on, off = pair.get("on"), pair.get("off")
+        if on is None or off is None:
+            continue
+        add(
+            f"| {connections} | {on['goodput']:.1f} | {off['goodput']:.1f} | "
+            f"{on['ok']['p99_ms']:.1f} | {off['ok']['p99_ms']:.1f} | "
+            f"{on['shed']['count'] / on['seconds']:.0f} | "
+            f"{on['shed']['p99_ms']:.1f} | {on['load_average']:.2f} |"
+        )
+    add("")
+    add("**Under overload**, per configuration and load:")
+    add("")
+    add(
+        "| | connections | goodput /s | success p50 / p99 ms | shed /s | shed p50 / p99 ms "
+        "| other answers | socket errors | peak RSS gateway / worker MiB | /readyz max ms "
+        "(failed) | spans expected / received / lost |"
+    )
+    add("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name in _overload_keys(o):
+        e = s[name]
+        config = name.split("-")[0]
+        statuses = dict(e["other_statuses"])
+        # The 503s with Retry-After are the shed column's; what is left is another answer.
+        statuses["503"] = statuses.get("503", 0) - e["shed"]
+        others = ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()) if v > 0) or "0"
+        spans = e["spans"]
+        add(
+            f"| limit {config}, {_load_label(e)} | {e['connections']} | "
+            f"{_s(e['goodput'], '{:.1f}')} | "
+            f"{_ms(e['ok_p50_ms'])} / {_ms(e['ok_p99_ms'])} | {_s(e['shed_per_second'])} | "
+            + (f"{_ms(e['shed_p50_ms'])} / {_ms(e['shed_p99_ms'])}" if e["shed"] else "–")
+            + f" | {others} | {e['socket_errors']} | "
+            f"{e['rss_peak_mib']['gateway']:.0f} / {e['rss_peak_mib']['worker']:.0f} | "
+            f"{e['readyz']['max_ms']:.0f} ({e['readyz']['failures']} of {e['readyz']['probes']}) | "
+            f"{spans['expected']:.0f} / {spans['received']:.0f} / {spans['lost']:.0f} |"
+        )
+    add("")
+    add(f"**Where the CPU went**, in cores, median over the rounds (the machine has {m['nproc']}):")
+    add("")
+    add("| | gateway | worker | collector | wrk | whole machine | of it, interrupts |")
+    add("|---|---|---|---|---|---|---|")
+    for name in _overload_keys(o):
+        e = s[name]
+        c = e["cpu"]
+        add(
+            f"| limit {name.split('-')[0]}, {_load_label(e)} | {c['gateway']:.2f} | "
+            f"{c['worker']:.2f} | {c['collector']:.2f} | {c['loadgen']:.2f} | "
+            f"{c['machine']:.2f} | {c['interrupts']:.2f} |"
+        )
+    add("")
+    add(
+        "Peak RSS is sampled every 0.2 s during each measurement (before the first: "
+        + ", ".join(
+            f"{config} {s[name]['rss_start_mib']['gateway']:.0f} / "
+            f"{s[name]['rss_start_mib']['worker']:.0f}"
+            for config in CONFIGS
+            for name in _overload_keys(o)[:2]
+            if name.startswith(f"{config}-")
+        )
+        + " MiB). /readyz is called every 0.5 s during each measurement with the chart's "
+        "probe timeout, 2 s. The whole machine's CPU is /proc/stat's busy time, other tenants "
+        "included. Spans expected are counted from the services' duration metrics (one SERVER "
+        "or CLIENT span per recorded request, plus compute and publish for each task the worker "
+        "served); received is the collector's count; lost is what the services' batch "
+        "processors reported dropped (`tandem.telemetry.spans.lost`), all read after the "
+        "counters stopped moving. The shed counter (`tandem.server.requests.shed`) counted "
+        + ", ".join(
+            f"{s[name]['shed_counted']:.0f} (wrk saw {s[name]['shed']}) at {_load_label(s[name])}"
+            for name in _overload_keys(o)
+            if name.startswith("on-")
+        )
+        + "; it also counts the requests still in flight when wrk stopped."
+    )
+    add("")
+    if OVERLOAD_NOTES.exists():
+        add(OVERLOAD_NOTES.read_text().rstrip())
+        add("")
+    add(OVERLOAD_END)
+    return lines
+
+
+def _load_label(entry: dict[str, Any]) -> str:
+    label = entry["load"]
+    return label.replace("x", "×") if entry["targeted"] else f"{entry['connections']} fixed"
+
+
+def _overload_keys(o: dict[str, Any]) -> list[str]:
+    """The summary's entries, in the order measured: load by load, limit on before off."""
+    return list(o["summary"])
+
+
+def _overload_header(o: dict[str, Any], name: str) -> str:
+    entry = o["summary"][name]
+    return f"limit {name.split('-')[0]}, {_load_label(entry)} ({entry['connections']} connections)"
+
+
+def splice_overload(data: dict[str, Any], doc: Path) -> None:
+    """Replace the overload section of `doc` (or add it before "How it was measured")."""
+    section = "\n".join(overload_lines(data, standalone=True))
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    if OVERLOAD_BEGIN in text and OVERLOAD_END in text:
+        head, _, rest = text.partition(OVERLOAD_BEGIN)
+        _, _, tail = rest.partition(OVERLOAD_END)
+        text = head + section + tail
+    elif "\n## How it was measured" in text:
+        head, _, tail = text.partition("\n## How it was measured")
+        text = head + "\n" + section + "\n\n## How it was measured" + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)
+
+
+def write_overload_chart(data: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from benchmarks.overload import CONFIGS, TARGETS
+
+    o = data
+    cap = o["capacity"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.5))
+    m = o["machine"]
+    fig.suptitle(
+        f"Overload, GET /api/work?tasks={o['tasks']} — {m['nproc']} × {m['cpu']}, {m['date']} "
+        f"(sweep: one point each; overload: median over {o['size']['rounds']} rounds)",
+        fontsize=11,
+    )
+    for config in CONFIGS:
+        color = OVERLOAD_COLORS[config]
+        sweep = sorted(
+            (r for r in o["sweep"] if r["config"] == config), key=lambda r: r["connections"]
+        )
+        over = [e for name, e in o["summary"].items() if name.startswith(f"{config}-")]
+        label = f"limit {config}"
+        left.plot(
+            [r["connections"] for r in sweep],
+            [r["goodput"] for r in sweep],
+            marker="o",
+            color=color,
+            label=f"{label}, sweep",
+        )
+        left.plot(
+            [e["connections"] for e in over],
+            [e["goodput"]["median"] for e in over],
+            marker="s",
+            linestyle="none",
+            markersize=9,
+            color=color,
+            label=f"{label}, overload runs",
+        )
+        right.plot(
+            [r["connections"] for r in sweep],
+            [r["ok"]["p99_ms"] for r in sweep],
+            marker="o",
+            color=color,
+            label=f"{label}: success p99",
+        )
+        right.plot(
+            [e["connections"] for e in over],
+            [e["ok_p99_ms"]["median"] for e in over],
+            marker="s",
+            linestyle="none",
+            markersize=9,
+            color=color,
+        )
+        if config == "on":
+            shed = [e for e in over if e["shed"]]
+            right.plot(
+                [e["connections"] for e in shed],
+                [e["shed_p99_ms"]["median"] for e in shed],
+                marker="v",
+                linestyle="none",
+                markersize=9,
+                color="#555555",
+                label="limit on: shed p99",
+            )
+    left.axhline(
+        TARGETS["goodput"] * cap["goodput"],
+        color="#555555",
+        linestyle="--",
+        linewidth=1,
+        label=f"{TARGETS['goodput']:.0%} of capacity",
+    )
+    left.set_xscale("log", base=2)
+    left.set_xlabel("wrk connections")
+    left.set_ylabel("goodput, successes per second")
+    left.set_ylim(bottom=0)
+    left.set_title("Goodput", fontsize=10)
+    left.legend(fontsize=8)
+    right.axhline(
+        TARGETS["ok_p99_ratio"] * cap["ok_p99_ms"],
+        color="#2a7ab9",
+        linestyle="--",
+        linewidth=1,
+        label=f"{TARGETS['ok_p99_ratio']:.0f} × success p99 at capacity",
+    )
+    right.axhline(
+        TARGETS["shed_p99_ms"],
+        color="#555555",
+        linestyle=":",
+        linewidth=1,
+        label=f"shed p99 target, {TARGETS['shed_p99_ms']:.0f} ms",
+    )
+    right.set_xscale("log", base=2)
+    right.set_yscale("log")
+    right.set_xlabel("wrk connections")
+    right.set_ylabel("ms")
+    right.set_title("Latency, p99", fontsize=10)
+    right.legend(fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     fig.savefig(path, dpi=110)
     plt.close(fig)
