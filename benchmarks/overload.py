@@ -293,10 +293,14 @@ class PeakRSS:
         self._thread.join()
 
 
-class ReadinessProbe:
-    """GET /readyz every 0.5 s, as the kubelet would (with its 2 s timeout), while load runs."""
+# The chart's readinessProbe.timeoutSeconds (a test holds them together).
+PROBE_TIMEOUT_SECONDS = 5
 
-    def __init__(self, url: str, timeout: float = 2.0) -> None:
+
+class ReadinessProbe:
+    """GET /readyz every 0.5 s, as the kubelet would (with its timeout), while load runs."""
+
+    def __init__(self, url: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
         self.url = url
         self.timeout = timeout
         self.latencies_ms: list[float] = []
@@ -605,7 +609,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--loadgen", choices=("wrk", "python", "auto"), default="wrk")
     parser.add_argument("--logdir", type=Path, default=None, help="keep the processes' logs here")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="RAW",
+        help="measure nothing: splice the section into --doc from the 'overload' key of RAW",
+    )
     args = parser.parse_args(argv)
+
+    if args.render is not None:
+        data = json.loads(args.render.read_text())["overload"]
+        report.splice_overload(data, args.doc)
+        report.write_overload_chart(data, args.doc.with_name(report.OVERLOAD_CHART))
+        return 0
 
     generator = args.loadgen
     if generator == "auto":

@@ -713,7 +713,7 @@ def _load(values: list[float] | tuple[float, ...]) -> str:
 def overload_lines(data: dict[str, Any], *, standalone: bool) -> list[str]:
     """Section 7, from a benchmarks.overload run; `standalone`: run apart from the other
     sections."""
-    from benchmarks.overload import CONFIGS, PLATEAU, TARGETS
+    from benchmarks.overload import CONFIGS, PLATEAU, PROBE_TIMEOUT_SECONDS, TARGETS
 
     o = data
     s = o["summary"]
@@ -860,11 +860,12 @@ def overload_lines(data: dict[str, Any], *, standalone: bool) -> list[str]:
             if name.startswith(f"{config}-")
         )
         + " MiB). /readyz is called every 0.5 s during each measurement with the chart's "
-        "probe timeout, 2 s. The whole machine's CPU is /proc/stat's busy time, other tenants "
-        "included. Spans expected are counted from the services' duration metrics (one SERVER "
-        "or CLIENT span per recorded request, plus compute and publish for each task the worker "
-        "served); received is the collector's count; lost is what the services' batch "
-        "processors reported dropped (`tandem.telemetry.spans.lost`), all read after the "
+        f"probe timeout, {PROBE_TIMEOUT_SECONDS} s. The whole machine's CPU is /proc/stat's "
+        "busy time, other tenants included. Spans expected are counted from the services' "
+        "duration metrics (one SERVER or CLIENT span per recorded request, plus compute and "
+        "publish for each task the worker served); received is the collector's count; lost is "
+        "what the services' batch processors reported dropped (`tandem.telemetry.spans.lost`), all "
+        "read after the "
         "counters stopped moving. The shed counter (`tandem.server.requests.shed`) counted "
         + ", ".join(
             f"{s[name]['shed_counted']:.0f} (wrk saw {s[name]['shed']}) at {_load_label(s[name])}"

@@ -34,6 +34,16 @@ def test_probes_call_the_paths_the_admission_limit_never_sheds(
             assert container[probe]["httpGet"]["path"] in HEALTH_PATHS, (r.name, probe)
 
 
+@pytest.mark.parametrize("app", APPS)
+def test_the_readiness_timeout_is_the_one_the_overload_bench_probes_with(
+    app: str, rendered: dict[str, Rendered]
+) -> None:
+    from benchmarks.overload import PROBE_TIMEOUT_SECONDS
+
+    probe = rendered["default"].container(app)["readinessProbe"]
+    assert probe["timeoutSeconds"] == PROBE_TIMEOUT_SECONDS
+
+
 def test_autoscaling_is_off_by_default(rendered: dict[str, Rendered]) -> None:
     default = rendered["default"]
     assert default.of_kind("HorizontalPodAutoscaler") == []

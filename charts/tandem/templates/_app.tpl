@@ -120,21 +120,22 @@ spec:
             failureThreshold: 30
           # Both probes are exempt from the admission limit, so an overloaded pod
           # stays ready and alive: it sheds what it cannot take instead of handing
-          # its share to the other pods. Under 16x overload /readyz answered within
-          # tens of milliseconds (docs/benchmarks.md, section 7), far inside these timeouts.
+          # its share to the other pods. They still wait their turn in a busy event
+          # loop: /readyz took up to 0.1 s at 16x overload and 1.4 s at 512
+          # connections (docs/benchmarks.md, section 7), hence 5 s timeouts.
           livenessProbe:
             httpGet:
               path: /healthz
               port: http
             periodSeconds: 10
-            timeoutSeconds: 2
+            timeoutSeconds: 5
             failureThreshold: 3
           readinessProbe:
             httpGet:
               path: /readyz
               port: http
             periodSeconds: 5
-            timeoutSeconds: 2
+            timeoutSeconds: 5
             failureThreshold: 2
           lifecycle:
             preStop:

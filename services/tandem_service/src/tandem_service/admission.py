@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 
-from opentelemetry.metrics import Counter
+from opentelemetry.metrics import CallbackOptions, Observation
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -78,8 +78,9 @@ class AdmissionLimit:
         self._exempt_paths = frozenset(exempt_paths)
         self._exempt_prefixes = exempt_prefixes
         self._telemetry = telemetry
-        self._counter: Counter | None = None
-        self._counter_telemetry: Telemetry | None = None
+        # Sheds by (method, route template), and the pipeline they are published on.
+        self._shed_counts: dict[tuple[str, str | None], int] = {}
+        self._published_on: Telemetry | None = None
         self._routes: dict[tuple[str, str], BaseRoute | None] = {}
         body = json.dumps(
             {
@@ -126,14 +127,12 @@ class AdmissionLimit:
             # the route the request asked for, as an admitted one would be.
             scope["route"] = route
         scope[ERROR_TYPE_KEY] = SHED_ERROR_TYPE
-        counter = self._shed_counter()
-        if counter is not None:
-            method = scope["method"]
-            attributes = {"http.request.method": method if method in KNOWN_METHODS else "_OTHER"}
-            template = getattr(route, "path", None)
-            if template:
-                attributes["http.route"] = template
-            counter.add(1, attributes)
+        # Counted here, published when metrics are exported (_observe_sheds): a shed costs the
+        # process as much as a small request already, and an SDK Counter.add would add to it.
+        method = scope["method"] if scope["method"] in KNOWN_METHODS else "_OTHER"
+        key = (method, getattr(route, "path", None))
+        self._shed_counts[key] = self._shed_counts.get(key, 0) + 1
+        self._publish_sheds()
         # Fresh messages: a server or middleware may add headers to the one it is given.
         await send({"type": "http.response.start", "status": 503, "headers": list(self._headers)})
         await send({"type": "http.response.body", "body": self._body})
@@ -155,16 +154,25 @@ class AdmissionLimit:
             self._routes[key] = partial
         return partial
 
-    def _shed_counter(self) -> Counter | None:
-        """The shed counter on this process's pipeline, made on the first shed; None without one."""
+    def _publish_sheds(self) -> None:
+        """Register the shed counter on this process's pipeline, once (none without a pipeline)."""
         telemetry = self._telemetry or current()
-        if telemetry is None:
-            return None
-        if telemetry is not self._counter_telemetry:
-            self._counter = telemetry.meter.create_counter(
-                SHED_COUNTER,
-                unit="{request}",
-                description="Requests answered 503 at once: the admission limit was reached.",
-            )
-            self._counter_telemetry = telemetry
-        return self._counter
+        if telemetry is None or telemetry is self._published_on:
+            return
+        telemetry.meter.create_observable_counter(
+            SHED_COUNTER,
+            callbacks=[self._observe_sheds],
+            unit="{request}",
+            description="Requests answered 503 at once: the admission limit was reached.",
+        )
+        self._published_on = telemetry
+
+    def _observe_sheds(self, options: CallbackOptions) -> list[Observation]:
+        observations = []
+        # A copy: the event loop's thread may count a shed while the exporter's reads.
+        for (method, template), count in list(self._shed_counts.items()):
+            attributes = {"http.request.method": method}
+            if template:
+                attributes["http.route"] = template
+            observations.append(Observation(count, attributes))
+        return observations
