@@ -121,7 +121,7 @@ spec:
           # Both probes are exempt from the admission limit, so an overloaded pod
           # stays ready and alive: it sheds what it cannot take instead of handing
           # its share to the other pods. They still wait their turn in a busy event
-          # loop: /readyz took up to 0.1 s at 16x overload and 1.4 s at 512
+          # loop: /readyz took up to 0.1 s at 16x overload and 2.1 s at 512
           # connections (docs/benchmarks.md, section 7), hence 5 s timeouts.
           livenessProbe:
             httpGet:
