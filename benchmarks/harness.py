@@ -145,7 +145,7 @@ class Size:
 SIZES = {
     # About 15 minutes on the 2-core machine: 5 rounds of (6 × 7 s + 3 × 9 s + 12 × (4 s + 1 s
     # warm-up)), the 60 s delivery run, process start-ups and the micro-benchmarks; then the
-    # overload section (benchmarks.overload.SIZES), about 12 more.
+    # overload section (benchmarks.overload.SIZES), about 8 more.
     "full": Size(
         "full",
         rounds=5,

@@ -91,7 +91,7 @@ class Size:
 
 
 SIZES = {
-    # About 12 minutes on the 2-core machine.
+    # About 8 minutes on the 2-core machine.
     "full": Size(
         "full",
         sweep=(1, 2, 4, 8, 16, 32, 64),
