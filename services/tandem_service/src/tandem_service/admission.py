@@ -142,17 +142,19 @@ class AdmissionLimit:
         key = (scope["path"], scope["method"])
         if key in self._routes:
             return self._routes[key]
-        partial = None
+        # As Starlette's router chooses: the first full match, else the first partial one
+        # (the path matches, the method does not).
+        found = None
         for route in getattr(scope.get("app"), "routes", ()):
             match, _ = route.matches(scope)
             if match is Match.FULL:
-                partial = route
+                found = route
                 break
-            if match is Match.PARTIAL and partial is None:
-                partial = route
+            if match is Match.PARTIAL and found is None:
+                found = route
         if len(self._routes) < _ROUTE_CACHE_LIMIT:
-            self._routes[key] = partial
-        return partial
+            self._routes[key] = found
+        return found
 
     def _publish_sheds(self) -> None:
         """Register the shed counter on this process's pipeline, once (none without a pipeline)."""
