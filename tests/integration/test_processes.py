@@ -104,7 +104,10 @@ def test_sigterm_finishes_in_flight_requests_then_flushes(
 def test_a_malformed_setting_stops_the_service_with_a_line_naming_it(
     stack: Stack, service: str, variable: str, value: str
 ) -> None:
+    # Every port free, the gateway's internal one too: only the bad setting can stop it.
     env = {"HOST": "127.0.0.1", "PORT": str(free_port()), variable: value}
+    if service == "gateway":
+        env["INTERNAL_PORT"] = str(free_port())
     process = stack.start(f"{service}-bad-{variable.lower()}", service, env)
     assert process.popen.wait(30) != 0
     output = process.output()
