@@ -26,6 +26,8 @@ tandem_localstack.Stack and served like the services
    the rate wrk drives with the full-path settings; spans received by the
    collector against 1 + 6N per request the gateway served.
 5. Memory: VmRSS of the gateway and the worker before and after that run.
+7. Overload (benchmarks/overload.py; `make bench-overload` runs it alone):
+   capacity, then 4× and 16× its connections, admission limit on and off.
 
 Sections 1-3 are interleaved: each round measures every variant of every
 section once, the order rotating from round to round, so that drift on a
@@ -65,6 +67,10 @@ BSP_SETTINGS = {
     "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "512",
     "OTEL_BSP_SCHEDULE_DELAY": "1000",
 }
+
+# Sections 1-5 measure the traced path, not overload: their 32 connections of tasks=2 would
+# pass the services' default admission limit, so it is off there. Section 7 measures it.
+NO_ADMISSION_LIMIT = {"MAX_IN_FLIGHT": "0"}
 
 # The public API path (TANDEM_FAST_PATH=off) beside the default (auto: the fast path on the
 # lock's SDK).
@@ -145,9 +151,9 @@ class Size:
 
 
 SIZES = {
-    # About 15 minutes on the 2-core machine: 5 rounds of
-    # (6 × 7 s + 3 × 9 s + 12 × (4 s + 1 s warm-up)),
-    # the 60 s delivery run, process start-ups and the micro-benchmarks.
+    # About 15 minutes on the 2-core machine: 5 rounds of (6 × 7 s + 3 × 9 s + 12 × (4 s + 1 s
+    # warm-up)), the 60 s delivery run, process start-ups and the micro-benchmarks; then the
+    # overload section (benchmarks.overload.SIZES), about 8 more.
     "full": Size(
         "full",
         rounds=5,
@@ -213,6 +219,7 @@ class Run:
     full: list[dict[str, Any]] = field(default_factory=list)
     hop: list[dict[str, Any]] = field(default_factory=list)
     delivery: dict[str, Any] = field(default_factory=dict)
+    overload: dict[str, Any] = field(default_factory=dict)
     micro: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -230,6 +237,7 @@ class Run:
             "full": self.full,
             "hop": self.hop,
             "delivery": self.delivery,
+            "overload": self.overload,
             "micro": self.micro,
             "seconds": self.seconds,
         }
@@ -508,6 +516,10 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
         for variant in size.full_variants:
             gateway_port, gateway_internal_port, worker_port = free_ports(3)
             gateway_env, worker_env = pair_env(gateway_port, gateway_internal_port, worker_port)
+            gateway_env, worker_env = (
+                {**gateway_env, **NO_ADMISSION_LIMIT},
+                {**worker_env, **NO_ADMISSION_LIMIT},
+            )
             if variant == "contrib":
                 procs.service(
                     "worker-contrib",
@@ -611,6 +623,11 @@ def run_all(size: Size, generator: str, logdir: Path, load: Load | None = None) 
         run.delivery = measure_delivery(procs, size, load, drive)
     finally:
         procs.stop_all()
+    # Section 7 starts and stops processes of its own (two stacks side by side).
+    from benchmarks import overload
+
+    run.overload = overload.run(overload.SIZES[size.name], generator, logdir)
+    run.overload["command"] = "the same run"
     log("in-process micro-benchmarks of the hot path (benchmarks/micro.py)")
     run.micro = micro.run_all(quick=size.quick_micro, cases=size.micro_cases)
     run.seconds = time.monotonic() - began
@@ -626,6 +643,10 @@ def measure_delivery(procs: Processes, size: Size, load: Load, drive) -> dict[st
     collector = procs.collector("collector-delivery")
     gateway_port, gateway_internal_port, worker_port = free_ports(3)
     gateway_env, worker_env = pair_env(gateway_port, gateway_internal_port, worker_port)
+    gateway_env, worker_env = (
+        {**gateway_env, **NO_ADMISSION_LIMIT},
+        {**worker_env, **NO_ADMISSION_LIMIT},
+    )
     worker = procs.service("worker-delivery", "worker", worker_port, collector, worker_env)
     gateway = procs.service("gateway-delivery", "gateway", gateway_port, collector, gateway_env)
     procs.wait_ready()
@@ -757,8 +778,10 @@ def main(argv: list[str] | None = None) -> int:
         "--loadgen",
         choices=("wrk", "python", "auto"),
         default="wrk",
-        help="wrk (default; required for published figures), or the aiohttp stand-in, "
-        "or wrk if installed",
+        help=(
+            "wrk (default; required for published figures), or the aiohttp stand-in, "
+            "or wrk if installed"
+        ),
     )
     parser.add_argument("--logdir", type=Path, default=None, help="keep the processes' logs here")
     parser.add_argument(
@@ -766,8 +789,10 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=None,
         metavar="RAW",
-        help="measure nothing: write benchmarks.md and .png to --out from a --raw file of an "
-        "earlier run",
+        help=(
+            "measure nothing: write benchmarks.md and .png to --out from a --raw file "
+            "of an earlier run"
+        ),
     )
     args = parser.parse_args(argv)
 
@@ -779,6 +804,8 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         report.write_markdown(data, args.out / "benchmarks.md")
         report.write_chart(data, args.out / "benchmarks.png")
+        if data.get("overload"):
+            report.write_overload_chart(data["overload"], args.out / report.OVERLOAD_CHART)
         return 0
 
     generator = args.loadgen
@@ -805,6 +832,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     report.write_markdown(data, args.out / "benchmarks.md")
     report.write_chart(data, args.out / "benchmarks.png")
+    report.write_overload_chart(data["overload"], args.out / report.OVERLOAD_CHART)
     if args.raw is not None:
         args.raw.parent.mkdir(parents=True, exist_ok=True)
         args.raw.write_text(json.dumps(data, indent=1) + "\n")

@@ -18,6 +18,10 @@ from pathlib import Path
 
 WRK_SCRIPT = Path(__file__).with_name("wrk_report.lua")
 _MARKER = "WRK_JSON "
+# The overload section's script: latencies by outcome (ok, shed, other).
+WRK_OUTCOMES_SCRIPT = Path(__file__).with_name("wrk_overload.lua")
+_OUTCOMES_MARKER = "WRK_OVERLOAD_JSON "
+OUTCOMES = ("ok", "shed", "other")
 
 
 @dataclass(frozen=True)
@@ -137,3 +141,156 @@ def run_load(
     if generator == "wrk":
         return run_wrk(url, seconds, threads=threads, connections=connections)
     return run_python(url, seconds, connections=connections)
+
+
+@dataclass(frozen=True)
+class Latencies:
+    """One outcome's count and latency percentiles, in ms."""
+
+    count: int = 0
+    p50_ms: float = 0.0
+    p90_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class OutcomeResult:
+    """A closed-loop measurement split by outcome: ok (2xx), shed (503 with Retry-After), other.
+
+    `socket_errors` are connect/read/write errors and client timeouts: requests with no answer.
+    """
+
+    seconds: float
+    ok: Latencies
+    shed: Latencies
+    other: Latencies
+    statuses: dict[str, int]
+    socket_errors: int
+    generator: str
+
+    @property
+    def goodput(self) -> float:
+        return self.ok.count / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {**asdict(self), "goodput": self.goodput}
+
+
+def run_wrk_outcomes(
+    url: str, seconds: float, *, connections: int, timeout: float = 10.0
+) -> OutcomeResult:
+    """wrk with wrk_overload.lua: each response matched to its request by its trace id."""
+    wrk = wrk_path()
+    if wrk is None:
+        raise RuntimeError("wrk is not installed (make bench installs it with apt-get)")
+    duration = max(1, math.ceil(seconds))
+    command = [
+        wrk,
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration}s",
+        f"--timeout={int(timeout)}s",
+        "-s",
+        str(WRK_OUTCOMES_SCRIPT),
+        url,
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=duration + timeout + 60, check=False
+    )
+    for line in done.stdout.splitlines():
+        if line.startswith(_OUTCOMES_MARKER):
+            data = json.loads(line[len(_OUTCOMES_MARKER) :])
+            break
+    else:
+        raise RuntimeError(
+            f"wrk printed no summary (exit {done.returncode}):\n{done.stdout}\n{done.stderr}"
+        )
+    if data["unmatched"]:
+        raise RuntimeError(f"{data['unmatched']} responses carried no traceresponse of a request")
+
+    def latencies(raw: dict[str, int]) -> Latencies:
+        return Latencies(
+            raw["count"], raw["p50"] / 1000, raw["p90"] / 1000, raw["p99"] / 1000, raw["max"] / 1000
+        )
+
+    return OutcomeResult(
+        seconds=data["duration_us"] / 1e6,
+        ok=latencies(data["ok"]),
+        shed=latencies(data["shed"]),
+        other=latencies(data["other"]),
+        statuses=data["statuses"],
+        socket_errors=sum(data["errors"].values()),
+        generator="wrk",
+    )
+
+
+def run_python_outcomes(
+    url: str, seconds: float, *, connections: int, timeout: float = 10.0
+) -> OutcomeResult:
+    """The stand-in for machines without wrk: the same split, from aiohttp loops."""
+    return asyncio.run(_python_outcomes(url, seconds, connections, timeout))
+
+
+async def _python_outcomes(
+    url: str, seconds: float, connections: int, timeout: float
+) -> OutcomeResult:
+    import aiohttp
+
+    samples: dict[str, list[float]] = {outcome: [] for outcome in OUTCOMES}
+    statuses: dict[str, int] = {}
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
+    ) as session:
+        start = time.perf_counter()
+        deadline = start + seconds
+
+        async def loop() -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                began = time.perf_counter()
+                try:
+                    async with session.get(url) as response:
+                        await response.read()
+                except (TimeoutError, aiohttp.ClientError):
+                    errors += 1
+                    continue
+                elapsed = time.perf_counter() - began
+                statuses[str(response.status)] = statuses.get(str(response.status), 0) + 1
+                if 200 <= response.status < 300:
+                    samples["ok"].append(elapsed)
+                elif response.status == 503 and "retry-after" in response.headers:
+                    samples["shed"].append(elapsed)
+                else:
+                    samples["other"].append(elapsed)
+
+        await asyncio.gather(*(loop() for _ in range(connections)))
+        elapsed = time.perf_counter() - start
+
+    def latencies(values: list[float]) -> Latencies:
+        if not values:
+            return Latencies()
+        values.sort()
+
+        def at(p: float) -> float:
+            return values[min(len(values) - 1, max(0, math.ceil(p / 100 * len(values)) - 1))] * 1000
+
+        return Latencies(len(values), at(50), at(90), at(99), values[-1] * 1000)
+
+    return OutcomeResult(
+        elapsed,
+        latencies(samples["ok"]),
+        latencies(samples["shed"]),
+        latencies(samples["other"]),
+        statuses,
+        errors,
+        "python",
+    )
+
+
+def run_outcomes(url: str, seconds: float, *, generator: str, connections: int) -> OutcomeResult:
+    if generator == "wrk":
+        return run_wrk_outcomes(url, seconds, connections=connections)
+    return run_python_outcomes(url, seconds, connections=connections)

@@ -492,6 +492,10 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
                 "these costs is higher than here, alone in a loop (section 1 shows by how much)."
             )
         add("")
+    if data.get("overload"):
+        overload = data["overload"]
+        lines.extend(overload_lines(overload, standalone=overload.get("standalone", False)))
+        add("")
     add("## How it was measured")
     add("")
     add(
@@ -508,6 +512,10 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
         "- Every traced process uses the same telemetry settings: "
         + ", ".join(f"`{k}={v}`" for k, v in data["telemetry_env"].items())
         + "; 100% sampling (the default `parentbased_always_on`). The collector runs `--quiet`."
+    )
+    add(
+        "- Sections 1–5 run the services with `MAX_IN_FLIGHT=0`: they measure the traced path, "
+        "not overload, and their 32 connections would pass the default admission limit."
     )
     add(
         "- Services and variants are separate processes, all running for the whole of sections 1–3 "
@@ -671,5 +679,331 @@ def write_chart(data: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=8)
 
     fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --- Section 7: overload (benchmarks/overload.py) ----------------------------------------------
+
+OVERLOAD_CHART = "benchmarks-overload.png"
+OVERLOAD_NOTES = Path(__file__).with_name("NOTES-overload.md")
+# `make bench-overload` replaces what lies between these lines, and nothing else.
+OVERLOAD_BEGIN = "<!-- overload: begin (benchmarks/overload.py) -->"
+OVERLOAD_END = "<!-- overload: end -->"
+OVERLOAD_COLORS = {"on": "#2a7ab9", "off": "#d98c2b"}
+
+
+def _ms(spread: dict[str, float]) -> str:
+    return _s(spread, "{:.1f}")
+
+
+def _load(values: list[float] | tuple[float, ...]) -> str:
+    return " / ".join(f"{v:.2f}" for v in values)
+
+
+def overload_lines(data: dict[str, Any], *, standalone: bool) -> list[str]:
+    """Section 7, from a benchmarks.overload run; `standalone`: run apart from the other
+    sections."""
+    from benchmarks.overload import CONFIGS, PLATEAU, PROBE_TIMEOUT_SECONDS, TARGETS
+
+    o = data
+    s = o["summary"]
+    cap = o["capacity"]
+    m = o["machine"]
+    size = o["size"]
+    lines: list[str] = [OVERLOAD_BEGIN, "## 7. Overload", ""]
+    add = lines.append
+    produced = (
+        f"Produced by `{o['command']}` on {m['date']}, in {o['seconds'] / 60:.1f} minutes, "
+        "apart from the other sections (which keep the figures of their own run)"
+        if standalone
+        else f"Measured in the same run, in {o['seconds'] / 60:.1f} minutes"
+    )
+    add(
+        f"{produced}. Load average (1 min) when it started and ended: "
+        f"{o['load_average_start'][0]:.2f} and {o['load_average_end'][0]:.2f} (the run's own "
+        "processes count in it: about 2 while a measurement runs); before each measurement, in "
+        f"the `load` column. The chart: [{OVERLOAD_CHART}]({OVERLOAD_CHART})."
+    )
+    if o["generator"] != "wrk":
+        add("")
+        add("> **Not publishable**: this run used the Python stand-in load generator, not wrk.")
+    add("")
+    add(
+        f"`GET /api/work?tasks={o['tasks']}` through a gateway and a worker (one process each) "
+        "and their collector, closed-loop: each wrk connection sends its next request as soon as "
+        "an answer comes, shed or not, and ignores `Retry-After`. Two such stacks run side by "
+        "side: "
+        + "; ".join(f"**{k}**: {v}" for k, v in CONFIGS.items())
+        + ". wrk's script (benchmarks/wrk_overload.lua) gives each request a trace id of its own "
+        "and matches the answer by its `traceresponse`, so latency is split by outcome: "
+        "**success** (2xx), **shed** (503 with `Retry-After`) and **other** (any other status)."
+    )
+    add("")
+    multiples = " and ".join(f"{k}×" for k in size["multiples"])
+    fixed = ", ".join(str(n) for n in size.get("fixed", ()))
+    add(
+        f"**Capacity** is the highest goodput (successes per second) of the limit-on sweep below: "
+        f"**{cap['goodput']:.1f}/s**, first reached (within {100 * (1 - PLATEAU):.0f}%) at "
+        f"**{cap['connections']} connections**, where successes took p99 "
+        f"**{cap['ok_p99_ms']:.1f} ms** (the limit-off sweep's highest goodput: "
+        f"{cap['off_goodput']:.1f}/s). The overload runs use {multiples} those connections"
+        + (f", and {fixed} connections (the issue's worst row)" if fixed else "")
+        + f"; {size['overload_seconds']:.0f} s each, in {size['rounds']} round(s), the order "
+        "rotating; figures are the median [min–max] over the rounds."
+    )
+    add("")
+    targeted = [name for name in _overload_keys(o) if s[name]["targeted"]]
+    add("| Target | " + " | ".join(_overload_header(o, name) for name in targeted) + " |")
+    add("|---|" + "---|" * len(targeted))
+    goodput_target = TARGETS["goodput"] * cap["goodput"]
+    p99_target = TARGETS["ok_p99_ratio"] * cap["ok_p99_ms"]
+    rows = [
+        (
+            f"Goodput ≥ {TARGETS['goodput']:.0%} of capacity (≥ {goodput_target:.1f}/s)",
+            "goodput",
+            lambda e: f"{_s(e['goodput'], '{:.1f}')}/s = {e['goodput_ratio']['median']:.0%}",
+        ),
+        (
+            f"Shed p99 < {TARGETS['shed_p99_ms']:.0f} ms",
+            "shed_p99",
+            lambda e: f"{_ms(e['shed_p99_ms'])} ms" if e["shed"] else "nothing shed",
+        ),
+        (
+            f"Success p99 ≤ {TARGETS['ok_p99_ratio']:.0f} × {cap['ok_p99_ms']:.1f} ms "
+            f"(≤ {p99_target:.0f} ms)",
+            "ok_p99",
+            lambda e: f"{_ms(e['ok_p99_ms'])} ms = {e['ok_p99_ratio']['median']:.1f} ×",
+        ),
+    ]
+    for label, key, show in rows:
+        cells = [f"{show(s[name])} {_met(s[name]['met'][key])}" for name in targeted]
+        add(f"| {label} | " + " | ".join(cells) + " |")
+    add("")
+    add("**The sweep.**")
+    add("")
+    add(
+        "| Connections | goodput on /s | goodput off /s | success p99 on ms | success p99 off ms "
+        "| shed on /s | shed p99 on ms | load |"
+    )
+    add("|---|---|---|---|---|---|---|---|")
+    by_connections: dict[int, dict[str, dict[str, Any]]] = {}
+    for row in o["sweep"]:
+        by_connections.setdefault(row["connections"], {})[row["config"]] = row
+    for connections, pair in sorted(by_connections.items()):
+        on, off = pair.get("on"), pair.get("off")
+        if on is None or off is None:
+            continue
+        add(
+            f"| {connections} | {on['goodput']:.1f} | {off['goodput']:.1f} | "
+            f"{on['ok']['p99_ms']:.1f} | {off['ok']['p99_ms']:.1f} | "
+            f"{on['shed']['count'] / on['seconds']:.0f} | "
+            f"{on['shed']['p99_ms']:.1f} | {on['load_average']:.2f} |"
+        )
+    add("")
+    add("**Under overload**, per configuration and load:")
+    add("")
+    add(
+        "| | connections | goodput /s | success p50 / p99 ms | shed /s | shed p50 / p99 ms "
+        "| other answers | socket errors | peak RSS gateway / worker MiB | /readyz max ms "
+        "(failed) | spans expected / received / lost |"
+    )
+    add("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name in _overload_keys(o):
+        e = s[name]
+        config = name.split("-")[0]
+        statuses = dict(e["other_statuses"])
+        # The 503s with Retry-After are the shed column's; what is left is another answer.
+        statuses["503"] = statuses.get("503", 0) - e["shed"]
+        others = ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()) if v > 0) or "0"
+        spans = e["spans"]
+        add(
+            f"| limit {config}, {_load_label(e)} | {e['connections']} | "
+            f"{_s(e['goodput'], '{:.1f}')} | "
+            f"{_ms(e['ok_p50_ms'])} / {_ms(e['ok_p99_ms'])} | {_s(e['shed_per_second'])} | "
+            + (f"{_ms(e['shed_p50_ms'])} / {_ms(e['shed_p99_ms'])}" if e["shed"] else "–")
+            + f" | {others} | {e['socket_errors']} | "
+            f"{e['rss_peak_mib']['gateway']:.0f} / {e['rss_peak_mib']['worker']:.0f} | "
+            f"{e['readyz']['max_ms']:.0f} ({e['readyz']['failures']} of {e['readyz']['probes']}) | "
+            f"{spans['expected']:.0f} / {spans['received']:.0f} / {spans['lost']:.0f} |"
+        )
+    add("")
+    add(f"**Where the CPU went**, in cores, median over the rounds (the machine has {m['nproc']}):")
+    add("")
+    add("| | gateway | worker | collector | wrk | whole machine | of it, interrupts |")
+    add("|---|---|---|---|---|---|---|")
+    for name in _overload_keys(o):
+        e = s[name]
+        c = e["cpu"]
+        add(
+            f"| limit {name.split('-')[0]}, {_load_label(e)} | {c['gateway']:.2f} | "
+            f"{c['worker']:.2f} | {c['collector']:.2f} | {c['loadgen']:.2f} | "
+            f"{c['machine']:.2f} | {c['interrupts']:.2f} |"
+        )
+    add("")
+    add(
+        "Peak RSS is sampled every 0.2 s during each measurement (before the first: "
+        + ", ".join(
+            f"{config} {s[name]['rss_start_mib']['gateway']:.0f} / "
+            f"{s[name]['rss_start_mib']['worker']:.0f}"
+            for config in CONFIGS
+            for name in _overload_keys(o)[:2]
+            if name.startswith(f"{config}-")
+        )
+        + " MiB). /readyz is called every 0.5 s during each measurement with the chart's "
+        f"probe timeout, {PROBE_TIMEOUT_SECONDS} s. The whole machine's CPU is /proc/stat's "
+        "busy time, other tenants included. Spans expected are counted from the services' "
+        "duration metrics (one SERVER or CLIENT span per recorded request, plus compute and "
+        "publish for each task the worker served); received is the collector's count; lost is "
+        "what the services' batch processors reported dropped (`tandem.telemetry.spans.lost`), all "
+        "read after the "
+        "counters stopped moving. The shed counter (`tandem.server.requests.shed`) counted "
+        + ", ".join(
+            f"{s[name]['shed_counted']:.0f} (wrk saw {s[name]['shed']}) at {_load_label(s[name])}"
+            for name in _overload_keys(o)
+            if name.startswith("on-")
+        )
+        + "; it also counts the requests still in flight when wrk stopped."
+    )
+    add("")
+    if OVERLOAD_NOTES.exists():
+        add(OVERLOAD_NOTES.read_text().rstrip())
+        add("")
+    add(OVERLOAD_END)
+    return lines
+
+
+def _load_label(entry: dict[str, Any]) -> str:
+    label = entry["load"]
+    return label.replace("x", "×") if entry["targeted"] else f"{entry['connections']} fixed"
+
+
+def _overload_keys(o: dict[str, Any]) -> list[str]:
+    """The summary's entries, in the order measured: load by load, limit on before off."""
+    return list(o["summary"])
+
+
+def _overload_header(o: dict[str, Any], name: str) -> str:
+    entry = o["summary"][name]
+    return f"limit {name.split('-')[0]}, {_load_label(entry)} ({entry['connections']} connections)"
+
+
+def splice_overload(data: dict[str, Any], doc: Path) -> None:
+    """Replace the overload section of `doc` (or add it before "How it was measured")."""
+    section = "\n".join(overload_lines(data, standalone=True))
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    if OVERLOAD_BEGIN in text and OVERLOAD_END in text:
+        head, _, rest = text.partition(OVERLOAD_BEGIN)
+        _, _, tail = rest.partition(OVERLOAD_END)
+        text = head + section + tail
+    elif "\n## How it was measured" in text:
+        head, _, tail = text.partition("\n## How it was measured")
+        text = head + "\n" + section + "\n\n## How it was measured" + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)
+
+
+def write_overload_chart(data: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from benchmarks.overload import CONFIGS, TARGETS
+
+    o = data
+    cap = o["capacity"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.5))
+    m = o["machine"]
+    fig.suptitle(
+        f"Overload, GET /api/work?tasks={o['tasks']} — {m['nproc']} × {m['cpu']}, {m['date']} "
+        f"(sweep: one point each; overload: median over {o['size']['rounds']} rounds)",
+        fontsize=11,
+    )
+    for config in CONFIGS:
+        color = OVERLOAD_COLORS[config]
+        sweep = sorted(
+            (r for r in o["sweep"] if r["config"] == config), key=lambda r: r["connections"]
+        )
+        over = [e for name, e in o["summary"].items() if name.startswith(f"{config}-")]
+        label = f"limit {config}"
+        left.plot(
+            [r["connections"] for r in sweep],
+            [r["goodput"] for r in sweep],
+            marker="o",
+            color=color,
+            label=f"{label}, sweep",
+        )
+        left.plot(
+            [e["connections"] for e in over],
+            [e["goodput"]["median"] for e in over],
+            marker="s",
+            linestyle="none",
+            markersize=9,
+            color=color,
+            label=f"{label}, overload runs",
+        )
+        right.plot(
+            [r["connections"] for r in sweep],
+            [r["ok"]["p99_ms"] for r in sweep],
+            marker="o",
+            color=color,
+            label=f"{label}: success p99",
+        )
+        right.plot(
+            [e["connections"] for e in over],
+            [e["ok_p99_ms"]["median"] for e in over],
+            marker="s",
+            linestyle="none",
+            markersize=9,
+            color=color,
+        )
+        if config == "on":
+            shed = [e for e in over if e["shed"]]
+            right.plot(
+                [e["connections"] for e in shed],
+                [e["shed_p99_ms"]["median"] for e in shed],
+                marker="v",
+                linestyle="none",
+                markersize=9,
+                color="#555555",
+                label="limit on: shed p99",
+            )
+    left.axhline(
+        TARGETS["goodput"] * cap["goodput"],
+        color="#555555",
+        linestyle="--",
+        linewidth=1,
+        label=f"{TARGETS['goodput']:.0%} of capacity",
+    )
+    left.set_xscale("log", base=2)
+    left.set_xlabel("wrk connections")
+    left.set_ylabel("goodput, successes per second")
+    left.set_ylim(bottom=0)
+    left.set_title("Goodput", fontsize=10)
+    left.legend(fontsize=8)
+    right.axhline(
+        TARGETS["ok_p99_ratio"] * cap["ok_p99_ms"],
+        color="#2a7ab9",
+        linestyle="--",
+        linewidth=1,
+        label=f"{TARGETS['ok_p99_ratio']:.0f} × success p99 at capacity",
+    )
+    right.axhline(
+        TARGETS["shed_p99_ms"],
+        color="#555555",
+        linestyle=":",
+        linewidth=1,
+        label=f"shed p99 target, {TARGETS['shed_p99_ms']:.0f} ms",
+    )
+    right.set_xscale("log", base=2)
+    right.set_yscale("log")
+    right.set_xlabel("wrk connections")
+    right.set_ylabel("ms")
+    right.set_title("Latency, p99", fontsize=10)
+    right.legend(fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,5 +1,6 @@
 # Benchmarks: `make bench` runs the harness in benchmarks/ and rewrites
-# docs/benchmarks.md and docs/benchmarks.png. Included by the root Makefile,
+# docs/benchmarks.md and its charts; `make bench-overload` runs only its
+# overload section and replaces that section of docs/benchmarks.md. Included by the root Makefile,
 # which defines VENV_PY, TOOLS and CURDIR. Not part of `make test`; the
 # harness's smoke run (tests/bench) is.
 #
@@ -10,10 +11,13 @@
 BENCH_ARGS ?=
 BENCH_SUDO := $(shell [ "$$(id -u 2>/dev/null)" = 0 ] || command -v sudo 2>/dev/null)
 
-.PHONY: bench bench-wrk
+.PHONY: bench bench-overload bench-wrk
 
-bench: install bench-wrk ## Benchmark on loopback with wrk (~15 min); writes docs/benchmarks.md and .png.
+bench: install bench-wrk ## Benchmark on loopback with wrk (~25 min); writes docs/benchmarks.md and its charts.
 	BENCH_COMMAND="make bench" $(VENV_PY) -m benchmarks --loadgen wrk --out $(CURDIR)/docs --raw $(CURDIR)/benchmarks/results.json $(BENCH_ARGS)
+
+bench-overload: install bench-wrk ## Only make bench's overload section (~8 min); splices it into docs/benchmarks.md.
+	BENCH_COMMAND="make bench-overload" $(VENV_PY) -m benchmarks.overload --doc $(CURDIR)/docs/benchmarks.md --raw $(CURDIR)/benchmarks/results.json $(BENCH_ARGS)
 
 bench-wrk:
 	@if command -v wrk >/dev/null 2>&1; then exit 0; fi; \

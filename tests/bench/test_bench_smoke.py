@@ -26,6 +26,8 @@ from benchmarks.harness import (
     TRIVIAL_VARIANTS,
 )
 from benchmarks.micro import CASES
+from benchmarks.overload import CONFIGS
+from benchmarks.report import OVERLOAD_BEGIN, OVERLOAD_CHART, OVERLOAD_END
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = SIZES["smoke"]
@@ -50,7 +52,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
         str(root / "logs"),
     ]
     done = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, timeout=600, check=False
+        command, cwd=REPO, capture_output=True, text=True, timeout=900, check=False
     )
     assert done.returncode == 0, f"the harness failed:\n{done.stderr[-6000:]}"
     return json.loads(raw.read_text()), out
@@ -116,6 +118,28 @@ def test_span_delivery_and_memory_were_measured(smoke):
         assert delivery["rss_kib"][stage]["worker"] > 0
 
 
+def test_the_overload_section_swept_and_overloaded_both_configurations(smoke):
+    data, _ = smoke
+    overload = data["overload"]
+    sizes = {(row["config"], row["connections"]) for row in overload["sweep"]}
+    assert {config for config, _ in sizes} == set(CONFIGS)
+    assert all(row["ok"]["count"] > 0 for row in overload["sweep"]), overload["sweep"]
+    capacity = overload["capacity"]
+    assert capacity["goodput"] > 0 and capacity["connections"] in overload["size"]["sweep"]
+    for config in CONFIGS:
+        for multiple in overload["size"]["multiples"]:
+            entry = overload["summary"][f"{config}-{multiple}x"]
+            assert entry["connections"] == multiple * capacity["connections"]
+            assert entry["rounds"] == overload["size"]["rounds"]
+            assert entry["readyz"]["probes"] >= entry["readyz"]["failures"] >= 0
+            assert entry["cpu"]["machine"] > 0
+            assert entry["spans"]["expected"] > 0, entry
+            assert entry["spans"]["received"] > 0, entry
+            assert entry["rss_peak_mib"]["gateway"] > 0 and entry["rss_peak_mib"]["worker"] > 0
+    # With the limit off, nothing is ever shed.
+    assert all(row["shed"]["count"] == 0 for row in overload["overload"] if row["config"] == "off")
+
+
 def test_the_micro_benchmarks_ran(smoke):
     data, _ = smoke
     # One name per server and client case; the sdk and export cases measure four each.
@@ -148,8 +172,36 @@ def test_the_table_and_the_chart_were_written(smoke):
         "## 4.",
         "## 5.",
         "## 6.",
+        "## 7. Overload",
     ):
         assert heading in markdown, heading
+    assert markdown.count(OVERLOAD_BEGIN) == 1 and markdown.count(OVERLOAD_END) == 1
     assert f"`{data['command']}`" in markdown
     assert f"| CPUs (`nproc`) | {data['machine']['nproc']} |" in markdown
-    assert (out / "benchmarks.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    for chart in ("benchmarks.png", OVERLOAD_CHART):
+        assert (out / chart).read_bytes().startswith(b"\x89PNG\r\n\x1a\n"), chart
+
+
+def test_bench_overload_replaces_its_section_and_nothing_else(smoke, tmp_path):
+    """`make bench-overload` splices the section into the published document, in place."""
+    from benchmarks.report import splice_overload
+
+    data, _ = smoke
+    published = (REPO / "docs" / "benchmarks.md").read_text()
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(published)
+    splice_overload(data["overload"], doc)
+    once = doc.read_text()
+    splice_overload(data["overload"], doc)
+    assert doc.read_text() == once
+    assert once.count(OVERLOAD_BEGIN) == 1 and once.count(OVERLOAD_END) == 1
+
+    def outside(text: str) -> str:
+        if OVERLOAD_BEGIN not in text:
+            return text
+        head, _, rest = text.partition(OVERLOAD_BEGIN)
+        return head + rest.partition(OVERLOAD_END)[2]
+
+    # Everything outside the section is the published text, word for word.
+    assert outside(once).split() == outside(published).split()
+    assert "apart from the other sections" in once

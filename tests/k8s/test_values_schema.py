@@ -44,6 +44,12 @@ SCHEMA_CASES = [
         ["--set", "telemetry.metricExportIntervalMillis=10"],
         "telemetry.metricExportIntervalMillis",
     ),
+    ("negative admission limit", ["--set", "worker.maxInFlight=-1"], "worker.maxInFlight"),
+    (
+        "bad autoscaling CPU",
+        ["--set", "gateway.autoscaling.averageCPU=lots"],
+        "gateway.autoscaling.averageCPU",
+    ),
     (
         "bad access mode",
         ["--set", "tempo.persistence.accessModes[0]=RWO"],
@@ -81,6 +87,18 @@ FAIL_CASES = [
         "gateway listeners on one port",
         ["--set", "gateway.internalPort=8080"],
         "gateway.internalPort must differ from gateway.port",
+    ),
+    (
+        "autoscaling bounds reversed",
+        [
+            "--set",
+            "worker.autoscaling.enabled=true",
+            "--set",
+            "worker.autoscaling.minReplicas=5",
+            "--set",
+            "worker.autoscaling.maxReplicas=3",
+        ],
+        "worker.autoscaling.maxReplicas must be at least its minReplicas",
     ),
     (
         "helm test without tempo",

@@ -155,6 +155,28 @@ async def test_idempotent_requests_retry_on_503_and_post_does_not(pipeline: Pipe
     assert post.attributes["error.type"] == "503"
 
 
+async def test_a_503_with_retry_after_is_not_retried(pipeline: Pipeline) -> None:
+    """A server shedding load says when to come back; the client passes that on, at once."""
+    calls = {"n": 0}
+
+    async def shedding(request: Request) -> PlainTextResponse:
+        calls["n"] += 1
+        return PlainTextResponse("overloaded", status_code=503, headers={"retry-after": "1"})
+
+    app = Starlette(routes=[Route("/shedding", shedding)])
+    async with (
+        served(app) as base,
+        create_client(base, retry=FAST_RETRY, telemetry=pipeline.telemetry) as client,
+    ):
+        response = await client.get("/shedding")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert calls["n"] == 1
+    (span,) = pipeline.named("GET")
+    assert span.attributes["http.response.status_code"] == 503
+    assert "http.request.resend_count" not in span.attributes
+
+
 async def test_4xx_marks_a_client_span_as_error(pipeline: Pipeline) -> None:
     app = Starlette(routes=[])
     async with served(app) as base, create_client(base, telemetry=pipeline.telemetry) as client:

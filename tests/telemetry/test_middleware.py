@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from tandem_telemetry import TracingMiddleware
+from tandem_telemetry import ERROR_TYPE_KEY, TracingMiddleware
 from tests.support import Pipeline, make_pipeline, served
 
 pytestmark = pytest.mark.anyio
@@ -304,3 +304,29 @@ async def test_repeated_requests_reuse_attributes_without_sharing_them(pipeline:
     assert [s.attributes["http.response.status_code"] for s in spans] == [200, 200, 200, 200, 503]
     assert "error.type" not in spans[3].attributes and spans[4].attributes["error.type"] == "503"
     assert [s.attributes["url.path"] for s in spans] == ["/items/1"] * 4 + ["/status/503"]
+
+
+async def test_an_inner_app_names_the_error_type_of_its_answer(pipeline: Pipeline) -> None:
+    """ERROR_TYPE_KEY in the scope replaces the bare status code as error.type, span and metric."""
+
+    async def refuse(request: Request) -> PlainTextResponse:
+        request.scope[ERROR_TYPE_KEY] = "load_shed"
+        return PlainTextResponse("busy", status_code=503)
+
+    app = Starlette(
+        routes=[Route("/refuse", refuse)],
+        middleware=[Middleware(TracingMiddleware, telemetry=pipeline.telemetry)],
+    )
+    async with served(app) as base, httpx.AsyncClient() as client:
+        response = await client.get(f"{base}/refuse")
+    assert response.status_code == 503
+    (span,) = pipeline.finished()
+    assert span.attributes["error.type"] == "load_shed"
+    assert span.attributes["http.response.status_code"] == 503
+    assert span.status.status_code is StatusCode.ERROR
+    data = pipeline.metrics.get_metrics_data()
+    metrics = {
+        m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+    }
+    (point,) = metrics["http.server.request.duration"].data.data_points
+    assert point.attributes["error.type"] == "load_shed"

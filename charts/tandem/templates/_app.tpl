@@ -22,7 +22,9 @@ metadata:
     checkov.io/skip2: CKV_K8S_15=Built locally and loaded into the cluster (kind/minikube), in no registry, so Always would fail the pull; every build gets its own tag (appVersion, or skaffold's tag@digest), so IfNotPresent cannot run a stale image.
   {{- end }}
 spec:
+  {{- if not $v.autoscaling.enabled }}
   replicas: {{ $v.replicaCount }}
+  {{- end }}
   revisionHistoryLimit: 5
   strategy:
     type: RollingUpdate
@@ -81,6 +83,8 @@ spec:
               value: {{ $v.webConcurrency | quote }}
             - name: GRACEFUL_TIMEOUT
               value: {{ $v.gracefulTimeoutSeconds | quote }}
+            - name: MAX_IN_FLIGHT
+              value: {{ $v.maxInFlight | quote }}
             - name: LOG_LEVEL
               value: {{ $v.logLevel | quote }}
             - name: TANDEM_UNTRUSTED_CONTEXT
@@ -120,19 +124,24 @@ spec:
               port: http
             periodSeconds: 2
             failureThreshold: 30
+          # Both probes are exempt from the admission limit, so an overloaded pod
+          # stays ready and alive: it sheds what it cannot take instead of handing
+          # its share to the other pods. They still wait their turn in a busy event
+          # loop: /readyz took up to 0.1 s at 16x overload and 2.1 s at 512
+          # connections (docs/benchmarks.md, section 7), hence 5 s timeouts.
           livenessProbe:
             httpGet:
               path: /healthz
               port: http
             periodSeconds: 10
-            timeoutSeconds: 2
+            timeoutSeconds: 5
             failureThreshold: 3
           readinessProbe:
             httpGet:
               path: /readyz
               port: http
             periodSeconds: 5
-            timeoutSeconds: 2
+            timeoutSeconds: 5
             failureThreshold: 2
           lifecycle:
             preStop:
@@ -198,4 +207,34 @@ spec:
   selector:
     matchLabels:
       {{- include "tandem.selectorLabels" $ctx | nindent 6 }}
+{{- end -}}
+
+
+{{/*
+An optional HorizontalPodAutoscaler on average CPU (<component>.autoscaling).
+*/}}
+{{- define "tandem.app.hpa" -}}
+{{- $ctx := dict "root" .root "component" .component -}}
+{{- $a := .values.autoscaling -}}
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ include "tandem.componentName" $ctx }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "tandem.labels" $ctx | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ include "tandem.componentName" $ctx }}
+  minReplicas: {{ $a.minReplicas }}
+  maxReplicas: {{ $a.maxReplicas }}
+  metrics:
+    - type: Resource
+      resource:
+        name: cpu
+        target:
+          type: AverageValue
+          averageValue: {{ $a.averageCPU | quote }}
 {{- end -}}

@@ -189,6 +189,12 @@ Call with (dict "root" $ "components" (list "gateway" "worker")).
 {{- if and .Values.grafana.enabled (not .Values.tempo.enabled) (not .Values.grafana.tempoUrl) -}}
 {{- fail "grafana.tempoUrl is required when grafana.enabled is true and tempo.enabled is false (the datasource needs a Tempo)" -}}
 {{- end -}}
+{{- range $component := list "gateway" "worker" -}}
+{{- $a := (index $.Values $component).autoscaling -}}
+{{- if and $a.enabled (gt (int $a.minReplicas) (int $a.maxReplicas)) -}}
+{{- fail (printf "%s.autoscaling.maxReplicas must be at least its minReplicas" $component) -}}
+{{- end -}}
+{{- end -}}
 {{- if .Values.tracecheck.enabled -}}
 {{- if and (not .Values.tempo.enabled) (not .Values.tracecheck.tempoUrl) -}}
 {{- fail "tracecheck.tempoUrl is required when tempo.enabled is false (or set tracecheck.enabled=false)" -}}

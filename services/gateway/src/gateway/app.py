@@ -17,6 +17,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import NamedTuple
+from urllib.parse import parse_qsl
 
 import httpx
 from opentelemetry import trace
@@ -24,12 +25,14 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import Scope
 
 from gateway import __version__
 from gateway.settings import SERVICE_NAME, Settings
 from tandem_service import (
     EXCEPTION_HANDLERS,
     HEALTH_ROUTES,
+    AdmissionLimit,
     BadRequest,
     RequestGuard,
     int_param,
@@ -39,14 +42,29 @@ from tandem_telemetry import Timeouts, create_client, instrument
 
 logger = logging.getLogger("gateway")
 
+DEFAULT_TASKS = 2
 MAX_TASKS = 16
 MAX_DELAY_MS = 5000
 FAILURE_MODES = frozenset({"worker"})
 
 
+def work_cost(scope: Scope) -> int:
+    """What a request weighs against the admission limit: the worker tasks it fans out to.
+
+    Read before routing and validation, so anything unreadable weighs 1 (and is refused by
+    `work` with a 422 if it is admitted).
+    """
+    if scope["path"] != "/api/work":
+        return 1
+    for name, value in parse_qsl(scope["query_string"].decode("latin-1")):
+        if name == "tasks":
+            return int(value) if value.isascii() and value.isdigit() and len(value) < 3 else 1
+    return DEFAULT_TASKS
+
+
 async def work(request: Request) -> JSONResponse:
     """Send `tasks` concurrent tasks to the worker and gather their results."""
-    tasks = int_param(request, "tasks", default=2, low=1, high=MAX_TASKS)
+    tasks = int_param(request, "tasks", default=DEFAULT_TASKS, low=1, high=MAX_TASKS)
     delay_ms = int_param(request, "delay_ms", default=0, low=0, high=MAX_DELAY_MS)
     fail = request.query_params.get("fail")
     if fail is not None and fail not in FAILURE_MODES:
@@ -73,9 +91,12 @@ def _worst_failure(
 ) -> JSONResponse | None:
     """Map the fan-out's failures to one answer.
 
-    A timeout (504) wins over an unreachable worker (503), which wins over a bad reply (502).
+    A timeout (504) wins over an unreachable worker (503), which wins over an
+    overloaded one (503 with Retry-After: the worker shed the task, so the
+    caller may retry later), which wins over a bad reply (502).
     """
     statuses = []
+    retry_after: list[int] = []
     for outcome in outcomes:
         if isinstance(outcome, httpx.TimeoutException):  # TotalTimeout included
             statuses.append(
@@ -96,6 +117,11 @@ def _worst_failure(
                     f"the call to the worker failed: {type(outcome).__name__}",
                 )
             )
+        elif outcome.status_code == 503 and (seconds := _retry_after(outcome)) is not None:
+            retry_after.append(seconds)
+            statuses.append(
+                (503, "worker_overloaded", "the worker is at its limit and shed the task")
+            )
         elif outcome.status_code >= 500:
             statuses.append((502, "worker_error", f"the worker answered {outcome.status_code}"))
         elif outcome.status_code >= 400:
@@ -105,9 +131,18 @@ def _worst_failure(
     if not statuses:
         return None
     status, error, detail = max(statuses)
-    return json_error(
+    answer = json_error(
         status, error, detail, trace_id=trace_id, failed_tasks=len(statuses), tasks=len(outcomes)
     )
+    if error == "worker_overloaded":
+        answer.headers["retry-after"] = str(max(retry_after))
+    return answer
+
+
+def _retry_after(response: httpx.Response) -> int | None:
+    """A response's Retry-After in whole seconds (RFC 9110 §10.2.3), if it has a usable one."""
+    value = response.headers.get("retry-after", "").strip()
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 async def quota(request: Request) -> JSONResponse:
@@ -146,6 +181,11 @@ def create_apps(settings: Settings | None = None) -> GatewayApps:
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
     )
+    # Added before instrument(...), so it runs inside the tracing middleware: a shed request
+    # still gets its span. The limit is on worker tasks (work_cost), so it also bounds the
+    # fan-out to the worker. It guards the public listener only: the worker's quota calls, on
+    # the internal one, finish admitted requests and are never shed.
+    public.add_middleware(AdmissionLimit, limit=settings.max_in_flight, cost=work_cost)
     public = instrument(public, SERVICE_NAME, service_version=__version__)
 
     internal = Starlette(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tandem_service import SERVER_ENV_VARS, Listener
+from tandem_service import ADMISSION_ENV_VARS, SERVER_ENV_VARS, Listener, max_in_flight_from_env
 from tandem_telemetry.env import env_float, env_str
 
 SERVICE_NAME = "gateway"
@@ -12,6 +12,8 @@ DEFAULT_PORT = 8080
 # /internal/* for Tandem's own services (the worker's quota checks), on a port of its own.
 DEFAULT_INTERNAL_PORT = 8082
 DEFAULT_WORKER_URL = "http://127.0.0.1:8081"
+# Worker tasks in flight: chosen from the overload measurements in docs/benchmarks.md, section 7.
+DEFAULT_MAX_IN_FLIGHT = 32
 
 # The public routes on PORT; the internal ones on INTERNAL_PORT, in the same process.
 PUBLIC_LISTENER = Listener.public(DEFAULT_PORT)
@@ -19,7 +21,13 @@ INTERNAL_LISTENER = Listener("INTERNAL_PORT", DEFAULT_INTERNAL_PORT)
 
 # Every variable the gateway reads itself (tandem_telemetry.ENV_VARS lists the telemetry ones).
 ENV_VARS = frozenset(
-    {*SERVER_ENV_VARS, INTERNAL_LISTENER.port_variable, "WORKER_URL", "WORKER_TIMEOUT"}
+    {
+        *SERVER_ENV_VARS,
+        *ADMISSION_ENV_VARS,
+        INTERNAL_LISTENER.port_variable,
+        "WORKER_URL",
+        "WORKER_TIMEOUT",
+    }
 )
 
 
@@ -28,11 +36,15 @@ class Settings:
     worker_url: str = DEFAULT_WORKER_URL
     # Total budget for one call to the worker, retries included, in seconds.
     worker_timeout: float = 5.0
+    # Worker tasks one process has in flight for /api/* requests (a request counts its
+    # tasks); a request that would go past it gets a 503 at once. 0: no limit.
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
 
     @classmethod
     def from_env(cls) -> Settings:
-        """Read WORKER_URL and WORKER_TIMEOUT; InvalidEnvVar names a malformed one."""
+        """Read the gateway's variables (ENV_VARS); InvalidEnvVar names a malformed one."""
         return cls(
             worker_url=env_str("WORKER_URL", DEFAULT_WORKER_URL).rstrip("/"),
             worker_timeout=env_float("WORKER_TIMEOUT", cls.worker_timeout),
+            max_in_flight=max_in_flight_from_env(DEFAULT_MAX_IN_FLIGHT),
         )

@@ -21,7 +21,11 @@ async def readyz(request: Request) -> JSONResponse:
     return json_error(503, "not_ready", "the service is still starting or is shutting down")
 
 
+# Never shed by the admission limit (tandem_service.admission): a probe must reach the app.
+HEALTH_PATHS = ("/healthz", "/readyz")
+LIVENESS_PATH, READINESS_PATH = HEALTH_PATHS
+
 HEALTH_ROUTES = [
-    Route("/healthz", healthz, methods=["GET"]),
-    Route("/readyz", readyz, methods=["GET"]),
+    Route(LIVENESS_PATH, healthz, methods=["GET"]),
+    Route(READINESS_PATH, readyz, methods=["GET"]),
 ]

@@ -17,11 +17,12 @@ from tandem_telemetry.client import (
 from tandem_telemetry.env import InvalidEnvVar
 from tandem_telemetry.lifespan import flushing_lifespan, instrument
 from tandem_telemetry.logs import JsonFormatter, configure_logging
-from tandem_telemetry.middleware import TracingMiddleware
+from tandem_telemetry.middleware import ERROR_TYPE_KEY, TracingMiddleware
 from tandem_telemetry.settings import ENV_VARS, TelemetrySettings
 
 __all__ = [
     "ENV_VARS",
+    "ERROR_TYPE_KEY",
     "InvalidEnvVar",
     "JsonFormatter",
     "RetryPolicy",

@@ -35,7 +35,10 @@ class RetryPolicy:
 
     A request whose connection could not be established is always retried:
     nothing was sent, so even a POST is safe. Idempotent requests are also
-    retried on 503 and on errors after sending.
+    retried on errors after sending, and on a 503 without `Retry-After`. A
+    503 with `Retry-After` is a server shedding load and saying when to come
+    back: it goes to the caller at once, never retried sooner, so that
+    retries do not multiply the load on a server that has too much.
     """
 
     attempts: int = 3
@@ -103,7 +106,12 @@ class TracingTransport(httpx.AsyncBaseTransport):
                     await self._backoff(attempt, deadline, request)
                     continue
                 raise
-            if response.status_code == 503 and idempotent and attempt + 1 < self._retry.attempts:
+            if (
+                response.status_code == 503
+                and idempotent
+                and attempt + 1 < self._retry.attempts
+                and "retry-after" not in response.headers
+            ):
                 await response.aclose()
                 _end_span(telemetry, span, start, target, 503, "503")
                 attempt += 1

@@ -25,6 +25,10 @@ ATTRIBUTE_SETS_LIMIT = 1024
 KNOWN_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
 )
+# A scope key an inner middleware or app sets to say why it answered as it did, e.g.
+# `scope[ERROR_TYPE_KEY] = "load_shed"`: the span and the duration metric get it as error.type
+# (and the span an ERROR status) instead of the bare status code.
+ERROR_TYPE_KEY = "tandem.error_type"
 
 
 class TracingMiddleware:
@@ -120,6 +124,8 @@ class TracingMiddleware:
                 span.update_name(
                     f"{method} {template}" if method != "_OTHER" else f"HTTP {template}"
                 )
+            if error_type is None:
+                error_type = scope.get(ERROR_TYPE_KEY)
             if error_type is None and code >= 500:
                 error_type = str(code)
             if error_type is not None:

@@ -21,6 +21,7 @@ from starlette.routing import Route
 from tandem_service import (
     EXCEPTION_HANDLERS,
     HEALTH_ROUTES,
+    AdmissionLimit,
     BadRequest,
     RequestGuard,
     json_error,
@@ -157,6 +158,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     routes = [Route("/tasks", tasks, methods=["POST"]), *HEALTH_ROUTES]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    # Added before instrument(...), so it runs inside the tracing middleware: a shed task
+    # still gets its span.
+    app.add_middleware(AdmissionLimit, limit=settings.max_in_flight)
     app = instrument(app, SERVICE_NAME, service_version=__version__)
     # Added last, so it runs first: malformed Host headers and absolute-form targets never
     # reach a span.

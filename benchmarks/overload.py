@@ -1,0 +1,656 @@
+"""Section 7, overload: capacity, then 4× and 16× the connections that reach it, limit on and off.
+
+    python -m benchmarks.overload [--smoke] [--doc docs/benchmarks.md] [--raw FILE]
+
+`make bench-overload` runs this section alone and splices it into
+docs/benchmarks.md (the other sections keep the figures of their own run);
+`make bench` runs it as part of the whole harness.
+
+Two stacks run side by side, each a collector, a worker and a gateway served
+as in production (tandem_localstack.Stack, hypercorn, one process each):
+"on" with the services' default admission limits, "off" with MAX_IN_FLIGHT=0
+on both. The load is `GET /api/work?tasks=8`, closed-loop: wrk connections
+that send their next request as soon as an answer comes, shed or not, and
+ignore Retry-After (a client that honoured it would only make overload easier).
+
+1. Sweep: goodput (2xx per second) at each connection count, both stacks.
+   Capacity is the highest goodput of the "on" sweep; the connections that
+   reach it are the fewest whose goodput is within 5% of it (on a plateau, the
+   later points are the same capacity reached by more clients than needed).
+2. Overload: at 4× and 16× those connections, both stacks, in rounds with
+   the order rotating: goodput, latency by outcome (wrk_overload.lua), the
+   peak RSS of both services, CPU, and spans expected, received and dropped.
+
+Between measurements each stack is left to go idle, so that one stack's
+backlog never runs during the other's measurement.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import loadgen
+from benchmarks.harness import (
+    REPO,
+    Processes,
+    log,
+    machine_info,
+    pair_env,
+    rotated,
+    rss_kib,
+)
+from tandem_collector.ports import free_ports
+from tandem_localstack import Collector, Process
+from tandem_tracecheck.prometheus import parse
+
+TASKS = 8
+PATH = f"/api/work?tasks={TASKS}"
+CONFIGS = {
+    "on": "admission limit on (the services' defaults)",
+    "off": "admission limit off (MAX_IN_FLIGHT=0 on both services)",
+}
+CONFIG_ENV = {"on": {}, "off": {"MAX_IN_FLIGHT": "0"}}
+# Within this fraction of the highest goodput, a sweep point has reached capacity.
+PLATEAU = 0.95
+TARGETS = {"goodput": 0.90, "shed_p99_ms": 50.0, "ok_p99_ratio": 2.0}
+# The settings of the whole harness (benchmarks.harness.BSP_SETTINGS), so that spans are
+# accounted for under the same batch processor.
+TELEMETRY_ENV = {
+    "OTEL_BSP_MAX_QUEUE_SIZE": "8192",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "512",
+    "OTEL_BSP_SCHEDULE_DELAY": "1000",
+    "OTEL_METRIC_EXPORT_INTERVAL": "5000",
+    "TANDEM_FAST_PATH": "auto",
+}
+
+
+@dataclass(frozen=True)
+class Size:
+    name: str
+    sweep: tuple[int, ...]
+    sweep_seconds: float
+    overload_seconds: float
+    rounds: int
+    warmup_seconds: float
+    settle_timeout: float
+    multiples: tuple[int, ...] = (4, 16)
+    # Connection counts measured as they are, whatever the capacity: the issue's worst row.
+    fixed: tuple[int, ...] = ()
+    export_overrides: tuple[tuple[str, str], ...] = ()
+
+    def telemetry_env(self) -> dict[str, str]:
+        return {**TELEMETRY_ENV, **dict(self.export_overrides)}
+
+
+SIZES = {
+    # About 8 minutes on the 2-core machine.
+    "full": Size(
+        "full",
+        sweep=(1, 2, 4, 8, 16, 32, 64),
+        sweep_seconds=8,
+        overload_seconds=15,
+        rounds=2,
+        warmup_seconds=3,
+        settle_timeout=90,
+        fixed=(512,),
+    ),
+    "smoke": Size(
+        "smoke",
+        sweep=(1, 2),
+        sweep_seconds=1,
+        overload_seconds=1,
+        rounds=1,
+        warmup_seconds=0,
+        settle_timeout=30,
+        export_overrides=(
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
+        ),
+    ),
+}
+
+
+# --- The stacks ----------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    config: str
+    collector: Collector
+    gateway: Process
+    worker: Process
+    collector_process: Process
+    url: str
+    counters: dict[str, float] | None = None
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {
+            "gateway": self.gateway.popen.pid,
+            "worker": self.worker.popen.pid,
+            "collector": self.collector_process.popen.pid,
+        }
+
+
+def start_stacks(procs: Processes) -> dict[str, Stack]:
+    stacks: dict[str, Stack] = {}
+    for config in CONFIGS:
+        collector = procs.collector(f"collector-{config}")
+        collector_process = procs.stack.processes[-1]
+        gateway_port, gateway_internal_port, worker_port = free_ports(3)
+        gateway_env, worker_env = pair_env(gateway_port, gateway_internal_port, worker_port)
+        worker = procs.service(
+            f"worker-{config}",
+            "worker",
+            worker_port,
+            collector,
+            {**worker_env, **CONFIG_ENV[config]},
+        )
+        gateway = procs.service(
+            f"gateway-{config}",
+            "gateway",
+            gateway_port,
+            collector,
+            {**gateway_env, **CONFIG_ENV[config]},
+        )
+        url = f"http://127.0.0.1:{gateway_port}{PATH}"
+        stacks[config] = Stack(config, collector, gateway, worker, collector_process, url)
+    procs.wait_ready()
+    return stacks
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    # utime and stime, fields 14 and 15 of proc(5), in clock ticks.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_idle(stack: Stack, timeout: float) -> None:
+    """Return once the gateway and the worker have used under 5% CPU for a second."""
+    deadline = time.monotonic() + timeout
+    quiet_since = None
+    last = sum(cpu_seconds(stack.pids[p]) for p in ("gateway", "worker"))
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = sum(cpu_seconds(stack.pids[p]) for p in ("gateway", "worker"))
+        busy = (now - last) / 0.25 > 0.05
+        last = now
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= 1.0:
+            return
+    log(f"  {stack.config}: still busy after {timeout:.0f} s")
+
+
+# --- Span accounting, from the collector's metrics -------------------------------------
+
+
+def counters(metrics_url: str) -> dict[str, float]:
+    """What the span accounting needs from the collector's Prometheus page."""
+    from urllib.request import urlopen
+
+    with urlopen(metrics_url, timeout=10) as response:
+        samples = parse(response.read().decode())
+    values = {
+        "received": 0.0,
+        "lost": 0.0,
+        "server_spans": 0.0,
+        "client_spans": 0.0,
+        "tasks_ok": 0.0,
+        "tasks_computed_failed": 0.0,
+        "shed_counted_gateway": 0.0,
+        "shed_counted_worker": 0.0,
+        "gateway_requests": 0.0,
+    }
+    for name, labels, value in samples:
+        job = labels.get("job", "")
+        if name == "tandem_collector_spans_received_total":
+            values["received"] += value
+        elif name.startswith("tandem_telemetry_spans_lost"):
+            values["lost"] += value
+        elif name == "http_server_request_duration_seconds_count":
+            values["server_spans"] += value
+            if job == "tandem/gateway" and labels.get("http_route") == "/api/work":
+                values["gateway_requests"] += value
+            if job == "tandem/worker" and labels.get("http_route") == "/tasks":
+                status = labels.get("http_response_status_code", "")
+                if status == "200":
+                    values["tasks_ok"] += value
+                elif status.startswith("5") and labels.get("error_type") != "load_shed":
+                    # Computed, then failed on the quota call: a compute span, no publish span.
+                    values["tasks_computed_failed"] += value
+        elif name == "http_client_request_duration_seconds_count":
+            values["client_spans"] += value
+        elif name == "tandem_server_requests_shed_total":
+            key = "shed_counted_gateway" if job == "tandem/gateway" else "shed_counted_worker"
+            values[key] += value
+    # Every SERVER and CLIENT span is also a duration metric; INTERNAL spans are a served
+    # task's compute and publish, or the compute alone of a task that failed after it.
+    values["expected"] = (
+        values["server_spans"]
+        + values["client_spans"]
+        + 2 * values["tasks_ok"]
+        + values["tasks_computed_failed"]
+    )
+    return values
+
+
+def settled_counters(stack: Stack, size: Size) -> dict[str, float]:
+    """The collector's counters once they stop moving: every span and metric has arrived."""
+    env = size.telemetry_env()
+    quiet_for = (
+        int(env["OTEL_METRIC_EXPORT_INTERVAL"]) / 1000
+        + int(env["OTEL_BSP_SCHEDULE_DELAY"]) / 1000
+        + 1
+    )
+    deadline = time.monotonic() + size.settle_timeout
+    last = counters(stack.collector.metrics_url)
+    still_since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = counters(stack.collector.metrics_url)
+        if now != last:
+            last, still_since = now, time.monotonic()
+        elif time.monotonic() - still_since >= quiet_for:
+            return now
+    log(f"  {stack.config}: collector counters still moving after {size.settle_timeout:.0f} s")
+    return last
+
+
+# --- One measurement ---------------------------------------------------------------------
+
+
+class PeakRSS:
+    """Sample the VmRSS of some processes every 0.2 s while a measurement runs."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.peak = {name: rss_kib(pid) for name, pid in pids.items()}
+        self.start = dict(self.peak)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            for name, pid in self.pids.items():
+                self.peak[name] = max(self.peak[name], rss_kib(pid))
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# The chart's readinessProbe.timeoutSeconds (a test holds them together).
+PROBE_TIMEOUT_SECONDS = 5
+
+
+class ReadinessProbe:
+    """GET /readyz every 0.5 s, as the kubelet would (with its timeout), while load runs."""
+
+    def __init__(self, url: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.latencies_ms: list[float] = []
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from urllib.error import URLError
+        from urllib.request import urlopen
+
+        while not self._stop.wait(0.5):
+            began = time.perf_counter()
+            try:
+                with urlopen(self.url, timeout=self.timeout) as response:
+                    response.read()
+                    ok = response.status == 200
+            except (URLError, OSError):
+                ok = False
+            if ok:
+                self.latencies_ms.append((time.perf_counter() - began) * 1000)
+            else:
+                self.failures += 1
+
+    def __enter__(self) -> ReadinessProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict[str, float]:
+        values = sorted(self.latencies_ms)
+        return {
+            "probes": len(values) + self.failures,
+            "failures": self.failures,
+            "max_ms": values[-1] if values else 0.0,
+            "p50_ms": values[len(values) // 2] if values else 0.0,
+        }
+
+
+def machine_cpu() -> dict[str, float]:
+    """Seconds the machine's CPUs spent busy (and of that, on interrupts), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    tick = os.sysconf("SC_CLK_TCK")
+    return {
+        "busy": (user + nice + system + irq + softirq + steal) / tick,
+        "interrupts": (irq + softirq) / tick,
+        "idle": (idle + iowait) / tick,
+    }
+
+
+def children_cpu() -> float:
+    """CPU seconds used so far by this process's finished children: wrk, for one."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(stack: Stack, connections: int, seconds: float, generator: str) -> dict[str, Any]:
+    pids = stack.pids
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    machine_before, loadgen_before = machine_cpu(), children_cpu()
+    load_before = os.getloadavg()[0]
+    services = {name: pids[name] for name in ("gateway", "worker")}
+    readyz = stack.url.split("/api/")[0] + "/readyz"
+    with PeakRSS(services) as rss, ReadinessProbe(readyz) as probe:
+        result = loadgen.run_outcomes(
+            stack.url, seconds, generator=generator, connections=connections
+        )
+    machine_after = machine_cpu()
+    elapsed = result.seconds
+    cpu = {name: (cpu_seconds(pid) - cpu_before[name]) / elapsed for name, pid in pids.items()}
+    # wrk is a child that has exited by now; the Python stand-in runs in this process.
+    cpu["loadgen"] = (children_cpu() - loadgen_before) / elapsed
+    cpu["machine"] = (machine_after["busy"] - machine_before["busy"]) / elapsed
+    cpu["interrupts"] = (machine_after["interrupts"] - machine_before["interrupts"]) / elapsed
+    return {
+        "config": stack.config,
+        "connections": connections,
+        **result.to_dict(),
+        "cpu": cpu,
+        "rss_kib": {"start": rss.start, "peak": rss.peak},
+        "readyz": probe.summary(),
+        "load_average": load_before,
+    }
+
+
+def loads(size: Size, capacity: dict[str, Any]) -> list[tuple[str, int]]:
+    """(label, connections) of the overload measurements: the multiples, then the fixed counts."""
+    return [(f"{k}x", k * capacity["connections"]) for k in size.multiples] + [
+        (f"{n}c", n) for n in size.fixed
+    ]
+
+
+def describe(row: dict[str, Any]) -> str:
+    ok, shed = row["ok"], row["shed"]
+    return (
+        f"{row['config']:3} c={row['connections']:<4} goodput {row['goodput']:6.1f}/s  "
+        f"ok p99 {ok['p99_ms']:7.1f} ms  shed {shed['count'] / row['seconds']:7.1f}/s "
+        f"p99 {shed['p99_ms']:6.1f} ms  other {row['other']['count']}  "
+        f"errors {row['socket_errors']}  cpu gw {row['cpu']['gateway']:.2f} "
+        f"wk {row['cpu']['worker']:.2f} col {row['cpu']['collector']:.2f} "
+        f"wrk {row['cpu']['loadgen']:.2f} all {row['cpu']['machine']:.2f}  "
+        f"readyz max {row['readyz']['max_ms']:.0f} ms  load {row['load_average']:.2f}"
+    )
+
+
+# --- The run ----------------------------------------------------------------------------------
+
+
+def capacity_of(sweep: list[dict[str, Any]]) -> dict[str, Any]:
+    """Capacity from the "on" sweep: the highest goodput, and the fewest connections near it."""
+    rows = [row for row in sweep if row["config"] == "on"]
+    best = max(row["goodput"] for row in rows)
+    reaching = min(
+        (row for row in rows if row["goodput"] >= PLATEAU * best), key=lambda r: r["connections"]
+    )
+    return {
+        "goodput": best,
+        "connections": reaching["connections"],
+        "ok_p99_ms": reaching["ok"]["p99_ms"],
+        "ok_p50_ms": reaching["ok"]["p50_ms"],
+        "off_goodput": max(row["goodput"] for row in sweep if row["config"] == "off"),
+    }
+
+
+def run(size: Size, generator: str, logdir: Path) -> dict[str, Any]:
+    began = time.monotonic()
+    procs = Processes(logdir, size.telemetry_env())
+    data: dict[str, Any] = {
+        "size": asdict(size),
+        "generator": generator,
+        "tasks": TASKS,
+        "configs": CONFIGS,
+        "config_env": CONFIG_ENV,
+        "targets": TARGETS,
+        "telemetry_env": size.telemetry_env(),
+        "machine": machine_info(generator),
+        "load_average_start": os.getloadavg(),
+        "sweep": [],
+        "overload": [],
+    }
+    try:
+        log("overload: starting a collector, worker and gateway with the limit on, and with it off")
+        stacks = start_stacks(procs)
+        if size.warmup_seconds:
+            for stack in stacks.values():
+                loadgen.run_outcomes(
+                    stack.url, size.warmup_seconds, generator=generator, connections=4
+                )
+        for stack in stacks.values():
+            wait_idle(stack, size.settle_timeout)
+
+        log("overload: capacity sweep")
+        for index, connections in enumerate(size.sweep):
+            for config in rotated(list(CONFIGS), index):
+                row = measure(stacks[config], connections, size.sweep_seconds, generator)
+                data["sweep"].append(row)
+                log("  " + describe(row))
+                wait_idle(stacks[config], size.settle_timeout)
+        capacity = capacity_of(data["sweep"])
+        data["capacity"] = capacity
+        log(
+            f"overload: capacity {capacity['goodput']:.1f}/s, reached at "
+            f"{capacity['connections']} connections (success p99 {capacity['ok_p99_ms']:.1f} ms)"
+        )
+
+        for stack in stacks.values():
+            stack.counters = settled_counters(stack, size)
+        turn = 0
+        for round_index in range(size.rounds):
+            for label, connections in loads(size, capacity):
+                log(f"overload: round {round_index + 1}/{size.rounds}, {label} = {connections}")
+                for config in rotated(list(CONFIGS), turn):
+                    turn += 1
+                    stack = stacks[config]
+                    row = measure(stack, connections, size.overload_seconds, generator)
+                    after = settled_counters(stack, size)
+                    before = stack.counters or {}
+                    spans = {key: after[key] - before.get(key, 0.0) for key in after}
+                    stack.counters = after
+                    row.update(round=round_index, load=label, spans=spans)
+                    data["overload"].append(row)
+                    log(
+                        "  "
+                        + describe(row)
+                        + f"  spans {spans['received']:.0f}/{spans['expected']:.0f}"
+                        + f" lost {spans['lost']:.0f}"
+                    )
+    finally:
+        procs.stop_all()
+    data["load_average_end"] = os.getloadavg()
+    data["seconds"] = time.monotonic() - began
+    data["summary"] = summarize(data)
+    return data
+
+
+# --- Summary --------------------------------------------------------------------------------
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"median": 0.0, "min": 0.0, "max": 0.0}
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarize(data: dict[str, Any]) -> dict[str, Any]:
+    """Per configuration and load: medians [min–max] over the rounds, and the targets."""
+    capacity = data["capacity"]
+    size = Size(**{**data["size"], "sweep": tuple(data["size"]["sweep"])})
+    summary: dict[str, Any] = {}
+    for label, _ in loads(size, capacity):
+        for config in CONFIGS:
+            rows = [r for r in data["overload"] if r["config"] == config and r["load"] == label]
+            if not rows:
+                continue
+            goodput = spread([r["goodput"] for r in rows])
+            ok_p99 = spread([r["ok"]["p99_ms"] for r in rows])
+            shed_p99 = spread([r["shed"]["p99_ms"] for r in rows if r["shed"]["count"]])
+            entry = {
+                "load": label,
+                "connections": rows[0]["connections"],
+                "targeted": label.endswith("x"),
+                "goodput": goodput,
+                "goodput_ratio": spread([r["goodput"] / capacity["goodput"] for r in rows]),
+                "ok_p50_ms": spread([r["ok"]["p50_ms"] for r in rows]),
+                "ok_p99_ms": ok_p99,
+                "ok_p99_ratio": spread([r["ok"]["p99_ms"] / capacity["ok_p99_ms"] for r in rows]),
+                "shed_per_second": spread([r["shed"]["count"] / r["seconds"] for r in rows]),
+                "shed_p50_ms": spread([r["shed"]["p50_ms"] for r in rows if r["shed"]["count"]]),
+                "shed_p99_ms": shed_p99,
+                "shed": sum(r["shed"]["count"] for r in rows),
+                "other": sum(r["other"]["count"] for r in rows),
+                "other_statuses": _other_statuses(rows),
+                "socket_errors": sum(r["socket_errors"] for r in rows),
+                "rss_peak_mib": {
+                    p: max(r["rss_kib"]["peak"][p] for r in rows) / 1024
+                    for p in ("gateway", "worker")
+                },
+                "rss_start_mib": {
+                    p: min(r["rss_kib"]["start"][p] for r in rows) / 1024
+                    for p in ("gateway", "worker")
+                },
+                "cpu": {
+                    p: statistics.median(r["cpu"][p] for r in rows)
+                    for p in ("gateway", "worker", "collector", "loadgen", "machine", "interrupts")
+                },
+                "readyz": {
+                    "probes": sum(r["readyz"]["probes"] for r in rows),
+                    "failures": sum(r["readyz"]["failures"] for r in rows),
+                    "max_ms": max(r["readyz"]["max_ms"] for r in rows),
+                },
+                "spans": {
+                    key: sum(r["spans"][key] for r in rows)
+                    for key in ("expected", "received", "lost")
+                },
+                "shed_counted": sum(
+                    r["spans"]["shed_counted_gateway"] + r["spans"]["shed_counted_worker"]
+                    for r in rows
+                ),
+                "rounds": len(rows),
+            }
+            entry["met"] = {
+                "goodput": goodput["median"] >= TARGETS["goodput"] * capacity["goodput"],
+                "shed_p99": bool(entry["shed"]) and shed_p99["median"] < TARGETS["shed_p99_ms"],
+                "ok_p99": ok_p99["median"] <= TARGETS["ok_p99_ratio"] * capacity["ok_p99_ms"],
+            }
+            summary[f"{config}-{label}"] = entry
+    return summary
+
+
+def _other_statuses(rows: list[dict[str, Any]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for row in rows:
+        for status, count in row["statuses"].items():
+            if not status.startswith("2"):
+                total[status] = total.get(status, 0) + count
+    return total
+
+
+# --- Entry point ------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from benchmarks import report
+
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.overload",
+        description="The benchmark's overload section alone (make bench-overload).",
+    )
+    parser.add_argument("--smoke", action="store_true", help="a tiny run, for the test suite")
+    parser.add_argument(
+        "--doc",
+        type=Path,
+        default=REPO / "docs" / "benchmarks.md",
+        help="the benchmark document whose overload section is replaced (its chart goes beside it)",
+    )
+    parser.add_argument(
+        "--raw", type=Path, default=None, help="a results file whose 'overload' key is replaced"
+    )
+    parser.add_argument("--loadgen", choices=("wrk", "python", "auto"), default="wrk")
+    parser.add_argument("--logdir", type=Path, default=None, help="keep the processes' logs here")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="RAW",
+        help="measure nothing: splice the section into --doc from the 'overload' key of RAW",
+    )
+    args = parser.parse_args(argv)
+
+    if args.render is not None:
+        data = json.loads(args.render.read_text())["overload"]
+        report.splice_overload(data, args.doc)
+        report.write_overload_chart(data, args.doc.with_name(report.OVERLOAD_CHART))
+        return 0
+
+    generator = args.loadgen
+    if generator == "auto":
+        generator = "wrk" if loadgen.wrk_path() else "python"
+    if generator == "wrk" and not loadgen.wrk_path():
+        print("make bench-overload: wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
+        return 2
+    size = SIZES["smoke" if args.smoke else "full"]
+    logdir = args.logdir or Path(tempfile.mkdtemp(prefix="tandem-overload-"))
+    logdir.mkdir(parents=True, exist_ok=True)
+    log(f"overload, size {size.name}, load generator {generator}, logs in {logdir}")
+    data = run(size, generator, logdir)
+    data["standalone"] = True
+    data["command"] = os.environ.get("BENCH_COMMAND") or " ".join(
+        [Path(sys.executable).name, "-m", "benchmarks.overload", *(argv or sys.argv[1:])]
+    )
+    report.splice_overload(data, args.doc)
+    report.write_overload_chart(data, args.doc.with_name(report.OVERLOAD_CHART))
+    if args.raw is not None:
+        raw = json.loads(args.raw.read_text()) if args.raw.exists() else {}
+        raw["overload"] = data
+        args.raw.parent.mkdir(parents=True, exist_ok=True)
+        args.raw.write_text(json.dumps(raw, indent=1) + "\n")
+    log(f"overload: done in {data['seconds']:.0f} s: {args.doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
