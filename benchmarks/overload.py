@@ -83,7 +83,8 @@ class Size:
     warmup_seconds: float
     settle_timeout: float
     multiples: tuple[int, ...] = (4, 16)
-    # Connection counts measured as they are, whatever the capacity: the worst row.
+    # Connection counts measured as they are, whatever the capacity (512: the worst case measured
+    # before the limit existed).
     fixed: tuple[int, ...] = ()
     export_overrides: tuple[tuple[str, str], ...] = ()
 
