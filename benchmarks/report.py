@@ -748,7 +748,11 @@ def overload_lines(data: dict[str, Any], *, standalone: bool) -> list[str]:
         f"**{cap['connections']} connections**, where successes took p99 "
         f"**{cap['ok_p99_ms']:.1f} ms** (the limit-off sweep's highest goodput: "
         f"{cap['off_goodput']:.1f}/s). The overload runs use {multiples} those connections"
-        + (f", and {fixed} connections (the worst case measured before the limit existed)" if fixed else "")
+        + (
+            f", and {fixed} connections (the worst case measured before the limit existed)"
+            if fixed
+            else ""
+        )
         + f"; {size['overload_seconds']:.0f} s each, in {size['rounds']} round(s), the order "
         "rotating; figures are the median [min–max] over the rounds."
     )
