@@ -808,12 +808,7 @@ def main(argv: list[str] | None = None) -> int:
             report.write_overload_chart(data["overload"], args.out / report.OVERLOAD_CHART)
         return 0
 
-    generator = args.loadgen
-    if generator == "auto":
-        generator = "wrk" if loadgen.wrk_path() else "python"
-    if generator == "wrk" and not loadgen.wrk_path():
-        print("make bench: wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
-        return 2
+    generator = loadgen.choose_generator(args.loadgen, "make bench")
     size = SIZES["smoke" if args.smoke else "full"]
     logdir = args.logdir or Path(tempfile.mkdtemp(prefix="tandem-bench-"))
     logdir.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import json
 import math
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,6 +47,20 @@ class LoadResult:
 
 def wrk_path() -> str | None:
     return shutil.which("wrk")
+
+
+def choose_generator(requested: str, command: str) -> str:
+    """The load generator to use: `requested`, with "auto" taking wrk when it is installed.
+
+    Raises SystemExit(2), with a line naming `command`, when wrk is asked for but missing.
+    """
+    generator = requested
+    if generator == "auto":
+        generator = "wrk" if wrk_path() else "python"
+    if generator == "wrk" and not wrk_path():
+        print(f"{command}: wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
+        raise SystemExit(2)
+    return generator
 
 
 def run_wrk(

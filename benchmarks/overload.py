@@ -627,12 +627,7 @@ def main(argv: list[str] | None = None) -> int:
         report.write_overload_chart(data, args.doc.with_name(report.OVERLOAD_CHART))
         return 0
 
-    generator = args.loadgen
-    if generator == "auto":
-        generator = "wrk" if loadgen.wrk_path() else "python"
-    if generator == "wrk" and not loadgen.wrk_path():
-        print("make bench-overload: wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
-        return 2
+    generator = loadgen.choose_generator(args.loadgen, "make bench-overload")
     size = SIZES["smoke" if args.smoke else "full"]
     logdir = args.logdir or Path(tempfile.mkdtemp(prefix="tandem-overload-"))
     logdir.mkdir(parents=True, exist_ok=True)
