@@ -38,7 +38,14 @@ run: install ## Run the local collector, the worker and the gateway on loopback.
 # that release. `make test` runs the public-path suites there.
 OTEL_FLOOR      := $(shell sed -n 's/.*"opentelemetry-sdk>=\([0-9.]*\),.*/\1/p' services/tandem_telemetry/pyproject.toml)
 OTEL_FLOOR_VENV := $(TOOLS)/venvs/otel-floor-$(OTEL_FLOOR)
-PUBLIC_PATH_SUITES := tests/telemetry tests/integration --ignore=tests/telemetry/fastpath -m "not fast_path"
+# What the SDK path can change: the package's own tests, the service package's in-process
+# tests, and the real processes. Left to the first run, once: the fast path's differential
+# tests, the stand-in's flush imitation (test_stored_traces: the same scenarios as
+# test_linked_spans, against stored traces) and the overload run on real processes (its spans
+# are checked in-process here, by tests/service).
+PUBLIC_PATH_SUITES := tests/telemetry tests/service tests/integration \
+  --ignore=tests/telemetry/fastpath --ignore=tests/integration/test_stored_traces.py \
+  --ignore=tests/integration/test_overload.py -m "not fast_path"
 # The workspace members (pyproject.toml): every package under services/, and the collector.
 WORKSPACE_PACKAGES := $(patsubst %/pyproject.toml,%,$(wildcard services/*/pyproject.toml)) collector
 
@@ -58,11 +65,11 @@ lint: install ## ruff (lint and format) and mypy, as configured in pyproject.tom
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: install lint k8s-tools $(OTEL_FLOOR_VENV)/.installed ## Lint, then the whole test suite, then the telemetry and integration suites on the public path and on the oldest supported OpenTelemetry.
+test: install lint k8s-tools $(OTEL_FLOOR_VENV)/.installed ## Lint, then the whole test suite, then the telemetry, service and integration suites on the public path and on the oldest supported OpenTelemetry.
 	$(VENV_PY) -m pytest
-	@echo "make test: tests/telemetry and tests/integration again, with TANDEM_FAST_PATH=off (the public API path)"
+	@echo "make test: tests/telemetry, tests/service and tests/integration again, with TANDEM_FAST_PATH=off (the public API path)"
 	TANDEM_FAST_PATH=off $(VENV_PY) -m pytest -p no:cacheprovider $(PUBLIC_PATH_SUITES)
-	@echo "make test: tests/telemetry and tests/integration on the oldest supported OpenTelemetry, $(OTEL_FLOOR), where TANDEM_FAST_PATH=auto takes the public path;"
+	@echo "make test: tests/telemetry, tests/service and tests/integration on the oldest supported OpenTelemetry, $(OTEL_FLOOR), where TANDEM_FAST_PATH=auto takes the public path;"
 	@echo "make test: the fast path's differential tests (tests/telemetry/fastpath, marker fast_path) ran above, on the release it lists"
 	$(OTEL_FLOOR_VENV)/bin/python -m pytest -p no:cacheprovider $(PUBLIC_PATH_SUITES)
 
