@@ -36,6 +36,20 @@ def test_each_listener_serves_only_its_own_routes(pair: Pair, method: str) -> No
                 assert response.status_code == 200, (base, route, response.text)
 
 
+def test_no_listener_names_its_server_software(pair: Pair) -> None:
+    """No `server: hypercorn-h11` banner on any answer, served, refused or shed alike."""
+    with httpx.Client(timeout=15) as client:
+        for url in (
+            f"{pair.gateway_url}/readyz",
+            f"{pair.gateway_url}/api/work?tasks=none",
+            f"{pair.gateway_internal_url}/internal/quota?task=1",
+            f"{pair.worker_url}/readyz",
+        ):
+            response = client.get(url)
+            assert response.status_code in (200, 422), (url, response.text)
+            assert "server" not in response.headers, (url, response.headers)
+
+
 def test_quota_checks_arrive_on_the_internal_port_inside_the_request_trace(
     pair: Pair, collector: Collector
 ) -> None:
