@@ -6,20 +6,22 @@
 docs/benchmarks.md (the other sections keep the figures of their own run);
 `make bench` runs it as part of the whole harness.
 
-Two stacks run side by side, each a collector, a worker and a gateway served
+Stacks run side by side, each a collector, a worker and a gateway served
 as in production (tandem_localstack.Stack, hypercorn, one process each):
 "on" with the services' default admission limits, "off" with MAX_IN_FLIGHT=0
-on both. The load is `GET /api/work?tasks=8`, closed-loop: wrk connections
-that send their next request as soon as an answer comes, shed or not, and
-ignore Retry-After (a client that honoured it would only make overload easier).
+on both, and one per other limit (Size.limit_variants). The load is
+`GET /api/work?tasks=8`, closed-loop: wrk connections that send their next
+request as soon as an answer comes, shed or not, and ignore Retry-After (a
+client that honoured it would only make overload easier).
 
 1. Sweep: goodput (2xx per second) at each connection count, both stacks.
    Capacity is the highest goodput of the "on" sweep; the connections that
    reach it are the fewest whose goodput is within 5% of it (on a plateau, the
    later points are the same capacity reached by more clients than needed).
-2. Overload: at 4× and 16× those connections, both stacks, in rounds with
+2. Overload: at 4× and 16× those connections, every stack, in rounds with
    the order rotating: goodput, latency by outcome (wrk_overload.lua), the
    peak RSS of both services, CPU, and spans expected, received and dropped.
+   At the fixed counts (512), on and off only.
 
 Between measurements each stack is left to go idle, so that one stack's
 backlog never runs during the other's measurement.
@@ -48,9 +50,11 @@ from benchmarks.harness import (
     rotated,
     rss_kib,
 )
+from gateway.settings import DEFAULT_MAX_IN_FLIGHT as GATEWAY_MAX_IN_FLIGHT
 from tandem_collector.ports import free_ports
 from tandem_localstack import Collector, Process
 from tandem_tracecheck.prometheus import parse
+from worker.settings import DEFAULT_MAX_IN_FLIGHT as WORKER_MAX_IN_FLIGHT
 
 TASKS = 8
 PATH = f"/api/work?tasks={TASKS}"
@@ -59,6 +63,13 @@ CONFIGS = {
     "off": "admission limit off (MAX_IN_FLIGHT=0 on both services)",
 }
 CONFIG_ENV = {"on": {}, "off": {"MAX_IN_FLIGHT": "0"}}
+
+
+def variant(limit: int) -> str:
+    """The configuration with MAX_IN_FLIGHT=`limit` on both services (Size.limit_variants)."""
+    return f"max{limit}"
+
+
 # Within this fraction of the highest goodput, a sweep point has reached capacity.
 PLATEAU = 0.95
 TARGETS = {"goodput": 0.90, "shed_p99_ms": 50.0, "ok_p99_ratio": 2.0}
@@ -83,6 +94,10 @@ class Size:
     warmup_seconds: float
     settle_timeout: float
     multiples: tuple[int, ...] = (4, 16)
+    # Other limits (MAX_IN_FLIGHT on both services, in tasks) measured at the multiples beside
+    # the default, to show where it sits: one too small starves goodput, one too large lets
+    # admitted requests queue.
+    limit_variants: tuple[int, ...] = ()
     # Connection counts measured as they are, whatever the capacity (512: the worst case measured
     # before the limit existed).
     fixed: tuple[int, ...] = ()
@@ -91,18 +106,26 @@ class Size:
     def telemetry_env(self) -> dict[str, str]:
         return {**TELEMETRY_ENV, **dict(self.export_overrides)}
 
+    def configs(self) -> dict[str, dict[str, str]]:
+        """Every configuration measured, with its env: CONFIGS, then the limit variants."""
+        return {
+            **CONFIG_ENV,
+            **{variant(n): {"MAX_IN_FLIGHT": str(n)} for n in self.limit_variants},
+        }
+
 
 SIZES = {
-    # About 8 minutes on the 2-core machine.
+    # About 15 minutes on the 2-core machine.
     "full": Size(
         "full",
-        sweep=(1, 2, 4, 8, 16, 32, 64),
+        sweep=(1, 2, 3, 4, 6, 8, 16, 32, 64),
         sweep_seconds=8,
         overload_seconds=15,
         rounds=2,
         warmup_seconds=3,
         settle_timeout=90,
         fixed=(512,),
+        limit_variants=(16, 32, 64),
     ),
     "smoke": Size(
         "smoke",
@@ -112,6 +135,7 @@ SIZES = {
         rounds=1,
         warmup_seconds=0,
         settle_timeout=30,
+        limit_variants=(16,),
         export_overrides=(
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),
             ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
@@ -142,9 +166,9 @@ class Stack:
         }
 
 
-def start_stacks(procs: Processes) -> dict[str, Stack]:
+def start_stacks(procs: Processes, configs: dict[str, dict[str, str]]) -> dict[str, Stack]:
     stacks: dict[str, Stack] = {}
-    for config in CONFIGS:
+    for config, config_env in configs.items():
         collector = procs.collector(f"collector-{config}")
         collector_process = procs.stack.processes[-1]
         gateway_port, gateway_internal_port, worker_port = free_ports(3)
@@ -154,14 +178,14 @@ def start_stacks(procs: Processes) -> dict[str, Stack]:
             "worker",
             worker_port,
             collector,
-            {**worker_env, **CONFIG_ENV[config]},
+            {**worker_env, **config_env},
         )
         gateway = procs.service(
             f"gateway-{config}",
             "gateway",
             gateway_port,
             collector,
-            {**gateway_env, **CONFIG_ENV[config]},
+            {**gateway_env, **config_env},
         )
         url = f"http://127.0.0.1:{gateway_port}{PATH}"
         stacks[config] = Stack(config, collector, gateway, worker, collector_process, url)
@@ -442,7 +466,8 @@ def run(size: Size, generator: str, logdir: Path) -> dict[str, Any]:
         "generator": generator,
         "tasks": TASKS,
         "configs": CONFIGS,
-        "config_env": CONFIG_ENV,
+        "config_env": size.configs(),
+        "default_limits": {"gateway": GATEWAY_MAX_IN_FLIGHT, "worker": WORKER_MAX_IN_FLIGHT},
         "targets": TARGETS,
         "telemetry_env": size.telemetry_env(),
         "machine": machine_info(generator),
@@ -451,8 +476,11 @@ def run(size: Size, generator: str, logdir: Path) -> dict[str, Any]:
         "overload": [],
     }
     try:
-        log("overload: starting a collector, worker and gateway with the limit on, and with it off")
-        stacks = start_stacks(procs)
+        log(
+            "overload: starting a collector, worker and gateway with the limit on, with it off, "
+            "and with each other limit"
+        )
+        stacks = start_stacks(procs, size.configs())
         if size.warmup_seconds:
             for stack in stacks.values():
                 loadgen.run_outcomes(
@@ -481,7 +509,9 @@ def run(size: Size, generator: str, logdir: Path) -> dict[str, Any]:
         for round_index in range(size.rounds):
             for label, connections in loads(size, capacity):
                 log(f"overload: round {round_index + 1}/{size.rounds}, {label} = {connections}")
-                for config in rotated(list(CONFIGS), turn):
+                # The other limits at the multiples only: the fixed counts compare on and off.
+                measured = list(CONFIGS if label.endswith("c") else size.configs())
+                for config in rotated(measured, turn):
                     turn += 1
                     stack = stacks[config]
                     row = measure(stack, connections, size.overload_seconds, generator)
@@ -520,7 +550,7 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
     size = Size(**{**data["size"], "sweep": tuple(data["size"]["sweep"])})
     summary: dict[str, Any] = {}
     for label, _ in loads(size, capacity):
-        for config in CONFIGS:
+        for config in size.configs():
             rows = [r for r in data["overload"] if r["config"] == config and r["load"] == label]
             if not rows:
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -732,9 +733,14 @@ def overload_lines(data: dict[str, Any], *, standalone: bool) -> list[str]:
     add(
         f"`GET /api/work?tasks={o['tasks']}` through a gateway and a worker (one process each) "
         "and their collector, closed-loop: each wrk connection sends its next request as soon as "
-        "an answer comes, shed or not, and ignores `Retry-After`. Two such stacks run side by "
-        "side: "
+        "an answer comes, shed or not, and ignores `Retry-After`. Such stacks run side by side: "
         + "; ".join(f"**{k}**: {v}" for k, v in CONFIGS.items())
+        + (
+            "; and, at the 4× and 16× loads only, one for each of the other limits in the table "
+            "after the targets"
+            if o["size"].get("limit_variants")
+            else ""
+        )
         + ". wrk's script (benchmarks/wrk_overload.lua) gives each request a trace id of its own "
         "and matches the answer by its `traceresponse`, so latency is split by outcome: "
         "**success** (2xx), **shed** (503 with `Retry-After`) and **other** (any other status)."
@@ -784,6 +790,7 @@ def overload_lines(data: dict[str, Any], *, standalone: bool) -> list[str]:
         cells = [f"{show(s[name])} {_met(s[name]['met'][key])}" for name in targeted]
         add(f"| {label} | " + " | ".join(cells) + " |")
     add("")
+    lines.extend(_limit_lines(o, rows))
     add("**The sweep.**")
     add("")
     add(
@@ -883,8 +890,53 @@ def _load_label(entry: dict[str, Any]) -> str:
 
 
 def _overload_keys(o: dict[str, Any]) -> list[str]:
-    """The summary's entries, in the order measured: load by load, limit on before off."""
-    return list(o["summary"])
+    """The on and off entries of the summary, in the order measured: load by load, on first."""
+    from benchmarks.overload import CONFIGS
+
+    return [name for name in o["summary"] if name.split("-")[0] in CONFIGS]
+
+
+def _limit_order(column: tuple[str, str]) -> float:
+    """Smallest limit first, no limit last."""
+    shown = column[1].split()[0]
+    return float(shown) if shown.isdigit() else float("inf")
+
+
+def _limit_lines(
+    o: dict[str, Any], cells: list[tuple[str, str, Callable[[dict[str, Any]], str]]]
+) -> list[str]:
+    """The targets per gateway limit at each multiple: the default, the other limits, none."""
+    from benchmarks.overload import variant
+
+    s = o["summary"]
+    defaults = o.get("default_limits")
+    limits = sorted(o["size"].get("limit_variants", ()))
+    if not limits or not defaults:
+        return []
+    columns = [(variant(n), f"{n}") for n in limits]
+    columns.append(("on", f"{defaults['gateway']} (default)"))
+    columns.append(("off", "off"))
+    lines = [
+        "**Other limits.** The same loads, in the same rounds, with other values of "
+        "`MAX_IN_FLIGHT` (in tasks, set on both services) beside the defaults (gateway "
+        f"{defaults['gateway']}, worker {defaults['worker']}) and no limit:",
+        "",
+        "| Load | limit | " + " | ".join(label for label, _, _ in cells) + " |",
+        "|---|---|" + "---|" * len(cells),
+    ]
+    for multiple in o["size"]["multiples"]:
+        for config, shown in sorted(columns, key=_limit_order):
+            entry = s.get(f"{config}-{multiple}x")
+            if entry is None:
+                continue
+            row = [f"{show(entry)} {_met(entry['met'][key])}" for _, key, show in cells]
+            lines.append(
+                f"| {multiple}×, {entry['connections']} connections | {shown} | "
+                + " | ".join(row)
+                + " |"
+            )
+    lines.append("")
+    return lines
 
 
 def _overload_header(o: dict[str, Any], name: str) -> str:

@@ -13,10 +13,10 @@ BENCH_SUDO := $(shell [ "$$(id -u 2>/dev/null)" = 0 ] || command -v sudo 2>/dev/
 
 .PHONY: bench bench-overload bench-wrk
 
-bench: install bench-wrk ## Benchmark on loopback with wrk (~25 min); writes docs/benchmarks.md and its charts.
+bench: install bench-wrk ## Benchmark on loopback with wrk (~30 min); writes docs/benchmarks.md and its charts.
 	BENCH_COMMAND="make bench" $(VENV_PY) -m benchmarks --loadgen wrk --out $(CURDIR)/docs --raw $(CURDIR)/benchmarks/results.json $(BENCH_ARGS)
 
-bench-overload: install bench-wrk ## Only make bench's overload section (~8 min); splices it into docs/benchmarks.md.
+bench-overload: install bench-wrk ## Only make bench's overload section (~15 min); splices it into docs/benchmarks.md.
 	BENCH_COMMAND="make bench-overload" $(VENV_PY) -m benchmarks.overload --doc $(CURDIR)/docs/benchmarks.md --raw $(CURDIR)/benchmarks/results.json $(BENCH_ARGS)
 
 bench-wrk:
