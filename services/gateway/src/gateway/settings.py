@@ -13,7 +13,7 @@ DEFAULT_PORT = 8080
 DEFAULT_INTERNAL_PORT = 8082
 DEFAULT_WORKER_URL = "http://127.0.0.1:8081"
 # Worker tasks in flight: chosen from the overload measurements in docs/benchmarks.md, section 7.
-DEFAULT_MAX_IN_FLIGHT = 32
+DEFAULT_MAX_IN_FLIGHT = 48
 
 # The public routes on PORT; the internal ones on INTERNAL_PORT, in the same process.
 PUBLIC_LISTENER = Listener.public(DEFAULT_PORT)

@@ -12,7 +12,7 @@ DEFAULT_PORT = 8081
 # The gateway's internal listener (its INTERNAL_PORT), where /internal/quota is served.
 DEFAULT_GATEWAY_INTERNAL_URL = "http://127.0.0.1:8082"
 # Tasks in flight: chosen from the overload measurements in docs/benchmarks.md, section 7.
-DEFAULT_MAX_IN_FLIGHT = 64
+DEFAULT_MAX_IN_FLIGHT = 96
 
 # Every variable the worker reads itself (tandem_telemetry.ENV_VARS lists the telemetry ones).
 ENV_VARS = frozenset({*SERVER_ENV_VARS, *ADMISSION_ENV_VARS, "GATEWAY_INTERNAL_URL"})
