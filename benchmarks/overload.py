@@ -135,6 +135,8 @@ SIZES = {
         rounds=1,
         warmup_seconds=0,
         settle_timeout=30,
+        # One multiple: the code is the same for each, and make test waits on every measurement.
+        multiples=(4,),
         limit_variants=(16,),
         export_overrides=(
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),

@@ -48,11 +48,14 @@ async def drive(
     keep_going: Callable[[], bool] = lambda: True,
     timeout: float = 30.0,
     result: LoadResult | None = None,
+    close_connections: bool = False,
 ) -> LoadResult:
     """Send GET `url` from `concurrency` loops until `requests` are sent, `duration` passes, or
     `keep_going()` is false.
 
-    Pass `result` to watch the answers while the load runs.
+    Pass `result` to watch the answers while the load runs. `close_connections` sends each
+    request on a connection of its own, closed with the answer (`connection: close`), so that
+    the server lets go of every socket as soon as it has answered.
     """
     assert requests is not None or duration is not None, "the load must be bounded"
     result = LoadResult() if result is None else result
@@ -78,7 +81,8 @@ async def drive(
                 continue
             result.latencies.append(time.monotonic() - started)
 
-    async with aiohttp.ClientSession(timeout=client_timeout) as session:
+    connector = aiohttp.TCPConnector(force_close=close_connections)
+    async with aiohttp.ClientSession(timeout=client_timeout, connector=connector) as session:
         await asyncio.gather(*(loop(session) for _ in range(concurrency)))
     return result
 
