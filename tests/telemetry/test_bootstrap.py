@@ -10,6 +10,7 @@ import threading
 
 import httpx
 import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
@@ -99,7 +100,13 @@ async def test_lifespan_shutdown_flushes_batched_spans(monkeypatch: pytest.Monke
     # The real BatchSpanProcessor, with a delay far longer than the test: only the shutdown flush
     # can deliver.
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
-    tandem_telemetry.setup("svc", span_exporter=exporter, settings=TelemetrySettings())
+    # In memory: an OTLP metric exporter would wait out the shutdown bound on an absent collector.
+    tandem_telemetry.setup(
+        "svc",
+        span_exporter=exporter,
+        settings=TelemetrySettings(),
+        metric_reader=InMemoryMetricReader(),
+    )
 
     async def ok(request) -> PlainTextResponse:
         return PlainTextResponse("ok")
@@ -120,7 +127,13 @@ async def test_two_apps_in_one_process_flush_once_after_the_last_stops(
     the first app to stop must not shut the pipeline down under the other."""
     exporter = InMemorySpanExporter()
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
-    tandem_telemetry.setup("svc", span_exporter=exporter, settings=TelemetrySettings())
+    # In memory: an OTLP metric exporter would wait out the shutdown bound on an absent collector.
+    tandem_telemetry.setup(
+        "svc",
+        span_exporter=exporter,
+        settings=TelemetrySettings(),
+        metric_reader=InMemoryMetricReader(),
+    )
 
     async def ok(request) -> PlainTextResponse:
         return PlainTextResponse("ok")

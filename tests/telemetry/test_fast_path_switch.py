@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import Tracer
 
 import tandem_telemetry
@@ -38,7 +39,11 @@ def test_auto_takes_the_public_path_on_an_untested_sdk_and_says_so_once(
     an_untested_sdk: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO, logger="tandem_telemetry"):
-        telemetry = build_telemetry("svc", settings=TelemetrySettings(fast_path="auto"))
+        telemetry = build_telemetry(
+            "svc",
+            settings=TelemetrySettings(fast_path="auto"),
+            metric_reader=InMemoryMetricReader(),
+        )
     try:
         assert not telemetry.fast_path
         assert type(telemetry.tracer) is Tracer
@@ -80,7 +85,9 @@ def test_a_fast_path_that_cannot_load_falls_back(
 
 
 def test_off_uses_the_sdks_own_tracer_and_histograms() -> None:
-    telemetry = build_telemetry("svc", settings=TelemetrySettings(fast_path="off"))
+    telemetry = build_telemetry(
+        "svc", settings=TelemetrySettings(fast_path="off"), metric_reader=InMemoryMetricReader()
+    )
     try:
         assert not telemetry.fast_path
         assert type(telemetry.tracer) is Tracer
@@ -102,7 +109,11 @@ def test_auto_takes_the_fast_path_on_a_tested_sdk() -> None:
     assert fastpath.unsupported_reason() is None, (
         "this environment's SDK is not in fastpath.TESTED_RELEASES"
     )
-    telemetry = build_telemetry("svc", settings=TelemetrySettings(fast_path="auto"))
+    telemetry = build_telemetry(
+        "svc",
+        settings=TelemetrySettings(fast_path="auto"),
+        metric_reader=InMemoryMetricReader(),
+    )
     try:
         assert telemetry.fast_path and isinstance(telemetry.tracer, fastpath.RequestTracer)
     finally:
