@@ -37,6 +37,8 @@ SKAFFOLD_ARGS  ?=
 
 # e2e targets: where a live deployment is reachable (e.g. via port-forward).
 GATEWAY_URL    ?= http://127.0.0.1:8080
+# Where the worker's quota checks reach the gateway: the chart's gateway.internalPort.
+GATEWAY_INTERNAL_PORT ?= 8082
 TEMPO_URL      ?= http://127.0.0.1:3200
 METRICS_URL    ?= http://127.0.0.1:8889/metrics
 
@@ -132,8 +134,9 @@ dev: k8s-tools ## skaffold dev with file sync and hypercorn reload (RELOAD=true)
 
 # For a cluster: `kubectl port-forward` the gateway (8080), Tempo (3200) and
 # the collector (8889) first, or point the URLs at them.
-e2e: install ## Check a live deployment end to end: GATEWAY_URL, TEMPO_URL, METRICS_URL.
-	$(VENV_PY) -m tandem_tracecheck --gateway-url $(GATEWAY_URL) --tempo-url $(TEMPO_URL) --metrics-url $(METRICS_URL)
+e2e: install ## Check a live deployment end to end: GATEWAY_URL, GATEWAY_INTERNAL_PORT, TEMPO_URL, METRICS_URL.
+	$(VENV_PY) -m tandem_tracecheck --gateway-url $(GATEWAY_URL) --gateway-internal-port $(GATEWAY_INTERNAL_PORT) \
+	  --tempo-url $(TEMPO_URL) --metrics-url $(METRICS_URL)
 	TANDEM_GATEWAY_URL=$(GATEWAY_URL) TANDEM_TEMPO_URL=$(TEMPO_URL) TANDEM_METRICS_URL=$(METRICS_URL) \
 	  $(VENV_PY) -m pytest tests/integration -m "not local_stack"
 

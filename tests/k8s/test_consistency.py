@@ -255,12 +255,15 @@ def test_tracecheck_targets_the_release(
     }
 
 
-def test_make_e2e_runs_tracecheck_with_the_same_flags() -> None:
+def test_make_e2e_runs_tracecheck_with_the_same_flags(values: dict[str, Any]) -> None:
     mk = (REPO / "mk" / "kubernetes.mk").read_text()
     assert (
-        "-m tandem_tracecheck --gateway-url $(GATEWAY_URL) --tempo-url $(TEMPO_URL) "
-        "--metrics-url $(METRICS_URL)" in mk
+        "-m tandem_tracecheck --gateway-url $(GATEWAY_URL) "
+        "--gateway-internal-port $(GATEWAY_INTERNAL_PORT) \\\n"
+        "\t  --tempo-url $(TEMPO_URL) --metrics-url $(METRICS_URL)" in mk
     )
+    default = re.search(r"^GATEWAY_INTERNAL_PORT \?= (\d+)$", mk, re.MULTILINE)
+    assert default and int(default.group(1)) == values["gateway"]["internalPort"]
 
 
 # --- Environment variables -----------------------------------------------------------
