@@ -13,6 +13,7 @@ import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
@@ -78,10 +79,6 @@ async def test_disabled_sdk_makes_no_spans_and_no_traceresponse(
     exporter = InMemorySpanExporter()
     telemetry = tandem_telemetry.setup("svc", span_exporter=exporter)
     assert not telemetry.enabled
-
-    async def ok(request) -> PlainTextResponse:
-        return PlainTextResponse("ok")
-
     app = Starlette(routes=[Route("/", ok)])
     app.add_middleware(TracingMiddleware, telemetry=telemetry)
     async with served(app) as base, httpx.AsyncClient() as client:
@@ -94,11 +91,10 @@ async def test_disabled_sdk_makes_no_spans_and_no_traceresponse(
     assert exporter.get_finished_spans() == ()
 
 
-@pytest.mark.anyio
-async def test_lifespan_shutdown_flushes_batched_spans(monkeypatch: pytest.MonkeyPatch) -> None:
+def flushed_only_on_shutdown(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
+    """Set up the pipeline with the real BatchSpanProcessor, its delay far longer than the test,
+    so that only the shutdown flush can deliver; the spans land in the exporter returned."""
     exporter = InMemorySpanExporter()
-    # The real BatchSpanProcessor, with a delay far longer than the test: only the shutdown flush
-    # can deliver.
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
     # In memory: an OTLP metric exporter would wait out the shutdown bound on an absent collector.
     tandem_telemetry.setup(
@@ -107,10 +103,16 @@ async def test_lifespan_shutdown_flushes_batched_spans(monkeypatch: pytest.Monke
         settings=TelemetrySettings(),
         metric_reader=InMemoryMetricReader(),
     )
+    return exporter
 
-    async def ok(request) -> PlainTextResponse:
-        return PlainTextResponse("ok")
 
+async def ok(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+@pytest.mark.anyio
+async def test_lifespan_shutdown_flushes_batched_spans(monkeypatch: pytest.MonkeyPatch) -> None:
+    exporter = flushed_only_on_shutdown(monkeypatch)
     app = instrument(Starlette(routes=[Route("/work", ok)]), "svc")
     async with served(app) as base, httpx.AsyncClient() as client:
         assert (await client.get(f"{base}/work")).status_code == 200
@@ -125,19 +127,7 @@ async def test_two_apps_in_one_process_flush_once_after_the_last_stops(
 ) -> None:
     """One process, two listeners (the gateway's public and internal apps), one pipeline:
     the first app to stop must not shut the pipeline down under the other."""
-    exporter = InMemorySpanExporter()
-    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
-    # In memory: an OTLP metric exporter would wait out the shutdown bound on an absent collector.
-    tandem_telemetry.setup(
-        "svc",
-        span_exporter=exporter,
-        settings=TelemetrySettings(),
-        metric_reader=InMemoryMetricReader(),
-    )
-
-    async def ok(request) -> PlainTextResponse:
-        return PlainTextResponse("ok")
-
+    exporter = flushed_only_on_shutdown(monkeypatch)
     public = instrument(Starlette(routes=[Route("/public", ok)]), "svc")
     internal = instrument(
         Starlette(routes=[Route("/internal", ok)]), "svc", trust_incoming_context=True
