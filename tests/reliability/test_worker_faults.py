@@ -100,7 +100,7 @@ def test_gateway_answers_within_its_budget(
     report.record(
         report.Row(
             scenario,
-            f"{result.requests} × /api/work?{query}, 8 concurrent, "
+            f"{result.requests} × /api/work?{query}, 8 concurrent, a connection each, "
             f"WORKER_TIMEOUT={WORKER_TIMEOUT:g}s",
             result.requests,
             sum(1 for s in result.statuses if s != status) + len(result.errors),
