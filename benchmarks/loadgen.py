@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 WRK_SCRIPT = Path(__file__).with_name("wrk_report.lua")
 _MARKER = "WRK_JSON "
@@ -63,10 +64,20 @@ def choose_generator(requested: str, command: str) -> str:
     return generator
 
 
-def run_wrk(
-    url: str, seconds: float, *, threads: int, connections: int, timeout: float = 10.0
-) -> LoadResult:
-    """Run wrk for `seconds` (rounded up to whole seconds) and return its summary."""
+def _wrk_summary(
+    script: Path,
+    marker: str,
+    url: str,
+    seconds: float,
+    *,
+    threads: int,
+    connections: int,
+    timeout: float,
+    slack: float,
+) -> dict[str, Any]:
+    """Run wrk with `script` for `seconds` (rounded up to whole seconds); return the JSON the
+    script prints after `marker`. `slack`: seconds beyond the run and its timeout before the
+    run is given up."""
     wrk = wrk_path()
     if wrk is None:
         raise RuntimeError("wrk is not installed (make bench installs it with apt-get)")
@@ -78,20 +89,35 @@ def run_wrk(
         f"-d{duration}s",
         f"--timeout={int(timeout)}s",
         "-s",
-        str(WRK_SCRIPT),
+        str(script),
         url,
     ]
     done = subprocess.run(
-        command, capture_output=True, text=True, timeout=duration + timeout + 30, check=False
+        command, capture_output=True, text=True, timeout=duration + timeout + slack, check=False
     )
     for line in done.stdout.splitlines():
-        if line.startswith(_MARKER):
-            data = json.loads(line[len(_MARKER) :])
-            break
-    else:
-        raise RuntimeError(
-            f"wrk printed no summary (exit {done.returncode}):\n{done.stdout}\n{done.stderr}"
-        )
+        if line.startswith(marker):
+            summary: dict[str, Any] = json.loads(line[len(marker) :])
+            return summary
+    raise RuntimeError(
+        f"wrk printed no summary (exit {done.returncode}):\n{done.stdout}\n{done.stderr}"
+    )
+
+
+def run_wrk(
+    url: str, seconds: float, *, threads: int, connections: int, timeout: float = 10.0
+) -> LoadResult:
+    """Run wrk for `seconds` (rounded up to whole seconds) and return its summary."""
+    data = _wrk_summary(
+        WRK_SCRIPT,
+        _MARKER,
+        url,
+        seconds,
+        threads=threads,
+        connections=connections,
+        timeout=timeout,
+        slack=30,
+    )
     latency = data["latency_us"]
     return LoadResult(
         requests=data["requests"],
@@ -196,31 +222,16 @@ def run_wrk_outcomes(
     url: str, seconds: float, *, connections: int, timeout: float = 10.0
 ) -> OutcomeResult:
     """wrk with wrk_overload.lua: each response matched to its request by its trace id."""
-    wrk = wrk_path()
-    if wrk is None:
-        raise RuntimeError("wrk is not installed (make bench installs it with apt-get)")
-    duration = max(1, math.ceil(seconds))
-    command = [
-        wrk,
-        "-t1",
-        f"-c{connections}",
-        f"-d{duration}s",
-        f"--timeout={int(timeout)}s",
-        "-s",
-        str(WRK_OUTCOMES_SCRIPT),
+    data = _wrk_summary(
+        WRK_OUTCOMES_SCRIPT,
+        _OUTCOMES_MARKER,
         url,
-    ]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=duration + timeout + 60, check=False
+        seconds,
+        threads=1,
+        connections=connections,
+        timeout=timeout,
+        slack=60,
     )
-    for line in done.stdout.splitlines():
-        if line.startswith(_OUTCOMES_MARKER):
-            data = json.loads(line[len(_OUTCOMES_MARKER) :])
-            break
-    else:
-        raise RuntimeError(
-            f"wrk printed no summary (exit {done.returncode}):\n{done.stdout}\n{done.stderr}"
-        )
     if data["unmatched"]:
         raise RuntimeError(f"{data['unmatched']} responses carried no traceresponse of a request")
 
