@@ -896,12 +896,6 @@ def _overload_keys(o: dict[str, Any]) -> list[str]:
     return [name for name in o["summary"] if name.split("-")[0] in CONFIGS]
 
 
-def _limit_order(column: tuple[str, str]) -> float:
-    """Smallest limit first, no limit last."""
-    shown = column[1].split()[0]
-    return float(shown) if shown.isdigit() else float("inf")
-
-
 def _limit_lines(
     o: dict[str, Any], cells: list[tuple[str, str, Callable[[dict[str, Any]], str]]]
 ) -> list[str]:
@@ -913,9 +907,15 @@ def _limit_lines(
     limits = sorted(o["size"].get("limit_variants", ()))
     if not limits or not defaults:
         return []
-    columns = [(variant(n), f"{n}") for n in limits]
-    columns.append(("on", f"{defaults['gateway']} (default)"))
-    columns.append(("off", "off"))
+    # (configuration, as shown, its gateway limit): smallest limit first, no limit last.
+    columns = sorted(
+        [
+            *((variant(n), f"{n}", n) for n in limits),
+            ("on", f"{defaults['gateway']} (default)", defaults["gateway"]),
+        ],
+        key=lambda column: column[2],
+    )
+    columns.append(("off", "off", 0))
     lines = [
         "**Other limits.** The same loads, in the same rounds, with other values of "
         "`MAX_IN_FLIGHT` (in tasks, set on both services) beside the defaults (gateway "
@@ -925,7 +925,7 @@ def _limit_lines(
         "|---|---|" + "---|" * len(cells),
     ]
     for multiple in o["size"]["multiples"]:
-        for config, shown in sorted(columns, key=_limit_order):
+        for config, shown, _ in columns:
             entry = s.get(f"{config}-{multiple}x")
             if entry is None:
                 continue

@@ -68,7 +68,7 @@ def _config(application_path: str, port: int, settings: ServerSettings) -> Confi
     # Spans already record every request; an access log line per request would double the cost.
     config.accesslog = None
     config.errorlog = "-"
-    # No `server: hypercorn-h11` banner: it tells a scanner what to try, and costs every answer.
+    # No `server: hypercorn-h11` banner: it tells a scanner what to try.
     config.include_server_header = False
     # Hypercorn (0.18) notices that a client closed an idle keep-alive
     # connection only when this timeout fires; until then the socket sits in
