@@ -20,8 +20,16 @@ def test_the_admission_limit_is_a_value_defaulting_to_the_services_own(
     assert env_of(rendered["default"].container(app))["MAX_IN_FLIGHT"] == str(
         values[app]["maxInFlight"]
     )
-    chosen = {"gateway": "48", "worker": "0"}[app]
+    chosen = {"gateway": "40", "worker": "0"}[app]
+    # A value other than the default, or the render could not tell it was passed through.
+    assert chosen != str(values[app]["maxInFlight"])
     assert env_of(rendered["autoscaling"].container(app))["MAX_IN_FLIGHT"] == chosen
+
+
+def test_the_worker_admits_twice_the_gateways_tasks(values: dict[str, Any]) -> None:
+    """As values.yaml and docs/deploy-kubernetes.md say: two gateways keep one worker busy
+    without spurious sheds."""
+    assert values["worker"]["maxInFlight"] == 2 * values["gateway"]["maxInFlight"]
 
 
 @pytest.mark.parametrize("app", APPS)
