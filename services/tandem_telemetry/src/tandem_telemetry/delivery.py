@@ -9,6 +9,12 @@ warning when exports start failing (with the exporter's reason), one line
 when they recover, naming how many spans were lost in between and why. The
 losses are also published as `tandem.telemetry.spans.lost`, which reaches
 the collector once it answers again. Public SDK API only.
+
+Spans and metrics are told apart: each signal has its own outage and its own
+lines, for an endpoint may take one and not the other. A trace store reached
+directly (Tempo, Jaeger) takes OTLP traces and answers every metric export
+with UNIMPLEMENTED; that is said once, with what to do about it, and not
+again until the metric exports succeed or fail for another reason.
 """
 
 from __future__ import annotations
@@ -16,9 +22,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+import grpc
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -30,22 +38,48 @@ logger = logging.getLogger("tandem_telemetry.delivery")
 
 _EXPORTER_LOGGER = "opentelemetry.exporter.otlp.proto.grpc.exporter"
 
+# The two ways a metric export fails, as far as the log is concerned: the
+# endpoint does not take metrics at all, or anything else (an outage).
+_NOT_ACCEPTED = "not_accepted"
+_FAILING = "failing"
+
+
+class ExportAttempt:
+    """What the exporter said during one export, held back: its last warning or error, and the
+    last gRPC status code it named (the SDK passes it as an argument of its log line)."""
+
+    def __init__(self) -> None:
+        self.reason = ""
+        self.status: grpc.StatusCode | None = None
+
+    def heard(self, record: logging.LogRecord) -> None:
+        if record.levelno < logging.WARNING:
+            return
+        self.reason = record.getMessage()
+        args = record.args if isinstance(record.args, tuple) else ()
+        for arg in args:
+            if isinstance(arg, grpc.StatusCode):
+                self.status = arg
+
 
 class DeliveryReport:
-    """Shared by one pipeline's exporters: counts, the outage state, and the two log lines."""
+    """One pipeline's delivery: span counts, each signal's outage state, and their log lines."""
 
     def __init__(self) -> None:
         self.exported = 0
         self.failed = 0
         self.queue_dropped = 0
         self.failing_since: float | None = None
-        self._reason = ""
         self._failed_at_outage = 0
         self._dropped_at_outage = 0
         self._lock = threading.Lock()
         # Spans handed to the batch processor and not yet to the exporter.
         self.queued = 0
         self._queue_lock = threading.Lock()
+        # Metric exports: since when they fail, and how (_NOT_ACCEPTED or _FAILING).
+        self.metrics_failing_since: float | None = None
+        self._metrics_failure: str | None = None
+        self._metrics_lock = threading.Lock()
 
     def count_losses_on(self, meter: Meter) -> None:
         """Publish the losses as `tandem.telemetry.spans.lost`, read at each metric export.
@@ -70,13 +104,8 @@ class DeliveryReport:
     def lost(self) -> int:
         return self.failed + self.queue_dropped
 
-    def exporting(self) -> _Exporting:
-        return _Exporting(self)
-
-    def note_reason(self, message: str) -> None:
-        self._reason = message
-
     def succeeded(self, spans: int) -> None:
+        """A span export succeeded: the end of a span outage, if one was under way."""
         with self._lock:
             self.exported += spans
             if self.failing_since is None:
@@ -88,16 +117,21 @@ class DeliveryReport:
             )
             self.failing_since = None
         logger.warning(
-            "telemetry export recovered after %.1fs; %d spans were lost "
+            "span export recovered after %.1fs; %d spans were lost "
             "(%d in failed exports, %d dropped from the full queue)",
             outage,
             failed + dropped,
             failed,
             dropped,
-            extra={"spans_lost": failed + dropped, "outage_seconds": round(outage, 1)},
+            extra={
+                "signal": "traces",
+                "spans_lost": failed + dropped,
+                "outage_seconds": round(outage, 1),
+            },
         )
 
-    def failed_export(self, spans: int) -> None:
+    def failed_export(self, spans: int, reason: str = "") -> None:
+        """A span export failed: the start of a span outage, unless one is under way."""
         with self._lock:
             self.failed += spans
             starting = self.failing_since is None
@@ -107,9 +141,53 @@ class DeliveryReport:
                 self._dropped_at_outage = self.queue_dropped
         if starting:
             logger.warning(
-                "telemetry export is failing (%s); spans are dropped until the collector "
+                "span export is failing (%s); spans are dropped until the collector "
                 "answers, and a line will say how many",
-                self._reason or "no reason given",
+                reason or "no reason given",
+                extra={"signal": "traces"},
+            )
+
+    def metrics_succeeded(self) -> None:
+        """A metric export succeeded: the end of a metric outage, if one was under way."""
+        with self._metrics_lock:
+            if self.metrics_failing_since is None:
+                return
+            outage = time.monotonic() - self.metrics_failing_since
+            self.metrics_failing_since = self._metrics_failure = None
+        logger.warning(
+            "metric export resumed after %.1fs",
+            outage,
+            extra={"signal": "metrics", "outage_seconds": round(outage, 1)},
+        )
+
+    def metrics_failed(self, attempt: ExportAttempt) -> None:
+        """A metric export failed: a line when metric exports start failing, or start failing
+        otherwise (the endpoint takes no metrics, or it does and fails); else none."""
+        failure = _NOT_ACCEPTED if attempt.status is grpc.StatusCode.UNIMPLEMENTED else _FAILING
+        with self._metrics_lock:
+            if failure == self._metrics_failure:
+                return
+            self._metrics_failure = failure
+            if self.metrics_failing_since is None:
+                self.metrics_failing_since = time.monotonic()
+        reason = attempt.reason or "no reason given"
+        if failure == _NOT_ACCEPTED:
+            logger.warning(
+                "metric export refused (%s): this endpoint does not accept OTLP metrics, as when "
+                "a trace store such as Tempo or Jaeger is reached directly; point "
+                "OTEL_EXPORTER_OTLP_ENDPOINT at an OpenTelemetry Collector, or set "
+                "OTEL_METRICS_EXPORTER=none. Spans are not affected; metrics are dropped, with "
+                "no further line until this changes",
+                reason,
+                extra={"signal": "metrics"},
+            )
+        else:
+            # Not "is failing" nor "recovered": those words belong to the span lines.
+            logger.warning(
+                "metric export failed (%s); metrics are dropped until the collector answers, "
+                "and a line will say when it does",
+                reason,
+                extra={"signal": "metrics"},
             )
 
     def admit(self, capacity: int) -> bool:
@@ -126,47 +204,47 @@ class DeliveryReport:
             self.queued = max(0, self.queued - spans)
 
     def close(self) -> None:
-        """Say what was lost if the collector never came back."""
+        """Say what was lost if the collector never came back for spans."""
         if self.failing_since is not None:
             logger.warning(
-                "telemetry export was still failing at shutdown; %d spans were lost in all",
+                "span export was still failing at shutdown; %d spans were lost in all",
                 self.lost,
-                extra={"spans_lost": self.lost},
+                extra={"signal": "traces", "spans_lost": self.lost},
             )
 
 
-# The report whose export is running on this thread, if any. The exporter's
-# own lines during that call are held back, and their reason kept.
-_exporting_for = threading.local()
+# The export running on this thread, if any. The exporter's own lines during
+# it are held back, and what they say is kept on it.
+_exporting = threading.local()
 
 
-class _Exporting:
-    """Marks the current thread as inside an export for `report`."""
-
-    def __init__(self, report: DeliveryReport) -> None:
-        self._report = report
-
-    def __enter__(self) -> None:
-        _exporting_for.report = self._report
-
-    def __exit__(self, *exc: object) -> None:
-        _exporting_for.report = None
+@contextmanager
+def held_back() -> Iterator[ExportAttempt]:
+    """Run an export with the exporter's lines held back; what they said is on the attempt."""
+    attempt = ExportAttempt()
+    _exporting.attempt = attempt
+    try:
+        yield attempt
+    finally:
+        _exporting.attempt = None
 
 
 class _HoldBack(logging.Filter):
     """Installed once per process on the exporter's logger; inert outside an accounted export."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        report = getattr(_exporting_for, "report", None)
-        if report is None:
+        attempt: ExportAttempt | None = getattr(_exporting, "attempt", None)
+        if attempt is None:
             return True
-        if record.levelno >= logging.WARNING:
-            report.note_reason(record.getMessage())
+        attempt.heard(record)
         return False
 
 
 _HOLD_BACK = _HoldBack()
-logging.getLogger(_EXPORTER_LOGGER).addFilter(_HOLD_BACK)
+# First, ahead of the SDK's DuplicateFilter: that one drops a line with the same format string
+# as one in the last 20 s (a metric export's failure and a span export's share theirs), and a
+# dropped line never reaches the next filter; the failure's reason would be lost with it.
+logging.getLogger(_EXPORTER_LOGGER).filters.insert(0, _HOLD_BACK)
 
 
 class AccountedSpanExporter(SpanExporter):
@@ -179,12 +257,12 @@ class AccountedSpanExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         self._report.handed_to_exporter(len(spans))
-        with self._report.exporting():
+        with held_back() as attempt:
             result = self.exporter.export(spans)
         if result is SpanExportResult.SUCCESS:
             self._report.succeeded(len(spans))
         else:
-            self._report.failed_export(len(spans))
+            self._report.failed_export(len(spans), attempt.reason)
         return result
 
     def shutdown(self) -> None:
@@ -236,9 +314,10 @@ class AccountedBatchSpanProcessor(SpanProcessor):
 
 
 class AccountedOTLPMetricExporter(OTLPMetricExporter):
-    """The SDK's OTLP metric exporter, reporting to the same DeliveryReport.
+    """The SDK's OTLP metric exporter, reporting to the pipeline's DeliveryReport.
 
-    So an outage is one story for both signals.
+    As metric exports: their failures are never blamed on spans, nor their successes taken
+    for the end of a span outage.
     """
 
     def __init__(self, report: DeliveryReport) -> None:
@@ -249,12 +328,12 @@ class AccountedOTLPMetricExporter(OTLPMetricExporter):
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> MetricExportResult:
-        with self._report.exporting():
+        with held_back() as attempt:
             result = super().export(metrics_data, timeout_millis=timeout_millis, **kwargs)
         if result is MetricExportResult.SUCCESS:
-            self._report.succeeded(0)
+            self._report.metrics_succeeded()
         else:
-            self._report.failed_export(0)
+            self._report.metrics_failed(attempt)
         return result
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
