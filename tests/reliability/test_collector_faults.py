@@ -183,7 +183,7 @@ def test_collector_goes_down_under_load_and_comes_back(stack: Stack) -> None:
     every span of every new request arrives."""
     ports = free_collector_ports()
     collector = stack.start_collector(ports)
-    url, gateway, worker = start_pair(stack, collector, "flap", OTEL_EXPORTER_OTLP_TIMEOUT="2")
+    url, gateway, worker = start_pair(stack, collector, "flap", OTEL_EXPORTER_OTLP_TIMEOUT="2000")
     services = (gateway, worker)
     live = LoadResult()
     stopping = False

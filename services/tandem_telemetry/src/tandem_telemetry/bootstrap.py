@@ -12,17 +12,19 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Protocol
 
+from grpc import Compression
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
     MetricExporter,
     MetricReader,
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import Tracer
 from opentelemetry.util.types import AttributeValue
 
@@ -33,6 +35,7 @@ from tandem_telemetry.delivery import (
     DeliveryReport,
 )
 from tandem_telemetry.env import env_str
+from tandem_telemetry.otel_env import OtlpOptions
 from tandem_telemetry.propagation import configured_propagator
 from tandem_telemetry.settings import TelemetrySettings
 
@@ -181,6 +184,7 @@ def build_telemetry(
 ) -> Telemetry:
     """Build a pipeline without touching process-wide state. Most callers want `setup`."""
     settings = settings or TelemetrySettings.from_env()
+    settings.otel.warn_unknown()
     resource = build_resource(service_name, service_version)
     if settings.disabled:
         noop_tracer = trace.NoOpTracerProvider().get_tracer(INSTRUMENTATION_SCOPE)
@@ -188,29 +192,44 @@ def build_telemetry(
         return Telemetry(settings, resource, noop_tracer, noop_meter, *_http_histograms(noop_meter))
 
     fast = load_fast_path(settings.fast_path)
+    otel = settings.otel
     delivery = DeliveryReport()
     exporters: list[SpanExporter | MetricExporter] = []
-    if span_processor is None:
-        if span_exporter is None:
-            if fast is not None:
-                span_exporter = fast.FastOTLPSpanExporter()
-            else:
-                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-                span_exporter = OTLPSpanExporter()
-        accounted_spans = AccountedSpanExporter(span_exporter, delivery)
+    def accounted(exporter: SpanExporter) -> SpanProcessor:
+        accounted_spans = AccountedSpanExporter(exporter, delivery)
         exporters.append(accounted_spans)
-        span_processor = AccountedBatchSpanProcessor(
-            accounted_spans, delivery, settings.max_queue_size
-        )
-    if metric_reader is None:
-        accounted_metrics = AccountedOTLPMetricExporter(delivery)
-        exporters.append(accounted_metrics)
-        metric_reader = PeriodicExportingMetricReader(accounted_metrics)
+        return AccountedBatchSpanProcessor(accounted_spans, delivery, settings.max_queue_size)
 
-    tracer_provider = TracerProvider(resource=resource)
-    tracer_provider.add_span_processor(span_processor)
-    meter_provider = MeterProvider(resource=resource, metric_readers=[metric_reader])
+    # A caller's processor or exporter (tests pass in-memory ones) replaces OTEL_TRACES_EXPORTER's.
+    span_processors: list[SpanProcessor] = []
+    if span_processor is not None:
+        span_processors.append(span_processor)
+    elif span_exporter is not None:
+        span_processors.append(accounted(span_exporter))
+    else:
+        if "otlp" in otel.traces_exporters:
+            otlp = fast.FastOTLPSpanExporter if fast is not None else _otlp_span_exporter()
+            span_processors.append(accounted(otlp(**_otlp_arguments(otel.otlp["traces"]))))
+        if "console" in otel.traces_exporters:
+            span_processors.append(BatchSpanProcessor(ConsoleSpanExporter()))
+    metric_readers: list[MetricReader] = []
+    if metric_reader is not None:
+        metric_readers.append(metric_reader)
+    else:
+        if "otlp" in otel.metrics_exporters:
+            accounted_metrics = AccountedOTLPMetricExporter(
+                delivery, **_otlp_arguments(otel.otlp["metrics"])
+            )
+            exporters.append(accounted_metrics)
+            metric_readers.append(PeriodicExportingMetricReader(accounted_metrics))
+        if "console" in otel.metrics_exporters:
+            metric_readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
+
+    tracer_provider = TracerProvider(resource=resource, sampler=otel.sampler)
+    for processor in span_processors:
+        tracer_provider.add_span_processor(processor)
+    meter_provider = MeterProvider(resource=resource, metric_readers=metric_readers)
     tracer: Tracer = tracer_provider.get_tracer(INSTRUMENTATION_SCOPE)
     meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE)
     server_duration, client_duration = _http_histograms(meter)
@@ -234,6 +253,20 @@ def build_telemetry(
         exporters=tuple(exporters),
         fast_path=fast is not None,
     )
+
+
+def _otlp_span_exporter() -> type[SpanExporter]:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter
+
+
+def _otlp_arguments(options: OtlpOptions) -> dict[str, Any]:
+    """What Tandem reads for an OTLP exporter itself (OtlpOptions); the SDK reads the rest."""
+    return {
+        "timeout": options.timeout_seconds,
+        "compression": Compression.Gzip if options.gzip else Compression.NoCompression,
+    }
 
 
 def load_fast_path(mode: str) -> ModuleType | None:

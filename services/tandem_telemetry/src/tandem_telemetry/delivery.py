@@ -320,8 +320,8 @@ class AccountedOTLPMetricExporter(OTLPMetricExporter):
     for the end of a span outage.
     """
 
-    def __init__(self, report: DeliveryReport) -> None:
-        super().__init__()
+    def __init__(self, report: DeliveryReport, **exporter_arguments: Any) -> None:
+        super().__init__(**exporter_arguments)
         self._report = report
         self._shut_down = threading.Event()
 

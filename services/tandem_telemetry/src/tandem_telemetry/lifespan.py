@@ -10,7 +10,8 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from tandem_telemetry.bootstrap import load_fast_path, shutdown
+from tandem_telemetry.bootstrap import Telemetry, load_fast_path, setup, shutdown
+from tandem_telemetry.env import InvalidEnvVar
 from tandem_telemetry.logs import configure_logging
 from tandem_telemetry.middleware import TracingMiddleware
 from tandem_telemetry.propagation import configured_propagator
@@ -30,16 +31,19 @@ def instrument(
     lifespan so that telemetry is flushed and shut down (within
     TANDEM_SHUTDOWN_TIMEOUT) after the app's own shutdown; with several
     apps in one process (one per listener), after the last of them stops.
-    The pipeline itself, one per process, starts in the serving process, on
-    the first ASGI call.
+    The pipeline itself, one per process, starts in the serving process:
+    at `start()`, which `tandem_service.serve` calls before it listens, or
+    else on the first ASGI call.
 
     trust_incoming_context=True is for an app on a listener that only
     Tandem's own services can reach: it keeps their trace context even when
     TANDEM_UNTRUSTED_CONTEXT is true.
     """
-    # Fail at import, not on a request: a malformed variable, an unknown
-    # propagator, or TANDEM_FAST_PATH=on with an SDK the fast path was not tested on.
+    # Fail at import, not on a request: a malformed variable (OTEL_* ones included), an
+    # unknown propagator, or TANDEM_FAST_PATH=on with an SDK the fast path was not tested on.
     settings = TelemetrySettings.from_env()
+    if _running.service is None:
+        _running.service = (service_name, service_version)
     configured_propagator()
     if settings.fast_path == "on" and not settings.disabled:
         load_fast_path("on")
@@ -59,9 +63,34 @@ class _RunningLifespans:
     """Flushing lifespans running in this process: one per app it serves."""
 
     count: int = 0
+    # The service the first `instrument` call wired: what `start` builds the pipeline for.
+    service: tuple[str, str | None] | None = None
 
 
 _running = _RunningLifespans()
+
+
+def start() -> Telemetry | None:
+    """Build this process's pipeline now, for the service `instrument` wired, and return it.
+
+    A server calls this before it listens, so that whatever the SDK cannot build
+    from the settings stops the process at start (InvalidEnvVar, naming the
+    cause) instead of failing each request. Without it, the pipeline starts on the
+    first ASGI call. None if no app was instrumented in this process.
+    """
+    if _running.service is None:
+        return None
+    service_name, service_version = _running.service
+    try:
+        return setup(service_name, service_version=service_version)
+    except InvalidEnvVar:
+        raise
+    # Whatever the SDK raises for a setting it cannot use, e.g. a certificate that is not PEM.
+    except Exception as exc:  # noqa: BLE001
+        raise InvalidEnvVar(
+            f"the telemetry pipeline cannot be built from these settings: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
 
 
 def flushing_lifespan(

@@ -6,44 +6,108 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tandem_telemetry.env import env_choice, env_flag, env_float, env_int, env_list
+from tandem_telemetry.otel_env import OtelSettings
 
 # Every variable the package reads, with what it does. The README's table and
 # the chart consistency test are built from this mapping, so it is the one
 # place where a variable's name is spelled.
+_OTLP_SETTINGS = {
+    "ENDPOINT": (
+        "The collector's OTLP/gRPC endpoint, `http://host:port` (plaintext) or "
+        "`https://host:port` (TLS), no path. Default `http://localhost:4317`."
+    ),
+    "INSECURE": (
+        "`true` or `false`; it must agree with the endpoint's scheme, which decides "
+        "(`http://` is plaintext). Refused if it contradicts it."
+    ),
+    "CERTIFICATE": "CA bundle (PEM) to verify the collector's TLS certificate; needs `https://`.",
+    "CLIENT_KEY": "Client private key (PEM) for mutual TLS, with `_CLIENT_CERTIFICATE`.",
+    "CLIENT_CERTIFICATE": "Client certificate chain (PEM) for mutual TLS, with `_CLIENT_KEY`.",
+    "HEADERS": "Headers sent with every export, `k=v,k=v`, values percent-encoded (e.g. a token).",
+    "COMPRESSION": "`gzip` or `none` (the default).",
+    "TIMEOUT": "Export timeout in milliseconds, as the specification says. Default 10000.",
+    "PROTOCOL": "`grpc`, the only one Tandem ships; `http/protobuf` and `http/json` are refused.",
+}
+_LIMIT = "Span limit (SDK): at most this many "
+
+# Every variable the package reads, with what it does. The README's table and
+# the chart consistency test are built from this mapping, so it is the one
+# place where a variable's name is spelled. Each OTEL_* one is checked at start
+# (otel_env); OpenTelemetry's variables that nothing here reads are refused.
 ENV_VARS: Mapping[str, str] = {
-    # Read by the OpenTelemetry SDK and exporters themselves.
     "OTEL_SDK_DISABLED": (
-        "`true` turns all telemetry off; the middleware then costs one check per request."
+        "`true`: no spans or metrics are made or exported, but the caller's context still "
+        "flows through (extracted, passed on by the client, named in `traceresponse`), as with "
+        "OpenTelemetry's own disabled SDK. Default `false`."
     ),
     "OTEL_SERVICE_NAME": "service.name; overrides the name the service passes in code.",
     "OTEL_RESOURCE_ATTRIBUTES": (
         "Extra resource attributes, `k=v,k=v` (the chart passes k8s.* and service.version here)."
     ),
-    "OTEL_EXPORTER_OTLP_ENDPOINT": (
-        "OTLP/gRPC endpoint of the collector. Default `http://localhost:4317`."
+    "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS": (
+        "Resource detectors to run (installed `opentelemetry_resource_detector` entry points)."
     ),
-    "OTEL_EXPORTER_OTLP_INSECURE": (
-        "`true` for plaintext gRPC to an `https`-less endpoint. Default: plaintext for `http://`."
+    "OTEL_TRACES_EXPORTER": (
+        "`otlp` (default), `console` (spans on stdout), or `none` (no export; context still "
+        "flows); a comma-separated list for several."
     ),
-    "OTEL_EXPORTER_OTLP_CERTIFICATE": "CA bundle (PEM) to verify the collector's TLS certificate.",
-    "OTEL_EXPORTER_OTLP_HEADERS": "Headers sent with every export, `k=v,k=v` (e.g. an auth token).",
-    "OTEL_EXPORTER_OTLP_COMPRESSION": "`gzip` or `none`.",
-    "OTEL_EXPORTER_OTLP_TIMEOUT": "Export timeout in seconds. Default 10.",
+    "OTEL_METRICS_EXPORTER": "`otlp` (default), `console`, or `none`; a list for several.",
+    "OTEL_LOGS_EXPORTER": (
+        "`none` only: logs are JSON lines on stderr, never exported over OTLP (the Python "
+        "SDK's logs API is still experimental)."
+    ),
+    **{f"OTEL_EXPORTER_OTLP_{name}": text for name, text in _OTLP_SETTINGS.items()},
+    **{
+        f"OTEL_EXPORTER_OTLP_{signal}_{name}": (
+            f"`OTEL_EXPORTER_OTLP_{name}` for {signal.lower()} alone; it wins over the general one."
+        )
+        for signal in ("TRACES", "METRICS")
+        for name in _OTLP_SETTINGS
+    },
+    "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": (
+        "`cumulative` (default), `delta` or `lowmemory`."
+    ),
+    "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION": (
+        "`explicit_bucket_histogram` (default) or `base2_exponential_bucket_histogram`."
+    ),
     "OTEL_TRACES_SAMPLER": (
-        "Sampler, e.g. `parentbased_traceidratio`. Default `parentbased_always_on`."
+        "`parentbased_always_on` (default), `parentbased_always_off`, "
+        "`parentbased_traceidratio`, `always_on`, `always_off`, `traceidratio`, or an installed "
+        "sampler's name. Anything else is refused."
     ),
-    "OTEL_TRACES_SAMPLER_ARG": "The sampler's argument, e.g. `0.1`.",
-    "OTEL_BSP_SCHEDULE_DELAY": "Batch span processor: ms between exports. Default 5000.",
-    "OTEL_BSP_MAX_QUEUE_SIZE": (
-        "Batch span processor: spans buffered before dropping. Default 2048."
+    "OTEL_TRACES_SAMPLER_ARG": (
+        "The ratio of the `traceidratio` samplers, 0 to 1 (default 1); refused for a sampler "
+        "that takes none."
     ),
-    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "Batch span processor: spans per export. Default 512.",
-    "OTEL_BSP_EXPORT_TIMEOUT": "Batch span processor: export timeout in ms. Default 30000.",
-    "OTEL_METRIC_EXPORT_INTERVAL": "Metric export interval in ms. Default 60000.",
     "OTEL_PROPAGATORS": (
         "Context propagators, in order, e.g. `tracecontext,baggage,b3multi`; `none` for none. "
         "Default `tracecontext,baggage`. `tracecontext` and `baggage` are Tandem's W3C "
         "implementations (see Propagation); other names load the installed propagator packages."
+    ),
+    "OTEL_BSP_SCHEDULE_DELAY": "Batch span processor: ms between exports. Default 5000.",
+    "OTEL_BSP_MAX_QUEUE_SIZE": (
+        "Batch span processor: spans buffered before dropping. Default 2048."
+    ),
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": (
+        "Batch span processor: spans per export, at most the queue size. Default 512."
+    ),
+    "OTEL_BSP_EXPORT_TIMEOUT": "Batch span processor: export timeout in ms. Default 30000.",
+    "OTEL_METRIC_EXPORT_INTERVAL": "Metric export interval in ms. Default 60000.",
+    "OTEL_METRIC_EXPORT_TIMEOUT": "Metric export timeout in ms. Default 30000.",
+    "OTEL_METRICS_EXEMPLAR_FILTER": (
+        "`trace_based` (default: exemplars from sampled spans), `always_on` or `always_off`."
+    ),
+    "OTEL_ATTRIBUTE_COUNT_LIMIT": f"{_LIMIT}attributes per span, event or link. Default 128.",
+    "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": f"{_LIMIT}characters per attribute value. No limit.",
+    "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": f"{_LIMIT}attributes per span. Default 128.",
+    "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": f"{_LIMIT}characters per span attribute value.",
+    "OTEL_SPAN_EVENT_COUNT_LIMIT": f"{_LIMIT}events per span. Default 128.",
+    "OTEL_SPAN_LINK_COUNT_LIMIT": f"{_LIMIT}links per span. Default 128.",
+    "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT": f"{_LIMIT}attributes per event. Default 128.",
+    "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT": f"{_LIMIT}attributes per link. Default 128.",
+    "OTEL_PYTHON_CONTEXT": "The context implementation (default `contextvars_context`).",
+    "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED": (
+        "`true`: the SDK also reports its own span and export counts (on releases that have them)."
     ),
     # Tandem's own.
     "TANDEM_UNTRUSTED_CONTEXT": (
@@ -71,7 +135,7 @@ DEFAULT_MAX_QUEUE_SIZE = 2048
 
 @dataclass(frozen=True)
 class TelemetrySettings:
-    """Tandem's own knobs. The SDK reads the OTEL_* variables itself."""
+    """Tandem's own knobs, and the OTEL_* settings that decide how the pipeline is built."""
 
     disabled: bool = False
     untrusted_context: bool = False
@@ -83,10 +147,12 @@ class TelemetrySettings:
     fast_path: str = FAST_PATH_MODES[0]
     # OTEL_BSP_MAX_QUEUE_SIZE, read here too: delivery counts against the same size.
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
+    otel: OtelSettings = field(default_factory=OtelSettings)
 
     @classmethod
     def from_env(cls) -> TelemetrySettings:
         """Build settings from the environment; InvalidEnvVar names any malformed variable."""
+        otel = OtelSettings.from_env()  # first: it also checks the OTEL_* variables read below
         return cls(
             disabled=env_flag("OTEL_SDK_DISABLED"),
             untrusted_context=env_flag("TANDEM_UNTRUSTED_CONTEXT"),
@@ -95,4 +161,5 @@ class TelemetrySettings:
             log_level=env_choice("LOG_LEVEL", LOG_LEVELS).upper(),
             fast_path=env_choice("TANDEM_FAST_PATH", FAST_PATH_MODES),
             max_queue_size=env_int("OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_MAX_QUEUE_SIZE),
+            otel=otel,
         )
