@@ -70,14 +70,22 @@ KEY_256 = "a" * 100 + "@" + "b" * 155
             [("foo@", "1"), ("foo@@bar", "2"), ("a@b@c", "3"), ("1abc", "4"), ("9@z", "5")],
         ),
         (f"{KEY_256}=v", [(KEY_256, "v")]),
-        # An invalid member goes alone: a 257-character key, a leading "@", upper case, "=" in a
-        # value.
-        (f"a=1,{KEY_256}x=v,@foo=2,B=3,c=4=4,d=5", [("a", "1"), ("d", "5")]),
         # A duplicate keeps the first (the most recent); the list is kept.
         ("a=1,b=2,a=3", [("a", "1"), ("b", "2")]),
+        # Empty members are allowed.
         (" , a=1 ,,b=2, ", [("a", "1"), ("b", "2")]),
-        # At most 32 members: the rest go from the end.
-        (",".join(f"k{i}=v" for i in range(40)), [(f"k{i}", "v") for i in range(32)]),
+        # Exactly 32 members: all kept.
+        (",".join(f"k{i}=v" for i in range(32)), [(f"k{i}", "v") for i in range(32)]),
+        # One invalid member discards the whole list, as the W3C suite (STRICT_LEVEL 2) expects:
+        # a 257-character key, a leading "@", upper case, "=" or "," in a value, an empty value,
+        # no "=" at all; and so do 33 members.
+        (f"a=1,{KEY_256}x=v", []),
+        ("@foo=1,bar=2", []),
+        ("a=1,B=3", []),
+        ("foo=bar=baz", []),
+        ("foo=,bar=3", []),
+        ("foo=1,bar", []),
+        (",".join(f"k{i}=v" for i in range(33)), []),
         ("A=1", []),
     ],
 )
@@ -87,6 +95,10 @@ def test_tracestate_follows_level_2(header: str, members: list[tuple[str, str]])
 
 def test_tracestate_headers_combine_in_order() -> None:
     assert parse_tracestate(["a=1,b=2", "c=3,a=4"]) == [("a", "1"), ("b", "2"), ("c", "3")]
+    # The member count and validity are of the combined list.
+    eleven = ",".join(f"k{i}=v" for i in range(11))
+    assert parse_tracestate([eleven, eleven.replace("k", "m"), eleven.replace("k", "n")]) == []
+    assert parse_tracestate(["a=1", "B=2"]) == []
 
 
 def test_tracestate_round_trips_whole_through_the_propagator(

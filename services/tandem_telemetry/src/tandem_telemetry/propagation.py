@@ -100,25 +100,31 @@ def parse_traceparent(value: str) -> SpanContext | None:
 
 
 def parse_tracestate(values: Iterable[str]) -> list[Member]:
-    """The valid members of one or more tracestate header values, in order.
+    """The members of one or more tracestate header values, in order; none if the list is invalid.
 
-    An invalid member is dropped alone; of a duplicated key the first (the
-    most recent) is kept; beyond 32 members the rest are dropped from the
-    end. The list itself is never dropped.
+    One invalid member, or more than 32, discards the whole list: the
+    specification allows that or dropping the member alone, and the W3C test
+    suite (STRICT_LEVEL 2) and OpenTelemetry's SDKs discard it. Empty members
+    are allowed and skipped; of a duplicated key the first (the most recent)
+    is kept.
     """
     members: dict[str, str] = {}
+    count = 0
     for value in values:
-        for member in value.split(","):
-            key, sep, val = member.strip(" \t").partition("=")
+        for raw in value.split(","):
+            member = raw.strip(" \t")
+            if not member:
+                continue
+            count += 1
+            key, sep, val = member.partition("=")
             if (
-                sep
-                and key not in members
-                and _TRACESTATE_KEY.fullmatch(key)
-                and _TRACESTATE_VALUE.fullmatch(val)
+                not sep
+                or count > TRACESTATE_MAX_MEMBERS
+                or not _TRACESTATE_KEY.fullmatch(key)
+                or not _TRACESTATE_VALUE.fullmatch(val)
             ):
-                members[key] = val
-                if len(members) == TRACESTATE_MAX_MEMBERS:
-                    return list(members.items())
+                return []
+            members.setdefault(key, val)
     return list(members.items())
 
 
