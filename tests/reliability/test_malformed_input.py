@@ -697,6 +697,17 @@ def _check(case: Case, response: RawResponse) -> str | None:
         return f"{response.status} {response.body[:300]!r}"
     if response.status not in case.expect:
         return f"status {response.status}, expected {sorted(case.expect)}: {response.body[:300]!r}"
+    if case.error is None and response.status >= 400:
+        # Tandem's JSON error, or hypercorn's own 400 or 431 for a request it cannot parse,
+        # answered before any app runs: empty, as the README's "Bad input" says.
+        if not response.body:
+            return None if response.status in (400, 431) else f"{response.status}, no body"
+        try:
+            body = response.json()
+        except ValueError:
+            return f"not a JSON error body: {response.body[:300]!r}"
+        if not isinstance(body, dict) or not body.get("error") or not body.get("detail"):
+            return f"not a JSON error: {body!r}"
     if case.error is not None:
         try:
             body = response.json()
