@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from tandem_tracecheck.scenarios import ALL, Target
+from tandem_tracecheck.scenarios import ALL, NEW_TRACE_PROBES, Target
 from tandem_tracecheck.tempo import TempoClient
 
 
@@ -41,7 +41,16 @@ def main(argv: list[str] | None = None) -> int:
         default=60.0,
         help="seconds to wait for a trace to arrive in Tempo",
     )
+    parser.add_argument(
+        "--new-trace-probes",
+        type=int,
+        default=NEW_TRACE_PROBES,
+        help="requests without a traceparent to send until the gateway samples one "
+        "(raise it for a ratio sampler below about 0.03)",
+    )
     args = parser.parse_args(argv)
+    if args.new_trace_probes < 1:
+        parser.error("--new-trace-probes must be at least 1")
     missing = [
         name for name in ("gateway_url", "tempo_url", "metrics_url") if not getattr(args, name)
     ]
@@ -53,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         args.metrics_url,
         args.trace_timeout,
         args.gateway_internal_port,
+        args.new_trace_probes,
     )
 
     with TempoClient(target.tempo_url) as tempo:
