@@ -190,7 +190,14 @@ SIZES = {
         full_variants=("traced", "disabled"),
         hop_servers=("worker",),
         hop_clients=("tandem", "aiohttp"),
-        micro_cases=("server-untraced", "server-traced", "client-traced", "sdk", "export"),
+        micro_cases=(
+            "server-untraced",
+            "server-disabled-caller",
+            "server-traced",
+            "client-traced",
+            "sdk",
+            "export",
+        ),
         delivery_warmup=0.0,
     ),
 }

@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from opentelemetry.util.types import AttributeValue
 
-SERVER_CASES = ("server-untraced", "server-disabled", "server-traced")
+# server-disabled-caller: OTEL_SDK_DISABLED, and the request carries a caller's traceparent and
+# baggage, which the middleware extracts and keeps current (and names in traceresponse).
+SERVER_CASES = ("server-untraced", "server-disabled", "server-disabled-caller", "server-traced")
 CLIENT_CASES = ("client-httpx", "client-disabled", "client-traced")
 CASES = (*SERVER_CASES, *CLIENT_CASES, "sdk", "export")
 
@@ -83,8 +85,12 @@ async def _server(case: str, quick: bool) -> float:
     if case == "server-untraced":
         app = apps.build_untraced()
     else:
-        _pipeline(disabled=case == "server-disabled")
+        _pipeline(disabled=case.startswith("server-disabled"))
         app = apps.build_tandem()
+    caller = [
+        (b"traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        (b"baggage", b"tenant=acme"),
+    ]
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -95,7 +101,12 @@ async def _server(case: str, quick: bool) -> float:
         "raw_path": b"/hello",
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk"), (b"accept", b"*/*")],
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"user-agent", b"wrk"),
+            (b"accept", b"*/*"),
+            *(caller if case == "server-disabled-caller" else []),
+        ],
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
     }

@@ -423,6 +423,11 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
         rows = [
             ("Trivial app, no middleware", "server-untraced"),
             ("Trivial app, Tandem's middleware, OTEL_SDK_DISABLED", "server-disabled"),
+            (
+                "The same, the request carrying a traceparent and baggage, which stay current "
+                "(and go on in traceresponse)",
+                "server-disabled-caller",
+            ),
             ("Trivial app, Tandem's middleware, traced", "server-traced"),
             (
                 "— of that, the server span through Tandem's RequestTracer (start, 2 outcome "

@@ -145,6 +145,7 @@ def test_the_micro_benchmarks_ran(smoke):
     # One name per server and client case; the sdk and export cases measure four each.
     expected = {
         "server-untraced",
+        "server-disabled-caller",
         "server-traced",
         "client-traced",
         "sdk span",
