@@ -173,6 +173,15 @@ def _secret_bundle(directory: Path) -> tuple[Path, str]:
     return bundle, lines[len(lines) // 2]
 
 
+def build_one_image(engine: Engine, service: str, *variables: str) -> float:
+    """One service's image, by the recipe `make images` runs for each (mk/containers.mk's
+    build_image), with this suite's build secret and the make `variables` given (BASE_IMAGE,
+    IMAGE_TAG...); the seconds it took."""
+    bundle, _ = _secret_bundle(Path(mk_value("TEST_BASE_DIR")))
+    recipe = f"tandem-one-image: ; $(call build_image,{service},$({service.upper()}_IMAGE))"
+    return _make(engine, f"--eval={recipe}", "tandem-one-image", f"CA_BUNDLE={bundle}", *variables)
+
+
 @pytest.fixture(scope="session")
 def images(engine: Engine, chart: dict[str, dict[str, Any]]) -> Images:
     """Both images, and their DEV_SYNC variants, built by `make images` on the local base."""
@@ -245,6 +254,18 @@ def chart(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]
 def untrusted_chart(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     """The chart with the gateway at the edge: gateway.untrustedContext=true."""
     return _render(tmp_path_factory, "--set", "gateway.untrustedContext=true")
+
+
+# The propagators the B3 pods are rendered with: B3's multi-header format beside the W3C two.
+B3_PROPAGATORS = ("tracecontext", "baggage", "b3multi")
+
+
+@pytest.fixture(scope="session")
+def b3_chart(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """The chart with B3 on: telemetry.propagators={tracecontext,baggage,b3multi}."""
+    return _render(
+        tmp_path_factory, "--set", f"telemetry.propagators={{{','.join(B3_PROPAGATORS)}}}"
+    )
 
 
 def _service_hosts(chart: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:

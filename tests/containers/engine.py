@@ -52,6 +52,13 @@ class Engine:
             flags += ["--ulimit", f"{name}={value}:{value}"]
         return flags
 
+    def build_flags(self) -> list[str]:
+        """What mk/containers.mk's BUILD_FLAGS adds to a podman build: the host's network, the
+        docker image format (OCI drops HEALTHCHECK), and ulimits it can grant here."""
+        if not self.is_podman:
+            return []
+        return ["--network", "host", "--format", "docker", *self.run_limits()]
+
     def read_only_flags(self) -> list[str]:
         """A read-only root with no writable path but the pod's own volumes.
         Podman's --read-only adds tmpfs on /tmp, /run and /var/tmp unless told not to."""

@@ -1,20 +1,23 @@
 """The chart's pods, run from the built images: `helm test`, the probes, the gateway's two
-listeners, a read-only root, and a stop under load."""
+listeners, B3 propagation, a read-only root, and a stop under load."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 import httpx
 import pytest
 
 from tandem_localstack import Collector
-from tests.containers.conftest import APPS, Pods, http_status, report
+from tandem_tracecheck import TempoClient
+from tandem_tracecheck.tree import match_tree, work_trace
+from tests.containers.conftest import APPS, B3_PROPAGATORS, Pods, http_status, report
 from tests.containers.podspec import PodRun
 from tests.reliability.load import LoadResult, answered, drive, incomplete_traces
 from tests.reliability.test_malformed_input import raw_trace, root_span, wait_for_traces
-from tests.support import free_port
+from tests.support import Relay, free_port
 
 SPANS_PER_REQUEST = 13  # 1 + 6N with N = 2
 # What a read-only root filesystem says when a process tries to write to it.
@@ -149,6 +152,65 @@ def test_an_edge_gateway_trusts_the_listener_not_the_path(
         "edge gateway (gateway.untrustedContext=true): /internal/quota on the public port 404, "
         f"no quota, no span in the caller's trace; /api/work: a new linked trace of "
         f"{1 + 6 * TASKS} spans, quota on the internal port"
+    )
+
+
+def test_a_b3_caller_continues_through_both_pods(
+    pods: Pods,
+    running: dict[str, PodRun],
+    b3_chart: dict[str, dict[str, Any]],
+    stand_in: Collector,
+) -> None:
+    """The gateway and worker pods rendered with telemetry.propagators=[tracecontext, baggage,
+    b3multi], in place of the default ones (the images ship the B3 propagators): a caller that
+    sends only B3 headers continues its trace through the gateway, the worker and back. The
+    traceresponse header, the body and the stored trace carry its trace id; the stored trace is
+    the whole tree, under the caller's span; the worker's quota calls, through a relay, carry B3
+    headers of that trace beside traceparent."""
+    relay = Relay(f"http://127.0.0.1:{running['gateway'].ports['internal']}")
+    b3 = {
+        "worker": pods.spec(
+            "worker",
+            workload=b3_chart["worker"],
+            name_suffix="-b3",
+            env_overrides={"GATEWAY_INTERNAL_URL": relay.url},
+        ),
+        "gateway": pods.spec("gateway", workload=b3_chart["gateway"], name_suffix="-b3"),
+    }
+    try:
+        for app, run in b3.items():
+            assert run.env["OTEL_PROPAGATORS"] == ",".join(B3_PROPAGATORS), app
+            pods.engine("stop", "--time", str(running[app].grace_seconds), running[app].pod_name)
+            pods.start(run)
+        trace_id, span_id = (
+            f"{random.getrandbits(128) or 1:032x}",
+            f"{random.getrandbits(64) or 1:016x}",
+        )
+        public, _ = _ports(b3["gateway"])
+        response = httpx.get(
+            f"{public}/api/work",
+            params={"tasks": TASKS},
+            headers={"X-B3-TraceId": trace_id, "X-B3-SpanId": span_id, "X-B3-Sampled": "1"},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        assert response.headers["traceresponse"].split("-")[1] == trace_id, response.headers
+        assert response.json()["trace_id"] == trace_id
+        wait_for_traces(stand_in.tempo_url, {trace_id: 1 + 6 * TASKS}, timeout=60)
+        with TempoClient(stand_in.tempo_url) as tempo:
+            spans = tempo.trace(trace_id)
+        assert match_tree(spans, work_trace(TASKS), root_parent=span_id) == []
+        assert len(relay.seen) == TASKS, relay.seen
+        for headers in relay.seen:
+            assert headers["traceparent"].split("-")[1] == trace_id, headers
+            assert headers["x-b3-traceid"] == trace_id and headers["x-b3-sampled"] == "1", headers
+    finally:
+        for run in b3.values():
+            pods.engine("rm", "--force", run.pod_name, check=False)
+        relay.close()
+    report(
+        f"B3 pods (telemetry.propagators={list(B3_PROPAGATORS)}): a caller with only X-B3-* "
+        f"headers continues its trace through both, {1 + 6 * TASKS} spans"
     )
 
 

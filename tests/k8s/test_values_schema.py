@@ -11,7 +11,9 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
+from tandem_telemetry.propagation import DEFAULT_PROPAGATORS
 from tests.k8s.conftest import CHART, helm_template, tool
 
 # (case, helm --set/--set-string args, the field the error must name)
@@ -27,6 +29,24 @@ SCHEMA_CASES = [
     ("missing limits", ["--set", "gateway.resources.limits=null"], "gateway.resources"),
     ("bad role", ["--set", "grafana.anonymousRole=Root"], "grafana.anonymousRole"),
     ("bad sampler", ["--set", "telemetry.tracesSampler=sometimes"], "telemetry.tracesSampler"),
+    # Only the propagators the images ship: jaeger and xray are not installed there, and a
+    # service told to use one would not start (a crash-looping pod).
+    (
+        "propagator the images lack",
+        ["--set", "telemetry.propagators={tracecontext,baggage,jaeger}"],
+        "telemetry.propagators",
+    ),
+    (
+        "propagators as one string",
+        ["--set", "telemetry.propagators=b3multi"],
+        "telemetry.propagators",
+    ),
+    (
+        "none beside a propagator",
+        ["--set", "telemetry.propagators={none,b3}"],
+        "telemetry.propagators",
+    ),
+    ("no propagator at all", ["--set", "telemetry.propagators={}"], "telemetry.propagators"),
     ("bad log level", ["--set", "worker.logLevel=LOUD"], "worker.logLevel"),
     ("bad env name", ["--set", "gateway.env.9LIVES=x"], "gateway.env"),
     (
@@ -101,6 +121,11 @@ FAIL_CASES = [
         "worker.autoscaling.maxReplicas must be at least its minReplicas",
     ),
     (
+        "propagators through the env",
+        ["--set", "worker.env.OTEL_PROPAGATORS=tracecontext"],
+        "set telemetry.propagators, not worker.env.OTEL_PROPAGATORS",
+    ),
+    (
         "helm test without tempo",
         ["--set", "tempo.enabled=false", "--set", "collector.tracesEndpoint=t:4317"],
         "tracecheck.tempoUrl is required",
@@ -140,6 +165,43 @@ def test_cross_field_rules(
     proc = helm_template(tool(helm_name), helm_env, chart_package, *args, check=False)
     assert proc.returncode != 0, f"{case}: accepted"
     assert message in proc.stderr, proc.stderr
+
+
+# telemetry.propagators as helm is told it -> OTEL_PROPAGATORS in both services' pods.
+PROPAGATOR_CASES = [
+    ([], DEFAULT_PROPAGATORS),
+    (
+        ["--set", "telemetry.propagators={tracecontext,baggage,b3multi}"],
+        "tracecontext,baggage,b3multi",
+    ),
+    (["--set", "telemetry.propagators={b3,tracecontext}"], "b3,tracecontext"),
+    (["--set", "telemetry.propagators={none}"], "none"),
+]
+
+
+@pytest.mark.parametrize("helm_name", ["helm", "helm3"])
+@pytest.mark.parametrize(
+    ("args", "expected"), PROPAGATOR_CASES, ids=[c[1] for c in PROPAGATOR_CASES]
+)
+def test_propagators_the_images_ship_are_accepted(
+    helm_name: str,
+    args: list[str],
+    expected: str,
+    helm_env: dict[str, str],
+    chart_package: Path,
+) -> None:
+    """telemetry.propagators is accepted with any of the names the images ship, and becomes
+    OTEL_PROPAGATORS, in its order, for the gateway and the worker alike; the default is the
+    services' own."""
+    text = helm_template(tool(helm_name), helm_env, chart_package, *args).stdout
+    found = {}
+    for doc in filter(None, yaml.safe_load_all(text)):
+        component = doc["metadata"]["labels"].get("app.kubernetes.io/component")
+        if doc["kind"] == "Deployment" and component in ("gateway", "worker"):
+            (container,) = doc["spec"]["template"]["spec"]["containers"]
+            env = [e for e in container["env"] if e["name"] == "OTEL_PROPAGATORS"]
+            found[component] = [e["value"] for e in env]
+    assert found == {"gateway": [expected], "worker": [expected]}
 
 
 def test_schema_is_closed_at_every_level() -> None:

@@ -110,6 +110,8 @@ spec:
             - name: OTEL_TRACES_SAMPLER_ARG
               value: {{ . | quote }}
             {{- end }}
+            - name: OTEL_PROPAGATORS
+              value: {{ join "," $root.Values.telemetry.propagators | quote }}
             - name: OTEL_METRIC_EXPORT_INTERVAL
               value: {{ $root.Values.telemetry.metricExportIntervalMillis | quote }}
             {{- range $name, $value := $v.env }}

@@ -190,6 +190,9 @@ Call with (dict "root" $ "components" (list "gateway" "worker")).
 {{- fail "grafana.tempoUrl is required when grafana.enabled is true and tempo.enabled is false (the datasource needs a Tempo)" -}}
 {{- end -}}
 {{- range $component := list "gateway" "worker" -}}
+{{- if hasKey (index $.Values $component).env "OTEL_PROPAGATORS" -}}
+{{- fail (printf "set telemetry.propagators, not %s.env.OTEL_PROPAGATORS (the chart sets OTEL_PROPAGATORS from it, for both services, and the schema admits only the propagators the images ship)" $component) -}}
+{{- end -}}
 {{- $a := (index $.Values $component).autoscaling -}}
 {{- if and $a.enabled (gt (int $a.minReplicas) (int $a.maxReplicas)) -}}
 {{- fail (printf "%s.autoscaling.maxReplicas must be at least its minReplicas" $component) -}}
