@@ -1,4 +1,4 @@
-"""tandem_telemetry.otel_env: each OTEL_* variable honoured as the specification says, or refused."""
+"""tandem_telemetry.otel_env: each OTEL_* variable honoured as the specification says, or refused"""
 
 from __future__ import annotations
 
