@@ -6,30 +6,38 @@ the collector last, so it receives the services' final exports.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
-from gateway.settings import DEFAULT_INTERNAL_PORT as GATEWAY_INTERNAL_PORT
-from gateway.settings import DEFAULT_PORT as GATEWAY_PORT
-from tandem_collector.config import Config
+from tandem_localstack import run
 from tandem_localstack.stack import PairPorts, Stack
-from tandem_telemetry.env import env_str
-from worker.settings import DEFAULT_PORT as WORKER_PORT
+from tandem_telemetry.env import InvalidEnvVar, env_str
 
 
 def main() -> int:
-    """`make run`: start everything on the default ports, print where, stop cleanly on Ctrl-C."""
-    defaults = Config()
-    ports = {
-        "grpc": defaults.grpc_port,
-        "query": defaults.query_port,
-        "prometheus": defaults.prometheus_port,
-    }
+    """`make run`: check the ports, start everything, print where, stop cleanly on Ctrl-C.
+
+    The ports and settings come from the environment (tandem_localstack.run);
+    a malformed port variable, or a port already taken, stops it in one line.
+    """
+    try:
+        ports = run.read_ports()
+    except InvalidEnvVar as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        return 1
+    problem = run.unavailable(ports)
+    if problem:
+        print(f"make run: {problem}", file=sys.stderr)
+        return 1
+    settings, ignored = run.passed_settings(os.environ)
+    if ignored:
+        print(f"make run: not passed on: {'; '.join(ignored)}", file=sys.stderr)
     logdir = Path(env_str("TANDEM_RUN_DIR", ".run"))
     logdir.mkdir(exist_ok=True)
-    stack = Stack(logdir)
+    stack = Stack(logdir, settings=settings)
     stopping = threading.Event()
 
     def request_stop(signum: int, frame: object) -> None:
@@ -38,9 +46,17 @@ def main() -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        collector = stack.start_collector(ports, log=False)
+        collector = stack.start_collector(
+            {
+                "grpc": ports[run.OTLP],
+                "query": ports[run.TEMPO],
+                "prometheus": ports[run.METRICS],
+            },
+            log=False,
+        )
         pair = stack.start_pair(
-            collector, PairPorts(GATEWAY_PORT, GATEWAY_INTERNAL_PORT, WORKER_PORT)
+            collector,
+            PairPorts(ports[run.GATEWAY], ports[run.GATEWAY_INTERNAL], ports[run.WORKER]),
         )
     except RuntimeError as exc:
         print(f"make run: {exc}", file=sys.stderr)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.error import URLError
@@ -92,10 +93,17 @@ class Pair:
 
 @dataclass
 class Stack:
-    """Processes started together; stopped in reverse order, so the collector goes last."""
+    """Processes started together; stopped in reverse order, so the collector goes last.
+
+    Each starts from a clean slate of settings: no OTEL_* or TANDEM_* variable of this
+    process's environment reaches it (but INHERITED_SETTINGS), so the test suites are
+    hermetic. `settings` are given to every process instead (`make run` passes the
+    user's there); the wiring each `start_*` sets, and its `env`, win over them.
+    """
 
     logdir: Path
     processes: list[Process] = field(default_factory=list)
+    settings: Mapping[str, str] = field(default_factory=dict)
 
     def start(
         self,
@@ -112,6 +120,7 @@ class Stack:
             for k, v in os.environ.items()
             if not k.startswith(("OTEL_", "TANDEM_")) or k in INHERITED_SETTINGS
         }
+        full_env.update(self.settings)
         full_env.update(env)
         full_env["PYTHONUNBUFFERED"] = "1"
         command = [sys.executable, "-m", module, *args]
@@ -186,10 +195,11 @@ class Stack:
         A gateway alone also needs INTERNAL_PORT (see `start_pair`), or it takes its default.
         """
         base = {
+            # Short export intervals, unless the settings choose their own.
+            **{name: value for name, value in FAST_EXPORT.items() if name not in self.settings},
             "HOST": "127.0.0.1",
             "PORT": str(port),
             "OTEL_EXPORTER_OTLP_ENDPOINT": collector.grpc_endpoint,
-            **FAST_EXPORT,
         }
         process = self.start(name or module, module, {**base, **env})
         self.wait_ready(process, f"{loopback_url(port)}/readyz")

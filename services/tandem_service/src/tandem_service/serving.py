@@ -5,7 +5,8 @@
 
 Each listener is a hypercorn server of its own (its own bind and app) in one
 event loop; they share one stop, which drains the requests in flight on all
-of them.
+of them. A request whose client leaves before its response is complete is
+cancelled at once (`ClientWatch`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,14 @@ import asyncio
 import contextlib
 import gc
 import importlib
+import logging
 import multiprocessing
 import os
 import signal
+import sys
 import time
+import traceback
+from collections import deque
 from collections.abc import Callable, Mapping
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
@@ -25,15 +30,26 @@ from typing import Any
 
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
-from hypercorn.utils import check_for_updates, files_to_watch, wrap_app
+from hypercorn.typing import (
+    ASGIReceiveCallable,
+    ASGIReceiveEvent,
+    ASGISendCallable,
+    ASGISendEvent,
+    Scope,
+)
+from hypercorn.utils import LifespanFailureError, check_for_updates, files_to_watch, wrap_app
 
+import tandem_telemetry
 from tandem_service.settings import Listener, ServerSettings
+from tandem_telemetry import ERROR_TYPE_KEY
 from tandem_telemetry.env import InvalidEnvVar
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # A listener with the sockets it serves on, bound before any app starts.
 Served = tuple[Config, Sockets]
+# error.type of a request cancelled because its client left before the response was complete
+# (its SERVER span and duration metric; no status code: nothing was answered).
+CLIENT_GONE_ERROR_TYPE = "client_disconnected"
 
 
 def server_configs(listeners: Mapping[Listener, str]) -> list[Config]:
@@ -67,7 +83,10 @@ def _config(application_path: str, port: int, settings: ServerSettings) -> Confi
     config.graceful_timeout = float(settings.graceful_timeout)
     # Spans already record every request; an access log line per request would double the cost.
     config.accesslog = None
-    config.errorlog = "-"
+    # Hypercorn's messages ("Running on ...") through the root logger, whose one handler
+    # writes JSON (tandem_telemetry.configure_logging): a Logger is used as given, where "-"
+    # would get a plain-text handler of its own and every line would come out twice.
+    config.errorlog = logging.getLogger("hypercorn.error")
     # No `server: hypercorn-h11` banner: it tells a scanner what to try.
     config.include_server_header = False
     # Hypercorn (0.18) notices that a client closed an idle keep-alive
@@ -91,8 +110,159 @@ def _listen(config: Config) -> Sockets:
     return sockets
 
 
+class ClientWatch:
+    """One HTTP request's receive channel, watched so that a client that leaves is seen while
+    the app awaits something else, and the request is cancelled at once.
+
+    Hypercorn (0.18) never cancels an app whose client has gone: it queues an
+    `http.disconnect` for the app's next receive(), which an app waiting on its
+    peer never makes; the request would hold its admission slots and its
+    outgoing calls until they end. So a watcher task (`watch`) reads the
+    server's receive() whenever the app is not reading it itself (one reader at
+    a time, never two): a body message it reads is kept for the app's next
+    receive(), never more than one unread `more_body` chunk ahead, so a large
+    body keeps its backpressure. Once the body is read, it waits for
+    `http.disconnect`. If that comes before the last response body message
+    (`send`), the client is gone: `cancelled` is set, the scope names the reason
+    for the span (ERROR_TYPE_KEY) and the request's task is cancelled, which
+    frees what it holds and cancels its outgoing calls (closing their
+    connections, so a peer served here cancels its work too). After the
+    response it is the ordinary end of the exchange: background tasks go on,
+    and a later receive() gets the disconnect. An app that never reads a body
+    sent in several chunks is watched only once it has read them.
+    """
+
+    __slots__ = (
+        "_app_read_done",
+        "_app_reading",
+        "_error",
+        "_gone",
+        "_messages",
+        "_receive",
+        "_request",
+        "_scope",
+        "_send",
+        "_taken",
+        "_waiters",
+        "_watching",
+        "cancelled",
+        "responded",
+    )
+
+    def __init__(
+        self,
+        scope: Scope,
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+        request: asyncio.Task[Any],
+    ) -> None:
+        self._scope = scope
+        self._receive = receive
+        self._send = send
+        self._request = request
+        # Messages the watcher read for the app; futures of app receive() calls waiting for one.
+        self._messages: deque[ASGIReceiveEvent] = deque()
+        self._waiters: list[asyncio.Future[None]] = []
+        # Who is in the server's receive(): the watcher, or the app (the watcher then waits on
+        # _app_read_done). The watcher waits on _taken until the app takes a more_body chunk.
+        self._watching = False
+        self._app_reading = False
+        self._app_read_done: asyncio.Future[None] | None = None
+        self._taken: asyncio.Future[None] | None = None
+        self._gone: ASGIReceiveEvent | None = None
+        self._error: BaseException | None = None
+        self.responded = False
+        self.cancelled = False
+
+    async def watch(self) -> None:
+        """Read the server for the app while it does not; cancel the request if the client
+        leaves before the response is complete."""
+        receive = self._receive
+        loop = asyncio.get_running_loop()
+        try:
+            while self._gone is None:
+                if self._app_reading:
+                    self._app_read_done = loop.create_future()
+                    await self._app_read_done
+                    continue
+                self._watching = True
+                try:
+                    message = await receive()
+                finally:
+                    self._watching = False
+                if message["type"] != "http.request":
+                    break
+                self._messages.append(message)
+                self._wake()
+                if message.get("more_body", False):
+                    self._taken = loop.create_future()
+                    await self._taken
+            else:
+                return  # the app read the disconnect itself
+        except Exception as exc:  # noqa: BLE001 - the server's receive() failed: the app's raises it
+            self._error = exc
+            self._wake()
+            return
+        # http.disconnect: the client left, or the response is complete.
+        self._gone = message
+        self._wake()
+        if not self.responded:
+            self.cancelled = True
+            self._scope[ERROR_TYPE_KEY] = CLIENT_GONE_ERROR_TYPE  # type: ignore[literal-required]
+            self._request.cancel()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def receive(self) -> ASGIReceiveEvent:
+        """The app's receive(): a message the watcher read for it, else the server's own."""
+        messages = self._messages
+        while not messages:
+            if self._gone is not None:
+                return self._gone
+            if self._error is not None:
+                raise self._error
+            if not self._watching:
+                return await self._read()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+        message = messages.popleft()
+        taken = self._taken
+        if taken is not None and not messages:
+            self._taken = None
+            if not taken.done():
+                taken.set_result(None)
+        return message
+
+    async def _read(self) -> ASGIReceiveEvent:
+        """Read the server directly, as the app (a body already there costs no suspension)."""
+        self._app_reading = True
+        try:
+            message = await self._receive()
+        finally:
+            self._app_reading = False
+            done, self._app_read_done = self._app_read_done, None
+            if done is not None and not done.done():
+                done.set_result(None)
+        if message["type"] != "http.request":
+            self._gone = message
+        return message
+
+    async def send(self, message: ASGISendEvent) -> None:
+        """The app's send(): notes the last response body message, after which a disconnect
+        cancels nothing."""
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.responded = True
+        await self._send(message)
+
+
 class InFlight:
-    """Count the HTTP requests being served on every listener, so a stop can wait for them."""
+    """Count the HTTP requests being served on every listener, so a stop can wait for them;
+    cancel those whose client has left (`ClientWatch`)."""
 
     def __init__(self) -> None:
         self.count = 0
@@ -100,8 +270,8 @@ class InFlight:
         self._idle.set()
 
     def track(self, app: Any) -> Any:
-        """`app`, counted. The outermost app, the one hypercorn calls, so it takes hypercorn's
-        ASGI types."""
+        """`app`, counted and watched. The outermost app, the one hypercorn calls, so it takes
+        hypercorn's ASGI types."""
 
         async def counted(
             scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -109,11 +279,21 @@ class InFlight:
             if scope["type"] != "http":
                 await app(scope, receive, send)
                 return
+            request = asyncio.current_task()
+            assert request is not None  # hypercorn runs each request in a task of its own
+            watch = ClientWatch(scope, receive, send, request)
+            watcher = asyncio.create_task(watch.watch())
             self.count += 1
             self._idle.clear()
             try:
-                await app(scope, receive, send)
+                await app(scope, watch.receive, watch.send)
+            except asyncio.CancelledError:
+                # Cancelled because the client left, and by nothing else: the request is over,
+                # and there is no one to answer. Any other cancellation goes on.
+                if not watch.cancelled or request.uncancel():
+                    raise
             finally:
+                watcher.cancel()
                 self.count -= 1
                 if not self.count:
                     self._idle.set()
@@ -131,7 +311,9 @@ def _load(application_path: str) -> Any:
 
 
 async def _serve(served: list[Served]) -> None:
-    apps = [_load(config.application_path) for config, _ in served]
+    _start_apps([config for config, _ in served])
+    failures: list[str] = []
+    apps = [_strict_lifespan(_load(config.application_path), failures) for config, _ in served]
     # Every traced request allocates spans, contexts and dicts; the default
     # gen-0 threshold (700) runs the collector many times per request burst.
     # Freezing what import built and raising the threshold cut 20-25 µs per
@@ -178,8 +360,53 @@ async def _serve(served: list[Served]) -> None:
                 servers.create_task(
                     worker_serve(wrapped, config, sockets=sockets, shutdown_trigger=close.wait)
                 )
+    except* LifespanFailureError:
+        # An app that could not start stops the process: it never serves without its lifespan.
+        raise _start_failed(failures) from None
     finally:
         draining.cancel()
+
+
+def _strict_lifespan(app: Any, failures: list[str]) -> Any:
+    """`app`, whose lifespan startup fails loudly; each failure's message goes to `failures`.
+
+    Hypercorn takes an exception raised before the startup completes to mean
+    the app has no lifespan, and serves on without one ("continuing without
+    Lifespan support"); reported as a failed startup, it stops the server.
+    """
+
+    async def strict(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+        started = False
+
+        async def watched_send(message: ASGISendEvent) -> None:
+            nonlocal started
+            if message["type"] == "lifespan.startup.failed":
+                failures.append(message.get("message", ""))
+            if message["type"] in ("lifespan.startup.complete", "lifespan.startup.failed"):
+                started = True
+            await send(message)
+
+        try:
+            await app(scope, receive, watched_send)
+        except Exception:
+            if started:
+                raise
+            await watched_send(
+                {"type": "lifespan.startup.failed", "message": traceback.format_exc()}
+            )
+
+    return strict
+
+
+def _start_failed(failures: list[str]) -> SystemExit:
+    """The exit for an app that could not start: its traceback, if any, then one line."""
+    message = (failures or ["no reason given"])[0].strip()
+    if "\n" in message:
+        print(message, file=sys.stderr)
+    return SystemExit(f"cannot start: {message.splitlines()[-1] if message else 'no reason given'}")
 
 
 def _serve_in_process(served: list[Served]) -> None:
@@ -190,6 +417,14 @@ def _serve_in_process(served: list[Served]) -> None:
     except InvalidEnvVar as exc:
         # A setting the app reads as it is imported: one line that names it, not a traceback.
         raise SystemExit(str(exc)) from None
+
+
+def _start_apps(configs: list[Config]) -> None:
+    """Import each listener's app, and build the telemetry pipeline: in the serving process,
+    before it listens, so a setting that cannot be honoured stops it first (InvalidEnvVar)."""
+    for config in configs:
+        _load(config.application_path)
+    tandem_telemetry.start()
 
 
 def serve(listeners: Mapping[Listener, str]) -> int:
@@ -203,10 +438,16 @@ def serve(listeners: Mapping[Listener, str]) -> int:
     """
     try:
         configs = server_configs(listeners)
+        workers, reload = configs[0].workers, configs[0].use_reloader
+        if workers == 1 and not reload:
+            _start_apps(configs)
+        else:
+            # The serving processes start their own; importing the apps checks every setting.
+            for config in configs:
+                _load(config.application_path)
     except InvalidEnvVar as exc:
         raise SystemExit(str(exc)) from None
     served = [(config, _listen(config)) for config in configs]
-    workers, reload = configs[0].workers, configs[0].use_reloader
     if workers == 1 and not reload:
         _serve_in_process(served)
         return 0

@@ -97,6 +97,10 @@ class TracingTransport(httpx.AsyncBaseTransport):
             span, start = self._start_attempt(telemetry, request, target, attempt)
             try:
                 response = await self._send_within(request, deadline)
+            except asyncio.CancelledError as exc:
+                # The caller gave up (say, its own client left): the attempt, and its span, end.
+                _end_span(telemetry, span, start, target, None, _error_type(exc))
+                raise
             except Exception as exc:
                 _end_span(telemetry, span, start, target, None, _error_type(exc))
                 if attempt + 1 < self._retry.attempts and (

@@ -109,7 +109,7 @@ class TracingMiddleware:
         status_code = 0
         ended = False
 
-        def finish(error_type: str | None) -> None:
+        def finish(error_type: str | None, *, answered: bool = True) -> None:
             nonlocal ended
             ended = True
             end = time_ns()
@@ -118,7 +118,7 @@ class TracingMiddleware:
             code = status_code or 500
             # The span has had the method, scheme and protocol version since
             # its start; it gets only the outcome. The metric gets all of them.
-            outcome: dict[str, str | int] = {"http.response.status_code": code}
+            outcome: dict[str, str | int] = {"http.response.status_code": code} if answered else {}
             if template:
                 outcome["http.route"] = template
                 span.update_name(
@@ -171,8 +171,14 @@ class TracingMiddleware:
         finally:
             detach(token)
             if not ended:
-                # Cancelled (client gone) or the app returned without a full response.
-                finish(None if status_code else "incomplete_response")
+                # Cancelled, or the app returned without a full response. A request cancelled
+                # because its client left says so in the scope (tandem_service's serving layer);
+                # if nothing had been sent, it gets no status code: none was answered.
+                reason = scope.get(ERROR_TYPE_KEY)
+                if reason is not None:
+                    finish(reason, answered=bool(status_code))
+                else:
+                    finish(None if status_code else "incomplete_response")
 
     def _cached_request_attributes(
         self, scope: Scope, method: str, host: bytes | None, user_agent: bytes | None
