@@ -18,7 +18,13 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 import tandem_telemetry
-from tandem_telemetry import JsonFormatter, TelemetrySettings, TracingMiddleware, instrument
+from tandem_telemetry import (
+    JsonFormatter,
+    TelemetrySettings,
+    TracingMiddleware,
+    TracingTransport,
+    instrument,
+)
 from tandem_telemetry.bootstrap import build_resource
 from tests.support import Pipeline, refused_port, served
 
@@ -71,23 +77,46 @@ def test_malformed_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -
         TelemetrySettings.from_env()
 
 
+CALLER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
 @pytest.mark.anyio
-async def test_disabled_sdk_makes_no_spans_and_no_traceresponse(
+async def test_disabled_sdk_makes_no_spans_but_the_callers_context_flows_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """As with OpenTelemetry's own disabled SDK: no span is recorded, yet the caller's
+    traceparent and baggage reach the next service, and traceresponse names the trace."""
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     exporter = InMemorySpanExporter()
     telemetry = tandem_telemetry.setup("svc", span_exporter=exporter)
     assert not telemetry.enabled
-    app = Starlette(routes=[Route("/", ok)])
+    sent: list[httpx.Headers] = []
+
+    def downstream(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers)
+        return httpx.Response(204)
+
+    async def call_downstream(request: Request) -> PlainTextResponse:
+        transport = TracingTransport(httpx.MockTransport(downstream), telemetry=telemetry)
+        async with httpx.AsyncClient(transport=transport) as client:
+            await client.get("http://downstream/next")
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/", call_downstream), Route("/plain", ok)])
     app.add_middleware(TracingMiddleware, telemetry=telemetry)
     async with served(app) as base, httpx.AsyncClient() as client:
         response = await client.get(
-            f"{base}/",
-            headers={"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+            f"{base}/", headers={"traceparent": CALLER, "baggage": "tenant=acme"}
         )
+        no_caller = await client.get(f"{base}/plain")
     assert response.status_code == 200
-    assert "traceresponse" not in response.headers
+    assert response.headers["traceresponse"] == CALLER
+    assert [(headers["traceparent"], headers["baggage"]) for headers in sent] == [
+        (CALLER, "tenant=acme")
+    ]
+    # No caller context: nothing to continue, so nothing is named.
+    assert no_caller.status_code == 200
+    assert "traceresponse" not in no_caller.headers
     assert exporter.get_finished_spans() == ()
 
 
@@ -151,7 +180,7 @@ def test_shutdown_with_unreachable_collector_returns_within_its_bound(
 ) -> None:
     with refused_port() as port:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "30")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "30000")
         telemetry = tandem_telemetry.setup("svc", settings=TelemetrySettings(shutdown_timeout=1.0))
         for _ in range(10):
             telemetry.tracer.start_span("lost").end()

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from tandem_telemetry.bootstrap import Telemetry, current, setup
@@ -136,6 +137,8 @@ class TracingTransport(httpx.AsyncBaseTransport):
     ) -> tuple[Span | None, int]:
         start = time_ns()
         if target is None:
+            # OTEL_SDK_DISABLED: no span, but the current context (the caller's) goes on.
+            _inject(request, None)
             return None, start
         attributes = target.span_attributes()
         if attempt:
@@ -143,11 +146,8 @@ class TracingTransport(httpx.AsyncBaseTransport):
         span = telemetry.tracer.start_span(
             target.span_name, None, SpanKind.CLIENT, attributes, None, start
         )
-        try:
-            # The callee continues this attempt's span: its context, and the current baggage.
-            propagate.inject(request.headers, context=trace.set_span_in_context(span))
-        except Exception:  # a propagator failing must not fail the call
-            logger.debug("context injection failed; the request goes without it", exc_info=True)
+        # The callee continues this attempt's span: its context, and the current baggage.
+        _inject(request, trace.set_span_in_context(span))
         return span, start
 
     async def _send_within(self, request: httpx.Request, deadline: float | None) -> httpx.Response:
@@ -173,6 +173,13 @@ class TracingTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._transport.aclose()
+
+
+def _inject(request: httpx.Request, context: Context | None) -> None:
+    try:
+        propagate.inject(request.headers, context=context)
+    except Exception:  # a propagator failing must not fail the call
+        logger.debug("context injection failed; the request goes without it", exc_info=True)
 
 
 class _Target:

@@ -60,35 +60,32 @@ class TracingMiddleware:
         self.app = app
         self.telemetry = telemetry or setup(service_name, service_version=service_version)
         settings = self.telemetry.settings
-        # None when the SDK is disabled: the per-request cost is then this one check.
+        # None when the SDK is disabled: requests then get no span, but their context flows on.
         self._tracer = self.telemetry.tracer if self.telemetry.enabled else None
         self._duration = self.telemetry.server_duration
         self._untraced = settings.untraced_paths
         self._trust = trust_incoming_context or not settings.untrusted_context
+        # The headers the configured propagators read (setup() installed them just above).
+        self._propagation_fields = frozenset(
+            name.lower().encode("latin-1") for name in propagate.get_global_textmap().fields
+        )
         # Requests repeat the same path, Host, client address and user agent;
         # their attributes are worked out once per combination (bounded).
         self._attribute_sets: dict[tuple[object, ...], dict[str, str | int]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        tracer = self._tracer
-        if tracer is None or scope["type"] != "http" or scope["path"] in self._untraced:
+        if scope["type"] != "http" or scope["path"] in self._untraced:
             await self.app(scope, receive, send)
+            return
+        tracer = self._tracer
+        if tracer is None:
+            await self._propagate_only(scope, receive, send)
             return
 
         start = time_ns()
         # 1. Extract: one pass over the header list; the propagators read from it.
         headers = ASGIHeaders(scope["headers"])
-        try:
-            parent = propagate.extract(headers, context=Context(), getter=asgi_getter)
-        except Exception:  # a propagator that fails on odd input must not fail the request
-            logger.debug("context extraction failed; the request starts a new trace", exc_info=True)
-            parent = Context()
-        links: list[Link] | None = None
-        if not self._trust:
-            # Untrusted: the caller's trace is worth a link, not a parent; its baggage is dropped.
-            caller = trace.get_current_span(parent).get_span_context()
-            links = [Link(caller)] if caller.is_valid else None
-            parent = Context()
+        parent, links = self._extract(headers)
 
         method = scope["method"]
         if method not in KNOWN_METHODS:
@@ -179,6 +176,49 @@ class TracingMiddleware:
                     finish(reason, answered=bool(status_code))
                 else:
                     finish(None if status_code else "incomplete_response")
+
+    def _extract(self, headers: ASGIHeaders) -> tuple[Context, list[Link] | None]:
+        """The caller's context, and with untrusted context a link to it instead."""
+        try:
+            parent = propagate.extract(headers, context=Context(), getter=asgi_getter)
+        except Exception:  # a propagator that fails on odd input must not fail the request
+            logger.debug("context extraction failed; the request starts a new trace", exc_info=True)
+            return Context(), None
+        if self._trust:
+            return parent, None
+        # Untrusted: the caller's trace is worth a link, not a parent; its baggage is dropped.
+        caller = trace.get_current_span(parent).get_span_context()
+        return Context(), [Link(caller)] if caller.is_valid else None
+
+    async def _propagate_only(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """OTEL_SDK_DISABLED: no span and no metric, but the caller's context stays current.
+
+        As with OpenTelemetry's own disabled SDK, whose spans are then non-recording
+        spans of the caller's context: the client passes that context (and the
+        baggage) on, and `traceresponse` names it, so a service with its SDK off
+        does not cut the traces that pass through it.
+        """
+        fields = self._propagation_fields
+        if not any(name in fields for name, _ in scope["headers"]):
+            await self.app(scope, receive, send)  # nothing to carry on
+            return
+        context, _ = self._extract(ASGIHeaders(scope["headers"]))
+        span_context = trace.get_current_span(context).get_span_context()
+        token = attach(context)
+        try:
+            if not span_context.is_valid:
+                await self.app(scope, receive, send)
+                return
+            traceresponse = (b"traceresponse", format_traceparent(span_context).encode())
+
+            async def send_with_traceresponse(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message.get("headers", ()), traceresponse]
+                await send(message)
+
+            await self.app(scope, receive, send_with_traceresponse)
+        finally:
+            detach(token)
 
     def _cached_request_attributes(
         self, scope: Scope, method: str, host: bytes | None, user_agent: bytes | None
