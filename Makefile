@@ -36,8 +36,12 @@ install: $(VENV)/.synced ## Build .venv from uv.lock.
 reliability-report: install ## Run tests/reliability and rewrite docs/reliability.md from it (make test writes .run/ instead).
 	TANDEM_RELIABILITY_REPORT=$(CURDIR)/docs/reliability.md $(VENV_PY) -m pytest tests/reliability
 
-run: install ## Run the local collector, the worker and the gateway on loopback.
-	$(VENV_PY) -m tandem_localstack
+# COLLECTOR=otelcol: the real Collector (make collector) between the services and the
+# local trace store, with the chart's configuration.
+COLLECTOR ?= python
+run: install $(if $(filter otelcol,$(COLLECTOR)),collector) ## Run the local collector, the worker and the gateway on loopback (COLLECTOR=otelcol: the real Collector in between).
+	@case '$(COLLECTOR)' in python|otelcol) ;; *) echo "make run: COLLECTOR=$(COLLECTOR): python (the default) or otelcol" >&2; exit 1 ;; esac
+	$(if $(filter otelcol,$(COLLECTOR)),TANDEM_RUN_OTELCOL=$(OTELCOL) TANDEM_RUN_OTELCOL_CONFIG=$(CURDIR)/charts/tandem/files/otelcol-config.yaml) $(VENV_PY) -m tandem_localstack
 
 # --- The oldest supported OpenTelemetry ------------------------------------------
 # services/tandem_telemetry/pyproject.toml's lower bound, in a venv of its own: the lock's
@@ -72,7 +76,7 @@ lint: install ## ruff (lint and format) and mypy, as configured in pyproject.tom
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: install lint k8s-tools $(OTEL_FLOOR_VENV)/.installed ## Lint, then the whole test suite, then the telemetry, service and integration suites on the public path and on the oldest supported OpenTelemetry.
+test: install lint k8s-tools collector $(OTEL_FLOOR_VENV)/.installed ## Lint, then the whole test suite, then the telemetry, service and integration suites on the public path and on the oldest supported OpenTelemetry.
 	$(VENV_PY) -m pytest
 	@echo "make test: tests/telemetry, tests/service and tests/integration again, with TANDEM_FAST_PATH=off (the public API path)"
 	TANDEM_FAST_PATH=off $(VENV_PY) -m pytest -p no:cacheprovider $(PUBLIC_PATH_SUITES)
@@ -85,5 +89,7 @@ test: install lint k8s-tools $(OTEL_FLOOR_VENV)/.installed ## Lint, then the who
 # in their own files.
 -include mk/kubernetes.mk
 -include mk/containers.mk
+# The real OpenTelemetry Collector (make collector).
+-include mk/collector.mk
 # Benchmarks (make bench).
 -include mk/bench.mk

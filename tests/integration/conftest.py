@@ -28,12 +28,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         )
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "local_stack: needs processes this test session starts and stops itself"
-    )
-
-
 @pytest.fixture(scope="session")
 def live_target(request: pytest.FixtureRequest) -> Target | None:
     given = {name: request.config.getoption(name) for name in LIVE_OPTIONS}

@@ -50,13 +50,21 @@ def test_collector_pipelines() -> None:
         "processors": ["memory_limiter", "batch"],
         "exporters": ["prometheus"],
     }
-    assert config["exporters"]["prometheus"]["endpoint"] == "0.0.0.0:8889"
+    assert default_of(config["exporters"]["prometheus"]["endpoint"]) == "0.0.0.0:8889"
     assert config["exporters"]["otlp_grpc/tempo"]["endpoint"] == "${env:TEMPO_OTLP_ENDPOINT}"
     assert config["service"]["extensions"] == ["health_check"]
 
 
+def default_of(value: str | int) -> str:
+    """A setting's value as the chart runs it: `${env:VAR:-default}` is its default (the
+    chart sets no OTELCOL_* variable; tests and `make run` listen elsewhere through them)."""
+    text = str(value)
+    match = re.fullmatch(r"\$\{env:OTELCOL_[A-Z_]+:-(.*)\}", text)
+    return match.group(1) if match else text
+
+
 def port_of(endpoint: str) -> int:
-    return int(endpoint.rsplit(":", 1)[1])
+    return int(default_of(endpoint).rsplit(":", 1)[1])
 
 
 def test_collector_ports_agree_with_values(values: dict[str, Any]) -> None:
@@ -67,16 +75,37 @@ def test_collector_ports_agree_with_values(values: dict[str, Any]) -> None:
     assert port_of(protocols["http"]["endpoint"]) == ports["otlpHttp"]
     assert port_of(config["extensions"]["health_check"]["endpoint"]) == ports["health"]
     assert port_of(config["exporters"]["prometheus"]["endpoint"]) == ports["prometheus"]
+    (reader,) = config["service"]["telemetry"]["metrics"]["readers"]
+    assert int(default_of(reader["pull"]["exporter"]["prometheus"]["port"])) == ports["telemetry"]
+
+
+def test_the_collector_listens_on_every_interface_unless_told() -> None:
+    """A Service reaches the pod's IP: every listener's default binds all interfaces."""
+    text = OTELCOL.read_text()
+    listeners = re.findall(r"\$\{env:(OTELCOL_[A-Z_]+):-([^}]*)\}", text)
+    assert {name for name, _ in listeners} == {
+        "OTELCOL_OTLP_GRPC_ENDPOINT",
+        "OTELCOL_OTLP_HTTP_ENDPOINT",
+        "OTELCOL_HEALTH_ENDPOINT",
+        "OTELCOL_PROMETHEUS_ENDPOINT",
+        "OTELCOL_TELEMETRY_HOST",
+        "OTELCOL_TELEMETRY_PORT",
+    }
+    for name, default in listeners:
+        assert default.startswith("0.0.0.0") or name == "OTELCOL_TELEMETRY_PORT", name
 
 
 def test_collector_env_vars_are_set_by_the_chart(rendered: dict[str, Rendered]) -> None:
-    """Every ${env:VAR} in the config without a default is set on the container."""
+    """Every ${env:VAR} in the config is set on the container, but the listeners' OTELCOL_*,
+    whose defaults are the chart's ports (and which it must then leave alone)."""
     config_lines = "\n".join(
         line for line in OTELCOL.read_text().splitlines() if not line.lstrip().startswith("#")
     )
     required = set(re.findall(r"\$\{env:([A-Z0-9_]+)(?::-[^}]*)?\}", config_lines))
     given = {e["name"] for e in rendered["default"].container("collector")["env"]}
-    assert required and required <= given
+    listeners = {name for name in required if name.startswith("OTELCOL_")}
+    assert required - listeners and required - listeners <= given
+    assert not listeners & given
 
 
 def test_tempo_ports_agree_with_values(values: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ Tests start the same processes through `Stack`:
 
 from tandem_localstack.stack import (
     Collector,
+    OtelcolPorts,
     Pair,
     PairPorts,
     Process,
@@ -22,6 +23,7 @@ from tandem_localstack.stack import (
 
 __all__ = [
     "Collector",
+    "OtelcolPorts",
     "Pair",
     "PairPorts",
     "Process",

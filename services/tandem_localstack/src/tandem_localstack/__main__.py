@@ -1,6 +1,6 @@
 """`python -m tandem_localstack` (`make run`): the collector, worker and gateway on loopback.
 
-Each finished trace is drawn in the terminal as a waterfall; Ctrl-C stops all three,
+Each finished trace is drawn in the terminal as a waterfall; Ctrl-C stops them all,
 the collector last, so it receives the services' final exports.
 """
 
@@ -10,11 +10,17 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
+from tandem_collector.ports import free_ports
 from tandem_localstack import run
-from tandem_localstack.stack import PairPorts, Stack
+from tandem_localstack.stack import Collector, OtelcolPorts, PairPorts, Stack
 from tandem_telemetry.env import InvalidEnvVar, env_str
+
+# Set by `make run COLLECTOR=otelcol`: the real Collector's binary, and the chart's config.
+OTELCOL_BINARY = f"{run.RUN_PREFIX}OTELCOL"
+OTELCOL_CONFIG = f"{run.RUN_PREFIX}OTELCOL_CONFIG"
 
 
 def main() -> int:
@@ -25,6 +31,7 @@ def main() -> int:
     """
     try:
         ports = run.read_ports()
+        otelcol = real_collector(os.environ)
     except InvalidEnvVar as exc:
         print(f"make run: {exc}", file=sys.stderr)
         return 1
@@ -46,14 +53,21 @@ def main() -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        collector = stack.start_collector(
-            {
-                "grpc": ports[run.OTLP],
-                "query": ports[run.TEMPO],
-                "prometheus": ports[run.METRICS],
-            },
-            log=False,
-        )
+        if otelcol is None:
+            collector = stack.start_collector(
+                {
+                    "grpc": ports[run.OTLP],
+                    "query": ports[run.TEMPO],
+                    "prometheus": ports[run.METRICS],
+                },
+                log=False,
+            )
+            collector_lines = (
+                f"  collector  OTLP {collector.grpc_endpoint} (gRPC), "
+                f"Tempo API {collector.tempo_url},\n             metrics {collector.metrics_url}"
+            )
+        else:
+            collector, collector_lines = start_real_collector(stack, ports, *otelcol, logdir)
         pair = stack.start_pair(
             collector,
             PairPorts(ports[run.GATEWAY], ports[run.GATEWAY_INTERNAL], ports[run.WORKER]),
@@ -68,12 +82,11 @@ Tandem is running on loopback:
   gateway    {pair.gateway_url}          (logs: {logdir}/gateway.log)
              {pair.gateway_internal_url}          internal: /internal/quota, for the worker
   worker     {pair.worker_url}          (logs: {logdir}/worker.log)
-  collector  OTLP {collector.grpc_endpoint} (gRPC), Tempo API {collector.tempo_url},
-             metrics {collector.metrics_url}
+{collector_lines}
 
 Try:
   curl '{pair.gateway_url}/api/work?tasks=3'
-Each finished trace is drawn below as a waterfall. Ctrl-C stops all three.
+Each finished trace is drawn below as a waterfall. Ctrl-C stops them all.
 """,
         flush=True,
     )
@@ -89,6 +102,41 @@ Each finished trace is drawn below as a waterfall. Ctrl-C stops all three.
     print("stopping: gateway, worker, then the collector (after their last spans)", flush=True)
     stack.stop_all()
     return 0 if stopping.is_set() else 1
+
+
+def real_collector(environ: Mapping[str, str]) -> tuple[Path, Path] | None:
+    """The real Collector's binary and configuration, when `make run COLLECTOR=otelcol` asks
+    for it; InvalidEnvVar names a path that is not there."""
+    binary = environ.get(OTELCOL_BINARY, "").strip()
+    if not binary:
+        return None
+    config = environ.get(OTELCOL_CONFIG, "").strip()
+    for variable, path in ((OTELCOL_BINARY, binary), (OTELCOL_CONFIG, config)):
+        if not Path(path).is_file():
+            raise InvalidEnvVar(f"{variable}={path!r} is not a file (make collector builds it)")
+    return Path(binary), Path(config)
+
+
+def start_real_collector(
+    stack: Stack, ports: dict[run.RunPort, int], binary: Path, config: Path, logdir: Path
+) -> tuple[Collector, str]:
+    """The stand-in as the trace store (Tempo API on its port, OTLP on a free one), the real
+    Collector on the OTLP and metrics ports: the services see no difference."""
+    store_grpc, store_metrics, http, health, telemetry = free_ports(5)
+    store = stack.start_collector(
+        {"grpc": store_grpc, "query": ports[run.TEMPO], "prometheus": store_metrics},
+        log=False,
+        name="store",
+    )
+    otelcol_ports = OtelcolPorts(ports[run.OTLP], http, health, ports[run.METRICS], telemetry)
+    collector = stack.start_otelcol(binary, config, store, otelcol_ports)
+    lines = (
+        f"  collector  the real OpenTelemetry Collector ({binary.name}) running {config}:\n"
+        f"             OTLP {collector.grpc_endpoint} (gRPC), metrics {collector.metrics_url},\n"
+        f"             health {otelcol_ports.health_url}    (logs: {logdir}/otelcol.log)\n"
+        f"  traces     the local store, Tempo API {collector.tempo_url}"
+    )
+    return collector, lines
 
 
 if __name__ == "__main__":

@@ -57,6 +57,39 @@ def loopback_url(port: int) -> str:
 
 
 @dataclass(frozen=True)
+class OtelcolPorts:
+    """Where the real Collector listens: the `OTELCOL_*` variables of the chart's config."""
+
+    grpc: int
+    http: int
+    health: int
+    prometheus: int
+    telemetry: int
+
+    @classmethod
+    def free(cls) -> OtelcolPorts:
+        return cls(*free_ports(5))
+
+    def env(self, host: str = "127.0.0.1") -> dict[str, str]:
+        return {
+            "OTELCOL_OTLP_GRPC_ENDPOINT": f"{host}:{self.grpc}",
+            "OTELCOL_OTLP_HTTP_ENDPOINT": f"{host}:{self.http}",
+            "OTELCOL_HEALTH_ENDPOINT": f"{host}:{self.health}",
+            "OTELCOL_PROMETHEUS_ENDPOINT": f"{host}:{self.prometheus}",
+            "OTELCOL_TELEMETRY_HOST": host,
+            "OTELCOL_TELEMETRY_PORT": str(self.telemetry),
+        }
+
+    @property
+    def health_url(self) -> str:
+        return f"{loopback_url(self.health)}/"
+
+    @property
+    def telemetry_url(self) -> str:
+        return f"{loopback_url(self.telemetry)}/metrics"
+
+
+@dataclass(frozen=True)
 class PairPorts:
     """The ports of a gateway and a worker that call each other."""
 
@@ -114,6 +147,12 @@ class Stack:
         *,
         log: bool = True,
     ) -> Process:
+        """`python -m module args` (see `start_command`)."""
+        return self.start_command(name, [sys.executable, "-m", module, *args], env, log=log)
+
+    def start_command(
+        self, name: str, command: list[str], env: dict[str, str], *, log: bool = True
+    ) -> Process:
         # A clean slate of settings, but for TANDEM_FAST_PATH: CI runs the suites once per path.
         full_env = {
             k: v
@@ -123,7 +162,6 @@ class Stack:
         full_env.update(self.settings)
         full_env.update(env)
         full_env["PYTHONUNBUFFERED"] = "1"
-        command = [sys.executable, "-m", module, *args]
         # A session of its own: Ctrl-C reaches only the parent, which then
         # stops the children in order, so the collector outlives their last export.
         if log:
@@ -179,6 +217,32 @@ class Stack:
             f"http://{host}:{ports['grpc']}",
             tempo_url,
             f"http://{host}:{ports['prometheus']}/metrics",
+        )
+
+    def start_otelcol(
+        self,
+        binary: Path,
+        config: Path,
+        store: Collector,
+        ports: OtelcolPorts | None = None,
+        *,
+        name: str = "otelcol",
+        log: bool = True,
+    ) -> Collector:
+        """The real Collector, running `config` (the chart's), between the services and `store`.
+
+        Only environment values differ from a cluster: it listens on loopback ports
+        (`OTELCOL_*`), and sends traces to the store's OTLP/gRPC port (`TEMPO_OTLP_ENDPOINT`).
+        The returned Collector takes the services' OTLP and serves the metrics they export;
+        traces are read back from the store's Tempo API.
+        """
+        ports = ports or OtelcolPorts.free()
+        env = {**ports.env(), "TEMPO_OTLP_ENDPOINT": store.grpc_endpoint.split("://", 1)[1]}
+        process = self.start_command(name, [str(binary), f"--config={config}"], env, log=log)
+        # health_check answers 200 once every pipeline runs.
+        self.wait_ready(process, ports.health_url)
+        return Collector(
+            loopback_url(ports.grpc), store.tempo_url, f"{loopback_url(ports.prometheus)}/metrics"
         )
 
     def start_service(

@@ -1,0 +1,69 @@
+"""The real OpenTelemetry Collector: Tandem's distribution (`make collector`), running the
+chart's configuration as Helm renders it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.k8s import conftest as k8s
+from tests.k8s.conftest import RELEASE, REPO, Rendered
+
+# The chart, rendered for every value set tests/k8s uses: its fixtures, shared.
+helm_env = k8s.helm_env
+chart_package = k8s.chart_package
+rendered = k8s.rendered
+
+BUILD_SCRIPT = REPO / "mk" / "collector.sh"
+MANIFEST = REPO / "collector" / "otelcol-builder.yaml"
+COLLECTOR_CONFIGMAP = f"{RELEASE}-collector"
+CONFIG_KEY = "otelcol-config.yaml"
+
+
+def distribution_path() -> Path:
+    """Where `make collector` puts the binary of the manifest as it is now."""
+    out = subprocess.run([BUILD_SCRIPT, "path"], capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip())
+
+
+@pytest.fixture(scope="session")
+def otelcol() -> Path:
+    binary = distribution_path()
+    if not binary.is_file():
+        pytest.fail(f"{binary} is missing: `make collector` builds it (`make test` does first)")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def manifest() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(MANIFEST.read_text())
+    return loaded
+
+
+def collector_configs(rendered: dict[str, Rendered]) -> dict[str, str]:
+    """Each value set's collector configuration, as its ConfigMap carries it (value sets
+    whose collector is outside the release have none)."""
+    configs = {}
+    for name, r in rendered.items():
+        maps = [m for m in r.of_kind("ConfigMap") if m["metadata"]["name"] == COLLECTOR_CONFIGMAP]
+        if maps:
+            configs[name] = maps[0]["data"][CONFIG_KEY]
+    return configs
+
+
+def collector_env(r: Rendered) -> dict[str, str]:
+    """The environment the chart gives the collector's container."""
+    container = r.container("collector")
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
+@pytest.fixture(scope="session")
+def chart_config(rendered: dict[str, Rendered], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default value set's collector configuration, written as the pod mounts it."""
+    path = tmp_path_factory.mktemp("otelcol") / CONFIG_KEY
+    path.write_text(collector_configs(rendered)["default"])
+    return path
