@@ -29,9 +29,13 @@ APP_VERSION     = $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1
 # gateway.image.repository / worker.image.repository (a test checks all three).
 GATEWAY_IMAGE  := tandem-gateway
 WORKER_IMAGE   := tandem-worker
+# Images in no registry: a local cluster gets them from `make load-images`, and
+# `make deploy` names that when a pod cannot pull one.
+LOCAL_IMAGES   := $(GATEWAY_IMAGE) $(WORKER_IMAGE)
 RELEASE        ?= tandem
 NAMESPACE      ?= tandem
 HELM_ARGS      ?=
+KUBECTL        ?= kubectl
 # e.g. SKAFFOLD_ARGS="--profile grafana" adds Grafana to `make dev`.
 SKAFFOLD_ARGS  ?=
 
@@ -122,8 +126,13 @@ lock-export: | $(UV) ## Regenerate services/*/requirements.lock from uv.lock.
 	$(UV) export --quiet $(UV_EXPORT_FLAGS) $(addprefix --package ,$(WORKER_EXPORT_PACKAGES)) --output-file services/worker/requirements.lock
 
 # --- Deploy, dev, e2e (images: mk/containers.mk) -----------------------------
-deploy: k8s-tools ## helm upgrade --install the chart (RELEASE, NAMESPACE, HELM_ARGS).
-	$(HELM) upgrade --install $(RELEASE) $(CHART) --namespace $(NAMESPACE) --create-namespace --wait $(HELM_ARGS)
+# helm --wait alone would wait out its timeout (5 minutes) on a pod that cannot
+# pull its image; mk/deploy_watch.py watches the pods with kubectl and stops it
+# with one line naming the image and what to run (on a local cluster: make load-images).
+deploy: k8s-tools ## helm upgrade --install the chart (RELEASE, NAMESPACE, HELM_ARGS); stops at once on a pod that cannot pull its image.
+	$(PYTHON) mk/deploy_watch.py --namespace $(NAMESPACE) --release $(RELEASE) \
+	  $(addprefix --local-image ,$(LOCAL_IMAGES)) --kubectl $(KUBECTL) \
+	  -- $(HELM) upgrade --install $(RELEASE) $(CHART) --namespace $(NAMESPACE) --create-namespace --wait $(HELM_ARGS)
 
 # Skaffold gets Helm 3 as `helm`: Helm 4 changed --post-renderer, which
 # skaffold's helm deployer relies on, and only recent skaffold releases cope.
