@@ -80,3 +80,50 @@ test-base-image: $(TEST_BASE_TAR) ## Make the local Debian base image the contai
 	  echo "$(ENGINE) import $(TEST_BASE_TAR) $(TEST_BASE_IMAGE)"; \
 	  $(ENGINE_CMD) import $(TEST_BASE_TAR) $(TEST_BASE_IMAGE) >/dev/null && touch $(TEST_BASE_TAR).imported; \
 	fi
+
+# --- Into a local cluster ----------------------------------------------------------
+# The images are in no registry, so a kind, minikube or k3d cluster has them
+# only once they are loaded into it; else its pods stay in ErrImagePull. Each
+# tool reads docker's images itself. Podman's it cannot: each image goes
+# through `podman save` and the tool's archive import, the archive naming it
+# docker.io/library/<image> as well, the name the cluster looks the chart's
+# `tandem-gateway:<tag>` up by (podman alone writes localhost/tandem-gateway:<tag>,
+# which no pod asks for).
+CLUSTER      ?=
+# The tool's cluster (kind --name, minikube --profile, k3d --cluster); empty: its default.
+CLUSTER_NAME ?=
+LOAD_FROM_DOCKER_kind      = kind load docker-image$(if $(CLUSTER_NAME), --name $(CLUSTER_NAME))
+LOAD_FROM_ARCHIVE_kind     = kind load image-archive$(if $(CLUSTER_NAME), --name $(CLUSTER_NAME))
+LOAD_FROM_DOCKER_minikube  = minikube image load$(if $(CLUSTER_NAME), --profile $(CLUSTER_NAME))
+LOAD_FROM_ARCHIVE_minikube = $(LOAD_FROM_DOCKER_minikube)
+LOAD_FROM_DOCKER_k3d       = k3d image import$(if $(CLUSTER_NAME), --cluster $(CLUSTER_NAME))
+LOAD_FROM_ARCHIVE_k3d      = $(LOAD_FROM_DOCKER_k3d)
+INSTALL_kind     := https://kind.sigs.k8s.io/docs/user/quick-start/\#installation
+INSTALL_minikube := https://minikube.sigs.k8s.io/docs/start/
+INSTALL_k3d      := https://k3d.io/\#installation
+# LOCAL_IMAGES: mk/kubernetes.mk, beside the image names.
+LOAD_IMAGE_REFS   = $(addsuffix :$(IMAGE_TAG),$(LOCAL_IMAGES))
+
+.PHONY: load-images
+
+load-images: ## Load the built images into a local cluster: CLUSTER=kind|minikube|k3d (CLUSTER_NAME: not its default cluster).
+	@case '$(CLUSTER)' in kind|minikube|k3d) ;; *) echo "make load-images: CLUSTER=kind, CLUSTER=minikube or CLUSTER=k3d, the tool that made the cluster (got '$(CLUSTER)')" >&2; exit 1 ;; esac
+	@command -v $(CLUSTER) >/dev/null || { echo "make load-images: $(CLUSTER) is not installed ($(INSTALL_$(CLUSTER)))" >&2; exit 1; }
+	@[ -n "$(ENGINE)" ] || { echo "make load-images: no container engine: start Docker, or install podman (CONTAINER_ENGINE=docker|podman picks one)" >&2; exit 1; }
+	@for image in $(LOAD_IMAGE_REFS); do $(ENGINE_CMD) image inspect "$$image" >/dev/null 2>&1 \
+	  || { echo "make load-images: no image $$image in $(ENGINE): make images first" >&2; exit 1; }; done
+	@set -e; \
+	if [ -n "$(IS_PODMAN)" ]; then \
+	  archives=$$(mktemp -d); trap 'rm -rf "$$archives"' EXIT; \
+	  for image in $(LOAD_IMAGE_REFS); do \
+	    archive="$$archives/$${image%%:*}.tar"; \
+	    echo "$(ENGINE) save $$image, also named docker.io/library/$$image; $(LOAD_FROM_ARCHIVE_$(CLUSTER)) $$archive"; \
+	    $(ENGINE_CMD) save --quiet --output "$$archive" "$$image" "docker.io/library/$$image"; \
+	    $(LOAD_FROM_ARCHIVE_$(CLUSTER)) "$$archive"; \
+	  done; \
+	else \
+	  for image in $(LOAD_IMAGE_REFS); do \
+	    echo "$(LOAD_FROM_DOCKER_$(CLUSTER)) $$image"; \
+	    $(LOAD_FROM_DOCKER_$(CLUSTER)) "$$image"; \
+	  done; \
+	fi
