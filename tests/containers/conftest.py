@@ -125,13 +125,14 @@ class Images:
     dev_sync: dict[str, str] = field(default_factory=dict)
 
 
-def _make(engine: Engine, *args: str) -> float:
-    """Run make with this suite's engine; fail with make's output; return the seconds it took."""
+def _make(engine: Engine, *args: str, cwd: Path = REPO) -> float:
+    """Run make with this suite's engine (in `cwd`, the repository or a copy); fail with
+    make's output; return the seconds it took."""
     started = time.monotonic()
     proc = subprocess.run(
         ["make", "--no-print-directory", *args, f"CONTAINER_ENGINE={engine.name}"],
         check=False,
-        cwd=REPO,
+        cwd=cwd,
         capture_output=True,
         text=True,
     )
@@ -178,7 +179,7 @@ def build_one_image(engine: Engine, service: str, *variables: str) -> float:
     build_image), with this suite's build secret and the make `variables` given (BASE_IMAGE,
     IMAGE_TAG...); the seconds it took."""
     bundle, _ = _secret_bundle(Path(mk_value("TEST_BASE_DIR")))
-    recipe = f"tandem-one-image: ; $(call build_image,{service},$({service.upper()}_IMAGE))"
+    recipe = f"tandem-one-image: ; $(call build_image,{service},$(call image_of,{service}))"
     return _make(engine, f"--eval={recipe}", "tandem-one-image", f"CA_BUNDLE={bundle}", *variables)
 
 

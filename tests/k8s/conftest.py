@@ -87,6 +87,16 @@ def run(
     return proc
 
 
+def make_expand(expression: str, directory: Path = REPO) -> str:
+    """What `expression` expands to in the Makefile of `directory` (with its mk/ files)."""
+    recipe = f"tandem-expand: ; @echo '{expression}'"
+    proc = run(
+        ["make", "--no-print-directory", "-s", f"--eval={recipe}", "tandem-expand"],
+        cwd=directory,
+    )
+    return proc.stdout.strip()
+
+
 # A kubeconfig whose only cluster refuses connections: no test reaches a real cluster.
 NO_CLUSTER = """\
 apiVersion: v1

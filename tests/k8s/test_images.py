@@ -13,15 +13,30 @@ from pathlib import Path
 
 import pytest
 
-from tests.k8s.conftest import REPO, run, tool
+from tests.k8s.conftest import REPO, make_expand, run, tool
 
 SERVICES = REPO / "services"
 # Which workspace packages each image's lock export covers; mk/kubernetes.mk's
-# GATEWAY_EXPORT_PACKAGES / WORKER_EXPORT_PACKAGES say the same.
+# GATEWAY_EXPORT_PACKAGES / WORKER_EXPORT_PACKAGES say the same. Any other service's
+# export is its own project's, tandem-<name>.
 EXPORT_PACKAGES = {
     "gateway": ["tandem-gateway", "tandem-tracecheck"],
     "worker": ["tandem-worker"],
 }
+
+
+def image_services(services: Path = SERVICES) -> list[str]:
+    """The services with an image: services/<name> whose package src/<name> has __main__.py
+    and settings.py (the layout services/Dockerfile checks; mk/containers.mk's
+    IMAGE_SERVICES)."""
+    return sorted(
+        main.parents[2].name
+        for main in services.glob("*/src/*/__main__.py")
+        if main.parent.name == main.parents[2].name and (main.parent / "settings.py").is_file()
+    )
+
+
+IMAGE_SERVICES = image_services()
 UV_EXPORT_FLAGS = [
     "--frozen",
     "--no-dev",
@@ -83,11 +98,21 @@ def test_hadolint_reports_nothing() -> None:
     )
 
 
-@pytest.mark.parametrize("service", ["gateway", "worker"])
+def test_image_services_are_the_makefiles() -> None:
+    """make images and make lock-export find the same services as this rule."""
+    assert IMAGE_SERVICES == ["gateway", "worker"]
+    assert make_expand("$(IMAGE_SERVICES)").split() == IMAGE_SERVICES
+    for service in IMAGE_SERVICES:
+        packages = EXPORT_PACKAGES.get(service, [f"tandem-{service}"])
+        assert make_expand(f"$(call export_packages,{service})").split() == packages
+
+
+@pytest.mark.parametrize("service", IMAGE_SERVICES)
 def test_lock_export_is_current(service: str) -> None:
     """services/<svc>/requirements.lock equals a fresh export of uv.lock. When it
     does not, run `make lock-export`."""
-    args = [arg for package in EXPORT_PACKAGES[service] for arg in ("--package", package)]
+    packages = EXPORT_PACKAGES.get(service, [f"tandem-{service}"])
+    args = [arg for package in packages for arg in ("--package", package)]
     fresh = run(
         [uv(), "export", *UV_EXPORT_FLAGS, *args], env={"UV_PYTHON_DOWNLOADS": "never"}
     ).stdout
@@ -122,8 +147,14 @@ def test_dockerfile_shape() -> None:
     assert default_base and BASE_IMAGE.match(default_base.group(1)), (
         "the default base is the digest-pinned official image"
     )
-    build, runtime = stages(text)
-    # Both stages on the same base: the venv links to its interpreter.
+    check, build, runtime = stages(text)
+    # SERVICE is checked first, in a stage of its own, against the build context it mounts;
+    # the build waits for its result.
+    assert check[0][1] == "${BASE_IMAGE} AS service"
+    assert [word for word, _ in check] == ["FROM", "ARG", "RUN"]
+    assert check[2][1].startswith("--mount=type=bind,target=/context ")
+    assert ("COPY", "--from=service /service /tmp/service") in build
+    # The build and runtime stages on the same base: the venv links to its interpreter.
     assert build[0][1] == "${BASE_IMAGE} AS build" and runtime[0][1] == "${BASE_IMAGE} AS runtime"
     build_text = " ".join(args for _, args in build)
     runtime_text = " ".join(args for _, args in runtime)
@@ -154,12 +185,12 @@ def test_dockerfile_shape() -> None:
 
 def test_gateway_image_carries_tracecheck() -> None:
     """The helm test pod runs `python -m tandem_tracecheck` from the gateway image."""
-    build = " ".join(args for _, args in stages(dockerfile())[0])
+    build = " ".join(args for _, args in stages(dockerfile())[1])
     assert "tandem_tracecheck /src/tandem_tracecheck" in build
     assert 'if [ "$SERVICE" = gateway ]; then set -- "$@" /src/tandem_tracecheck; fi' in build
 
 
-@pytest.mark.parametrize("service", ["gateway", "worker"])
+@pytest.mark.parametrize("service", IMAGE_SERVICES)
 def test_dockerfile_copies_exist_in_the_build_context(service: str) -> None:
     """Every COPY source is inside services/ (the build context) and not ignored."""
     lines = (SERVICES / ".dockerignore").read_text().splitlines()
