@@ -96,7 +96,8 @@ test-base-image: $(TEST_BASE_TAR) ## Make the local Debian base image the contai
 
 # --- One image, run as the chart runs it ------------------------------------------
 # The chart's hardening (read-only root but /tmp, no capabilities, no privilege
-# gain, user 10001), published on the service's own port, or on HOST_PORT.
+# gain, user 10001), published on the service's own port (its settings.py's
+# DEFAULT_PORT), or on HOST_PORT.
 # Podman gets what this host needs (PODMAN_RUNTIME, PODMAN_ULIMITS, above) and,
 # where it cannot reach systemd, no HEALTHCHECK: podman runs the image's check
 # from a systemd timer it creates over systemd's socket. Without one (a
@@ -104,22 +105,20 @@ test-base-image: $(TEST_BASE_TAR) ## Make the local Debian base image the contai
 # add healthchecks" and "... to start healthchecks" on every run, and the check
 # never runs anyway. (--health-cmd none still logs the first; --health-interval
 # disable applies only with a --health-cmd.)
-SERVICE_PORT_gateway  := 8080
-SERVICE_PORT_worker   := 8081
-SERVICE_IMAGE_gateway := $(GATEWAY_IMAGE)
-SERVICE_IMAGE_worker  := $(WORKER_IMAGE)
-HOST_PORT ?= $(SERVICE_PORT_$(SERVICE))
+SERVICE_PORT = $(if $(filter $(SERVICE),$(IMAGE_SERVICES)),$(shell sed -n 's/^DEFAULT_PORT = \([0-9][0-9]*\)$$/\1/p' services/$(SERVICE)/src/$(SERVICE)/settings.py))
+HOST_PORT ?= $(SERVICE_PORT)
 # The socket podman dials: the system manager's as root, else the user's own.
 SYSTEMD_SOCKET = $(if $(filter 0,$(shell id -u)),/run/systemd/private,$(XDG_RUNTIME_DIR)/systemd/private)
 RUN_FLAGS = $(if $(IS_PODMAN),$(PODMAN_ULIMITS) $(if $(wildcard $(SYSTEMD_SOCKET)),,--no-healthcheck))
 
 .PHONY: run-image
 
-run-image: ## Run one image as the chart runs it, in the foreground: SERVICE=gateway|worker (HOST_PORT: not its own port).
-	@[ -n "$(SERVICE_PORT_$(SERVICE))" ] || { echo "make run-image: SERVICE=gateway or SERVICE=worker (got '$(SERVICE)')" >&2; exit 1; }
+run-image: ## Run one image as the chart runs it, in the foreground: SERVICE=gateway, worker... (HOST_PORT: not its own port).
+	@[ -n "$(SERVICE)" ] && [ -n "$(filter $(SERVICE),$(IMAGE_SERVICES))" ] || { echo "make run-image: SERVICE=<service>, one of: $(IMAGE_SERVICES) (got '$(SERVICE)')" >&2; exit 1; }
+	@[ -n "$(SERVICE_PORT)" ] || { echo "make run-image: services/$(SERVICE)/src/$(SERVICE)/settings.py has no line DEFAULT_PORT = <port>" >&2; exit 1; }
 	@[ -n "$(ENGINE)" ] || { echo "make run-image: no container engine: start Docker, or install podman (CONTAINER_ENGINE=docker|podman picks one)" >&2; exit 1; }
 	$(ENGINE_CMD) run --rm --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges \
-	  --user 10001:10001 $(RUN_FLAGS) -p $(HOST_PORT):$(SERVICE_PORT_$(SERVICE)) $(SERVICE_IMAGE_$(SERVICE)):$(IMAGE_TAG)
+	  --user 10001:10001 $(RUN_FLAGS) -p $(HOST_PORT):$(SERVICE_PORT) $(call image_of,$(SERVICE)):$(IMAGE_TAG)
 
 # --- Into a local cluster ----------------------------------------------------------
 # The images are in no registry, so a kind, minikube or k3d cluster has them

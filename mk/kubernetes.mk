@@ -29,9 +29,10 @@ APP_VERSION     = $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1
 # gateway.image.repository / worker.image.repository (a test checks all three).
 GATEWAY_IMAGE  := tandem-gateway
 WORKER_IMAGE   := tandem-worker
-# Images in no registry: a local cluster gets them from `make load-images`, and
-# `make deploy` names that when a pod cannot pull one.
-LOCAL_IMAGES   := $(GATEWAY_IMAGE) $(WORKER_IMAGE)
+# Images in no registry, every service's (IMAGE_SERVICES and image_of are
+# mk/containers.mk's, hence `=`): a local cluster gets them from `make
+# load-images`, and `make deploy` names that when a pod cannot pull one.
+LOCAL_IMAGES    = $(foreach s,$(IMAGE_SERVICES),$(call image_of,$(s)))
 RELEASE        ?= tandem
 NAMESPACE      ?= tandem
 HELM_ARGS      ?=

@@ -68,3 +68,17 @@ def test_make_run_image_publishes_each_services_default_port(service: str) -> No
     assert proc.returncode == 0, proc.stderr
     command = " ".join(proc.stdout.replace("\\\n", " ").split())
     assert f" -p {default_port}:{default_port} tandem-{service}:" in command, command
+
+
+def test_make_run_image_without_a_service_is_one_line() -> None:
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "run-image", "SERVICE=tandem_telemetry"],
+        cwd=REPO, capture_output=True, text=True, timeout=STOP_TIMEOUT, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    own = [line for line in proc.stderr.splitlines() if not line.startswith("make: *** ")]
+    assert own == [
+        f"make run-image: SERVICE=<service>, one of: {' '.join(sorted(APPS))} "
+        "(got 'tandem_telemetry')"
+    ]
+    assert proc.stdout == ""
