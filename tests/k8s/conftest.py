@@ -25,10 +25,15 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.guide import Guide
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "tandem"
 VALUES_DIR = Path(__file__).resolve().parent / "values"
 DATA_DIR = Path(__file__).resolve().parent / "data"
+
+# The value set of docs/add-a-service.md's values.
+ADD_A_SERVICE = "add-a-service"
 
 # The release the value sets are rendered as; skaffold.yaml deploys the same.
 RELEASE = "tandem"
@@ -153,11 +158,13 @@ def helm_template(
 
 
 def value_set_args() -> dict[str, list[str]]:
-    """helm arguments per value set: the defaults, each tests/k8s/values/*.yaml,
-    and the values skaffold's dev profile sets (so `skaffold dev` renders too)."""
+    """helm arguments per value set: the defaults, each tests/k8s/values/*.yaml, the
+    service docs/add-a-service.md adds (extraServices, read from the guide), and the
+    values skaffold's dev profile sets (so `skaffold dev` renders too)."""
     sets: dict[str, list[str]] = {"default": []}
     for path in sorted(VALUES_DIR.glob("*.yaml")):
         sets[path.stem] = ["--values", str(path)]
+    sets[ADD_A_SERVICE] = Guide.read().helm_args()
     sets["skaffold-dev"] = [
         arg for key, value in skaffold_dev_values().items() for arg in ("--set", f"{key}={value}")
     ]

@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.guide import Guide
 from tests.k8s.conftest import (
+    ADD_A_SERVICE,
     NAMESPACE,
     RELEASE,
     REPO,
@@ -215,7 +217,14 @@ def internal_port_flows(r: Rendered) -> set[tuple[str, str, int]]:
 
 @pytest.mark.parametrize(
     "value_set",
-    ["default", "grafana", "restricted-clients", "external-collector", "external-tempo"],
+    [
+        "default",
+        "grafana",
+        "restricted-clients",
+        "external-collector",
+        "external-tempo",
+        ADD_A_SERVICE,
+    ],
 )
 def test_only_the_worker_reaches_the_internal_port(
     value_set: str, rendered: dict[str, Rendered]
@@ -323,8 +332,19 @@ def test_external_tempo_flows(rendered: dict[str, Rendered]) -> None:
     assert flows == expected
 
 
+def test_a_service_of_your_own_adds_exactly_its_flows(rendered: dict[str, Rendered]) -> None:
+    """docs/add-a-service.md's ledger: its callers reach its port, it reaches the collector and
+    DNS, and nothing else changes."""
+    (name, service), *_ = Guide.read().values()["extraServices"].items()
+    flows = allowed_flows(rendered[ADD_A_SERVICE])
+    assert flows == CORE_FLOWS | {
+        *((caller, name, service["port"]) for caller in service["callers"]),
+        (name, "collector", 4317),
+    } | dns_flows(name)
+
+
 @pytest.mark.parametrize(
-    "value_set", ["default", "grafana", "external-collector", "external-tempo"]
+    "value_set", ["default", "grafana", "external-collector", "external-tempo", ADD_A_SERVICE]
 )
 def test_every_pod_is_isolated_both_ways(value_set: str, rendered: dict[str, Rendered]) -> None:
     """No pod of the release escapes a policy in either direction."""

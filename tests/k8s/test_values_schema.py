@@ -77,6 +77,43 @@ SCHEMA_CASES = [
     ),
 ]
 
+# A service of your own (docs/add-a-service.md), to which the cases below add one mistake.
+LEDGER = [
+    "--set",
+    "extraServices.ledger.image.repository=tandem-ledger",
+    "--set",
+    "extraServices.ledger.port=8083",
+]
+SCHEMA_CASES += [
+    (
+        "a service named as a component",
+        [
+            "--set",
+            "extraServices.worker.image.repository=x",
+            "--set",
+            "extraServices.worker.port=1",
+        ],
+        "worker",
+    ),
+    (
+        "a service name Kubernetes refuses",
+        [
+            "--set",
+            "extraServices.Led_ger.image.repository=x",
+            "--set",
+            "extraServices.Led_ger.port=1",
+        ],
+        "Led_ger",
+    ),
+    ("a service without a port", ["--set", "extraServices.ledger.image.repository=x"], "port"),
+    ("a key the worker has not", [*LEDGER, "--set", "extraServices.ledger.replicas=3"], "replicas"),
+    (
+        "a service port out of range",
+        [*LEDGER, "--set", "extraServices.ledger.port=0"],
+        "extraServices.ledger.port",
+    ),
+]
+
 # Rules spanning fields: the template names what is missing and why.
 FAIL_CASES = [
     (
@@ -124,6 +161,36 @@ FAIL_CASES = [
         "propagators through the env",
         ["--set", "worker.env.OTEL_PROPAGATORS=tracecontext"],
         "set telemetry.propagators, not worker.env.OTEL_PROPAGATORS",
+    ),
+    (
+        "a caller that is no component",
+        [*LEDGER, "--set", "extraServices.ledger.callers={tempo}"],
+        "extraServices.ledger.callers: tempo is neither gateway, worker nor one of extraServices",
+    ),
+    (
+        "a service calling itself",
+        [*LEDGER, "--set", "extraServices.ledger.callers={ledger}"],
+        "extraServices.ledger.callers names ledger itself",
+    ),
+    (
+        "a service's propagators through the env",
+        [*LEDGER, "--set", "extraServices.ledger.env.OTEL_PROPAGATORS=b3"],
+        "set telemetry.propagators, not extraServices.ledger.env.OTEL_PROPAGATORS",
+    ),
+    (
+        "a service's autoscaling bounds reversed",
+        [
+            *LEDGER,
+            "--set",
+            "extraServices.ledger.autoscaling.enabled=true",
+            "--set",
+            "extraServices.ledger.autoscaling.minReplicas=5",
+            "--set",
+            "extraServices.ledger.autoscaling.maxReplicas=3",
+            "--set",
+            "extraServices.ledger.autoscaling.averageCPU=600m",
+        ],
+        "extraServices.ledger.autoscaling.maxReplicas must be at least its minReplicas",
     ),
     (
         "helm test without tempo",

@@ -3,7 +3,8 @@ The gateway and the worker are the same kind of workload: a hypercorn app
 configured by environment variables, probed on /healthz and /readyz.
 Call with (dict "root" $ "component" "gateway" "values" .Values.gateway
                "env" (list of extra {name, value} for this component)
-               "ports" (list of extra {name, containerPort} for this component)).
+               "ports" (list of extra {name, containerPort} for this component)
+               "valuesKey" (where the values live, if not at .Values.<component>)).
 */}}
 {{- define "tandem.app.deployment" -}}
 {{- $root := .root -}}
@@ -18,7 +19,7 @@ metadata:
     {{- include "tandem.labels" $ctx | nindent 4 }}
   {{- if not $v.image.digest }}
   annotations:
-    checkov.io/skip1: CKV_K8S_43=Built by this project (make images / skaffold); its digest exists only after the build, and skaffold then deploys tag@digest. Set {{ .component }}.image.digest to pin one.
+    checkov.io/skip1: CKV_K8S_43=Built by this project (make images / skaffold); its digest exists only after the build, and skaffold then deploys tag@digest. Set {{ .valuesKey | default .component }}.image.digest to pin one.
     checkov.io/skip2: CKV_K8S_15=Built locally and loaded into the cluster (kind/minikube), in no registry, so Always would fail the pull; every build gets its own tag (appVersion, or skaffold's tag@digest), so IfNotPresent cannot run a stale image.
   {{- end }}
 spec:
@@ -239,4 +240,59 @@ spec:
         target:
           type: AverageValue
           averageValue: {{ $a.averageCPU | quote }}
+{{- end -}}
+
+
+{{/*
+A service of the user's own, extraServices.<name> (docs/add-a-service.md), as
+YAML to read back with fromYaml: the worker's values with the service's keys
+over them. A key the service sets replaces the worker's whole value, but for
+image, whose tag and pullPolicy default as the worker's. serviceName defaults
+to the name; env is the service's only (the worker's is for the worker).
+Call with (dict "root" $ "name" "ledger").
+*/}}
+{{- define "tandem.extraValues" -}}
+{{- $own := index .root.Values.extraServices .name -}}
+{{- $v := omit (deepCopy .root.Values.worker) "image" "env" -}}
+{{- $_ := set $v "serviceName" .name -}}
+{{- $_ := set $v "env" dict -}}
+{{- range $key, $value := $own -}}
+{{- $_ := set $v $key $value -}}
+{{- end -}}
+{{- $image := dict "tag" "" "pullPolicy" .root.Values.worker.image.pullPolicy -}}
+{{- $_ := set $v "image" (mergeOverwrite $image (deepCopy $own.image)) -}}
+{{- toYaml $v -}}
+{{- end -}}
+
+{{/*
+The <NAME>_URL variables of a component that calls extra services: one per
+service naming it among its callers, its Service's in-cluster URL. A YAML list
+of {name, value}, for fromYamlArray; empty when it calls none.
+Call with (dict "root" $ "caller" "gateway").
+*/}}
+{{- define "tandem.callerEnv" -}}
+{{- $root := .root -}}
+{{- range $name, $svc := $root.Values.extraServices -}}
+{{- if has $.caller ($svc.callers | default list) }}
+- name: {{ printf "%s_URL" ($name | upper | replace "-" "_") }}
+  value: {{ printf "http://%s:%d" (include "tandem.componentName" (dict "root" $root "component" $name)) (int $svc.port) | quote }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+NetworkPolicy egress rules of a component to the extra services it calls;
+empty when it calls none. Call with (dict "root" $ "caller" "gateway").
+*/}}
+{{- define "tandem.calleeEgress" -}}
+{{- $root := .root -}}
+{{- range $name, $svc := $root.Values.extraServices -}}
+{{- if has $.caller ($svc.callers | default list) }}
+- to:
+    {{- include "tandem.peerComponents" (dict "root" $root "components" (list $name)) | nindent 4 }}
+  ports:
+    - protocol: TCP
+      port: {{ $svc.port }}
+{{- end -}}
+{{- end -}}
 {{- end -}}

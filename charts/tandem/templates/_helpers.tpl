@@ -198,6 +198,24 @@ Call with (dict "root" $ "components" (list "gateway" "worker")).
 {{- fail (printf "%s.autoscaling.maxReplicas must be at least its minReplicas" $component) -}}
 {{- end -}}
 {{- end -}}
+{{- range $name, $svc := .Values.extraServices -}}
+{{- $key := printf "extraServices.%s" $name -}}
+{{- range $caller := $svc.callers | default list -}}
+{{- if eq $caller $name -}}
+{{- fail (printf "%s.callers names %s itself" $key $name) -}}
+{{- end -}}
+{{- if not (or (has $caller (list "gateway" "worker")) (hasKey $.Values.extraServices $caller)) -}}
+{{- fail (printf "%s.callers: %s is neither gateway, worker nor one of extraServices" $key $caller) -}}
+{{- end -}}
+{{- end -}}
+{{- if hasKey ($svc.env | default dict) "OTEL_PROPAGATORS" -}}
+{{- fail (printf "set telemetry.propagators, not %s.env.OTEL_PROPAGATORS (the chart sets OTEL_PROPAGATORS from it, for every service)" $key) -}}
+{{- end -}}
+{{- $a := (fromYaml (include "tandem.extraValues" (dict "root" $ "name" $name))).autoscaling -}}
+{{- if and $a.enabled (gt (int $a.minReplicas) (int $a.maxReplicas)) -}}
+{{- fail (printf "%s.autoscaling.maxReplicas must be at least its minReplicas" $key) -}}
+{{- end -}}
+{{- end -}}
 {{- if .Values.tracecheck.enabled -}}
 {{- if and (not .Values.tempo.enabled) (not .Values.tracecheck.tempoUrl) -}}
 {{- fail "tracecheck.tempoUrl is required when tempo.enabled is false (or set tracecheck.enabled=false)" -}}
