@@ -4,7 +4,8 @@ the gateway and the worker, and its spans join the gateway's trace.
 The copy runs as `make run` runs it (`python -m tandem_localstack`, which the guide teaches to
 start the ledger), on free ports, with the copy's packages first on PYTHONPATH; then
 `python -m tandem_tracecheck` from the copy, the checks `helm test` runs, with the guide's
-extended tree. The image and the chart's pod are tests/containers/test_add_a_service.py's.
+extended tree. The copy also passes `make lint`'s ruff and mypy. The image and the chart's pod
+are tests/containers/test_add_a_service.py's.
 """
 
 from __future__ import annotations
@@ -43,9 +44,19 @@ class RunningCopy:
 
 
 @pytest.fixture(scope="module")
-def running_copy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCopy]:
+def guide_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the repository with the guide applied."""
     copy = tmp_path_factory.mktemp("guide") / "repo"
     guide.apply(copy)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def running_copy(
+    guide_copy: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningCopy]:
+    """The copy running as `make run` runs it, until the module's tests are done."""
+    copy = guide_copy
     ports = dict(zip(run.RUN_PORTS, free_ports(len(run.RUN_PORTS)), strict=True))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TANDEM_"))}
     env.update({port.variable: str(number) for port, number in ports.items()})
@@ -154,3 +165,21 @@ def test_the_ledgers_spans_join_the_gateways_trace(running_copy: RunningCopy) ->
     assert matched.links_by_structure == 4  # caller, worker, quota, ledger
     without = check_tree(spans, work_trace(1), root_parent=span_id, trace_id=trace_id).problems
     assert any("unexpected spans" in p and "ledger" in p for p in without), without
+
+
+def test_the_guides_code_is_lint_and_type_clean(guide_copy: Path) -> None:
+    """What the guide has a reader write passes `make lint` in the copy: ruff, its formatter,
+    and mypy over the files the guide adds to its configuration."""
+    bin_dir = Path(sys.executable).parent
+    # mypy finds the copy's packages (the ledger's among them) before the venv's installs.
+    env = {**os.environ, "MYPYPATH": guide.source_path(guide_copy)}
+    for command in (
+        [str(bin_dir / "ruff"), "check", "."],
+        [str(bin_dir / "ruff"), "format", "--check", "."],
+        [str(bin_dir / "mypy")],
+    ):
+        proc = subprocess.run(
+            command, cwd=guide_copy, env=env, capture_output=True, text=True, check=False
+        )
+        assert proc.returncode == 0, f"{' '.join(command)}:\n{proc.stdout}{proc.stderr}"
+    assert "services/ledger/src" in (guide_copy / "pyproject.toml").read_text()
