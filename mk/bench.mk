@@ -11,7 +11,7 @@
 BENCH_ARGS ?=
 BENCH_SUDO := $(shell [ "$$(id -u 2>/dev/null)" = 0 ] || command -v sudo 2>/dev/null)
 
-.PHONY: bench bench-overload bench-wrk
+.PHONY: bench bench-overload bench-wrk bench-collector
 
 bench: install bench-wrk ## Benchmark on loopback with wrk (~30 min); writes docs/benchmarks.md and its charts.
 	BENCH_COMMAND="make bench" $(VENV_PY) -m benchmarks --loadgen wrk --out $(CURDIR)/docs --raw $(CURDIR)/benchmarks/results.json $(BENCH_ARGS)
@@ -29,3 +29,6 @@ bench-wrk:
 	echo "make bench: installing wrk with apt-get"; \
 	$(BENCH_SUDO) apt-get update -qq && $(BENCH_SUDO) apt-get install -y -qq wrk || { echo "make bench: apt-get could not install wrk" >&2; exit 1; }; \
 	command -v wrk >/dev/null 2>&1 || { echo "make bench: wrk is still missing after apt-get install" >&2; exit 1; }
+
+bench-collector: install collector ## The real Collector's capacity with the chart's configuration (~5 min); prints the tables docs/collector.md holds.
+	$(VENV_PY) -m benchmarks.collector_capacity --otelcol $(OTELCOL) $(BENCH_ARGS)
