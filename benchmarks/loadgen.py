@@ -131,49 +131,13 @@ def run_wrk(
 
 
 def run_python(url: str, seconds: float, *, connections: int, timeout: float = 10.0) -> LoadResult:
-    """The stand-in: `connections` aiohttp loops, each one request at a time, for `seconds`."""
-    return asyncio.run(_python_load(url, seconds, connections, timeout))
-
-
-async def _python_load(url: str, seconds: float, connections: int, timeout: float) -> LoadResult:
-    import aiohttp
-
-    latencies: list[float] = []
-    errors = 0
-    connector = aiohttp.TCPConnector(limit=connections)
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
-    ) as session:
-        start = time.perf_counter()
-        deadline = start + seconds
-
-        async def loop() -> None:
-            nonlocal errors
-            while time.perf_counter() < deadline:
-                began = time.perf_counter()
-                try:
-                    async with session.get(url) as response:
-                        await response.read()
-                        ok = response.status < 400
-                except (TimeoutError, aiohttp.ClientError):
-                    ok = False
-                if ok:
-                    latencies.append(time.perf_counter() - began)
-                else:
-                    errors += 1
-
-        await asyncio.gather(*(loop() for _ in range(connections)))
-        elapsed = time.perf_counter() - start
-    latencies.sort()
-
-    def percentile(p: float) -> float:
-        if not latencies:
-            return 0.0
-        return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1000
-
-    return LoadResult(
-        len(latencies), elapsed, errors, percentile(50), percentile(90), percentile(99), "python"
+    """The stand-in, summarised as wrk_report.lua does: a non-2xx/3xx answer is an error."""
+    answers, socket_errors, elapsed = asyncio.run(
+        _python_answers(url, seconds, connections, timeout)
     )
+    ok = sorted(ms for status, _, ms in answers if status < 400)
+    errors = socket_errors + len(answers) - len(ok)
+    return LoadResult(len(ok), elapsed, errors, _at(ok, 50), _at(ok, 90), _at(ok, 99), "python")
 
 
 def run_load(
@@ -254,17 +218,52 @@ def run_wrk_outcomes(
 def run_python_outcomes(
     url: str, seconds: float, *, connections: int, timeout: float = 10.0
 ) -> OutcomeResult:
-    """The stand-in for machines without wrk: the same split, from aiohttp loops."""
-    return asyncio.run(_python_outcomes(url, seconds, connections, timeout))
+    """The stand-in, split by outcome as wrk_overload.lua does."""
+    answers, socket_errors, elapsed = asyncio.run(
+        _python_answers(url, seconds, connections, timeout)
+    )
+    by_outcome: dict[str, list[float]] = {outcome: [] for outcome in OUTCOMES}
+    statuses: dict[str, int] = {}
+    for status, retry_after, ms in answers:
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+        outcome = (
+            "ok" if 200 <= status < 300 else "shed" if status == 503 and retry_after else "other"
+        )
+        by_outcome[outcome].append(ms)
+
+    def latencies(values: list[float]) -> Latencies:
+        values.sort()
+        if not values:
+            return Latencies()
+        return Latencies(len(values), _at(values, 50), _at(values, 90), _at(values, 99), values[-1])
+
+    return OutcomeResult(
+        elapsed,
+        latencies(by_outcome["ok"]),
+        latencies(by_outcome["shed"]),
+        latencies(by_outcome["other"]),
+        statuses,
+        socket_errors,
+        "python",
+    )
 
 
-async def _python_outcomes(
+def _at(sorted_ms: list[float], p: float) -> float:
+    """The `p`th percentile of sorted values (nearest rank)."""
+    if not sorted_ms:
+        return 0.0
+    return sorted_ms[min(len(sorted_ms) - 1, max(0, math.ceil(p / 100 * len(sorted_ms)) - 1))]
+
+
+async def _python_answers(
     url: str, seconds: float, connections: int, timeout: float
-) -> OutcomeResult:
+) -> tuple[list[tuple[int, bool, float]], int, float]:
+    """The stand-in load generator for machines without wrk: `connections` aiohttp loops, each
+    one GET at a time, for `seconds`. Returns each answer (status, whether it carried
+    Retry-After, ms), the requests that got no answer, and the seconds taken."""
     import aiohttp
 
-    samples: dict[str, list[float]] = {outcome: [] for outcome in OUTCOMES}
-    statuses: dict[str, int] = {}
+    answers: list[tuple[int, bool, float]] = []
     errors = 0
     connector = aiohttp.TCPConnector(limit=connections)
     async with aiohttp.ClientSession(
@@ -283,37 +282,12 @@ async def _python_outcomes(
                 except (TimeoutError, aiohttp.ClientError):
                     errors += 1
                     continue
-                elapsed = time.perf_counter() - began
-                statuses[str(response.status)] = statuses.get(str(response.status), 0) + 1
-                if 200 <= response.status < 300:
-                    samples["ok"].append(elapsed)
-                elif response.status == 503 and "retry-after" in response.headers:
-                    samples["shed"].append(elapsed)
-                else:
-                    samples["other"].append(elapsed)
+                ms = (time.perf_counter() - began) * 1000
+                answers.append((response.status, "retry-after" in response.headers, ms))
 
         await asyncio.gather(*(loop() for _ in range(connections)))
         elapsed = time.perf_counter() - start
-
-    def latencies(values: list[float]) -> Latencies:
-        if not values:
-            return Latencies()
-        values.sort()
-
-        def at(p: float) -> float:
-            return values[min(len(values) - 1, max(0, math.ceil(p / 100 * len(values)) - 1))] * 1000
-
-        return Latencies(len(values), at(50), at(90), at(99), values[-1] * 1000)
-
-    return OutcomeResult(
-        elapsed,
-        latencies(samples["ok"]),
-        latencies(samples["shed"]),
-        latencies(samples["other"]),
-        statuses,
-        errors,
-        "python",
-    )
+    return answers, errors, elapsed
 
 
 def run_outcomes(url: str, seconds: float, *, generator: str, connections: int) -> OutcomeResult:
