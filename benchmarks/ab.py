@@ -26,10 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import harness, loadgen
+from benchmarks import harness, loadgen, measuring
 from tandem_collector.ports import free_ports
 
-PACKAGE = harness.REPO / "services" / "tandem_telemetry" / "src" / "tandem_telemetry"
+PACKAGE = measuring.REPO / "services" / "tandem_telemetry" / "src" / "tandem_telemetry"
 
 
 def before_package(rev: str, files: list[str]) -> Path:
@@ -40,7 +40,7 @@ def before_package(rev: str, files: list[str]) -> Path:
         path = f"services/tandem_telemetry/src/tandem_telemetry/{name}"
         text = subprocess.run(
             ["git", "show", f"{rev}:{path}"],
-            cwd=harness.REPO,
+            cwd=measuring.REPO,
             capture_output=True,
             text=True,
             check=True,
@@ -59,10 +59,10 @@ def main(argv: list[str] | None = None) -> int:
 
     before = before_package(args.rev, args.files.split(","))
     size = harness.SIZES["full"]
-    procs = harness.Processes(Path(tempfile.mkdtemp(prefix="tandem-ab-")), size.telemetry_env())
+    procs = measuring.Processes(Path(tempfile.mkdtemp(prefix="tandem-ab-")), size.telemetry_env())
     paths = {
-        "before": f"{before}{os.pathsep}{harness._pythonpath()}",
-        "after": harness._pythonpath(),
+        "before": f"{before}{os.pathsep}{measuring.pythonpath()}",
+        "after": measuring.pythonpath(),
     }
     rows: dict[tuple[str, str], list[float]] = {}
     try:
@@ -70,28 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         urls: dict[tuple[str, str], str] = {}
         for version, pythonpath in paths.items():
             for variant in ("traced", "disabled"):
-                gateway_port, gateway_internal_port, worker_port = free_ports(3)
-                gateway_env, worker_env = harness.pair_env(
-                    gateway_port, gateway_internal_port, worker_port
-                )
                 extra = {
+                    # Like sections 1-5: the traced path, not the admission limit's shedding.
+                    **harness.NO_ADMISSION_LIMIT,
                     "PYTHONPATH": pythonpath,
                     **({"OTEL_SDK_DISABLED": "true"} if variant == "disabled" else {}),
                 }
-                procs.service(
-                    f"worker-{version}-{variant}",
-                    "worker",
-                    worker_port,
-                    collector,
-                    {**worker_env, **extra},
-                )
-                procs.service(
-                    f"gateway-{version}-{variant}",
-                    "gateway",
-                    gateway_port,
-                    collector,
-                    {**gateway_env, **extra},
-                )
+                _, _, gateway_port = procs.pair(f"{version}-{variant}", collector, extra)
                 urls[(version, f"full path, {variant}")] = (
                     f"http://127.0.0.1:{gateway_port}/api/work?tasks={harness.TASKS}"
                 )
@@ -108,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = procs.stack.start(
             "hop-raw",
             "benchmarks.hop",
-            {"PYTHONPATH": harness._pythonpath()},
+            {"PYTHONPATH": measuring.pythonpath()},
             ("server", "--port", str(raw_port)),
         )
         procs.expect_ready(raw, f"http://127.0.0.1:{raw_port}/readyz")
@@ -116,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         for url in urls.values():
             loadgen.run_wrk(url, 2, threads=1, connections=32)
         for r in range(args.rounds):
-            for version in harness.rotated(list(paths), r):
+            for version in measuring.rotated(list(paths), r):
                 for (v, what), url in urls.items():
                     if v == version:
                         connections = 32
@@ -143,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                         "traced" if kind == "tandem" else "untraced"
                     )
                     rows.setdefault((version, label), []).append(result["rps"])
-            harness.log(f"round {r + 1}/{args.rounds} done")
+            measuring.log(f"round {r + 1}/{args.rounds} done")
     finally:
         procs.stop_all()
         shutil.rmtree(before, ignore_errors=True)

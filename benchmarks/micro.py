@@ -15,6 +15,9 @@ Tandem's; `sdk` what a server span like Tandem's (start, outcome
 attributes, end) and one http.server.request.duration measurement cost
 through the SDK's generic Tracer and Histogram, and through Tandem's
 RequestTracer and DurationHistogram.
+
+Section 6 of `python -m benchmarks` (benchmarks/__main__.py): `measure` returns {"cases": {name:
+µs}}, every case at the full size, a few of them quickly at the smoke size.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import MutableMapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -35,6 +39,23 @@ if TYPE_CHECKING:
 SERVER_CASES = ("server-untraced", "server-disabled", "server-disabled-caller", "server-traced")
 CLIENT_CASES = ("client-httpx", "client-disabled", "client-traced")
 CASES = (*SERVER_CASES, *CLIENT_CASES, "sdk", "export")
+
+SECTION = "micro"
+# Per size: (the cases measured, whether quickly: a few batches, for the smoke run).
+SIZES = {
+    "full": (CASES, False),
+    "smoke": (
+        (
+            "server-untraced",
+            "server-disabled-caller",
+            "server-traced",
+            "client-traced",
+            "sdk",
+            "export",
+        ),
+        True,
+    ),
+}
 
 _BODY = json.dumps(
     {
@@ -302,6 +323,12 @@ def run_all(quick: bool = False, cases: tuple[str, ...] = CASES) -> dict[str, fl
             raise RuntimeError(f"micro-benchmark {case} failed:\n{done.stderr}")
         results.update(json.loads(done.stdout.strip().splitlines()[-1]))
     return results
+
+
+def measure(size_name: str, generator: str, logdir: Path) -> dict[str, Any]:
+    """This section's results; it needs no load generator and no processes' logs."""
+    cases, quick = SIZES[size_name]
+    return {"cases": run_all(quick=quick, cases=cases)}
 
 
 def main(argv: list[str]) -> int:

@@ -1,10 +1,8 @@
 """Section 7, overload: capacity, then 4× and 16× the connections that reach it, limit on and off.
 
-    python -m benchmarks.overload [--smoke] [--doc docs/benchmarks.md] [--raw FILE]
-
-`make bench-overload` runs this section alone and splices it into
-docs/benchmarks.md (the other sections keep the figures of their own run);
-`make bench` runs it as part of the whole harness.
+A section of `python -m benchmarks` (benchmarks/__main__.py). `make bench-overload` runs it
+alone (`--only overload`) and replaces its part of benchmarks/results.json, the other sections
+keeping the figures of their own run; `make bench` runs it with the others.
 
 Stacks run side by side, each a collector, a worker and a gateway served
 as in production (tandem_localstack.Stack, hypercorn, one process each):
@@ -29,11 +27,7 @@ backlog never runs during the other's measurement.
 
 from __future__ import annotations
 
-import json
 import os
-import statistics
-import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -41,21 +35,22 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import loadgen
-from benchmarks.harness import (
-    REPO,
+from benchmarks.measuring import (
+    SMOKE_EXPORT,
+    TELEMETRY_ENV,
     Processes,
     log,
-    machine_info,
-    pair_env,
+    quiet_for,
     rotated,
     rss_kib,
+    settled,
 )
 from gateway.settings import DEFAULT_MAX_IN_FLIGHT as GATEWAY_MAX_IN_FLIGHT
-from tandem_collector.ports import free_ports
 from tandem_localstack import Collector, Process
-from tandem_tracecheck.prometheus import parse
+from tandem_tracecheck.prometheus import scrape
 from worker.settings import DEFAULT_MAX_IN_FLIGHT as WORKER_MAX_IN_FLIGHT
 
+SECTION = "overload"
 TASKS = 8
 PATH = f"/api/work?tasks={TASKS}"
 CONFIGS = {
@@ -73,15 +68,8 @@ def variant(limit: int) -> str:
 # Within this fraction of the highest goodput, a sweep point has reached capacity.
 PLATEAU = 0.95
 TARGETS = {"goodput": 0.90, "shed_p99_ms": 50.0, "ok_p99_ratio": 2.0}
-# The settings of the whole harness (benchmarks.harness.BSP_SETTINGS), so that spans are
-# accounted for under the same batch processor.
-TELEMETRY_ENV = {
-    "OTEL_BSP_MAX_QUEUE_SIZE": "8192",
-    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "512",
-    "OTEL_BSP_SCHEDULE_DELAY": "1000",
-    "OTEL_METRIC_EXPORT_INTERVAL": "5000",
-    "TANDEM_FAST_PATH": "auto",
-}
+# Per round and load: each configuration's goodput to the limit-off stack's (benchmarks.compare).
+RATIOS = [{"rows": "overload", "by": "config", "to": "off", "value": "goodput", "within": "load"}]
 
 
 @dataclass(frozen=True)
@@ -138,10 +126,7 @@ SIZES = {
         # One multiple: the code is the same for each, and make test waits on every measurement.
         multiples=(4,),
         limit_variants=(16,),
-        export_overrides=(
-            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-            ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
-        ),
+        export_overrides=SMOKE_EXPORT,
     ),
 }
 
@@ -173,23 +158,8 @@ def start_stacks(procs: Processes, configs: dict[str, dict[str, str]]) -> dict[s
     for config, config_env in configs.items():
         collector = procs.collector(f"collector-{config}")
         collector_process = procs.stack.processes[-1]
-        gateway_port, gateway_internal_port, worker_port = free_ports(3)
-        gateway_env, worker_env = pair_env(gateway_port, gateway_internal_port, worker_port)
-        worker = procs.service(
-            f"worker-{config}",
-            "worker",
-            worker_port,
-            collector,
-            {**worker_env, **config_env},
-        )
-        gateway = procs.service(
-            f"gateway-{config}",
-            "gateway",
-            gateway_port,
-            collector,
-            {**gateway_env, **config_env},
-        )
-        url = f"http://127.0.0.1:{gateway_port}{PATH}"
+        gateway, worker, port = procs.pair(config, collector, config_env)
+        url = f"http://127.0.0.1:{port}{PATH}"
         stacks[config] = Stack(config, collector, gateway, worker, collector_process, url)
     procs.wait_ready()
     return stacks
@@ -225,10 +195,6 @@ def wait_idle(stack: Stack, timeout: float) -> None:
 
 def counters(metrics_url: str) -> dict[str, float]:
     """What the span accounting needs from the collector's Prometheus page."""
-    from urllib.request import urlopen
-
-    with urlopen(metrics_url, timeout=10) as response:
-        samples = parse(response.read().decode())
     values = {
         "received": 0.0,
         "lost": 0.0,
@@ -240,7 +206,7 @@ def counters(metrics_url: str) -> dict[str, float]:
         "shed_counted_worker": 0.0,
         "gateway_requests": 0.0,
     }
-    for name, labels, value in samples:
+    for name, labels, value in scrape(metrics_url):
         job = labels.get("job", "")
         if name == "tandem_collector_spans_received_total":
             values["received"] += value
@@ -275,24 +241,12 @@ def counters(metrics_url: str) -> dict[str, float]:
 
 def settled_counters(stack: Stack, size: Size) -> dict[str, float]:
     """The collector's counters once they stop moving: every span and metric has arrived."""
-    env = size.telemetry_env()
-    quiet_for = (
-        int(env["OTEL_METRIC_EXPORT_INTERVAL"]) / 1000
-        + int(env["OTEL_BSP_SCHEDULE_DELAY"]) / 1000
-        + 1
+    return settled(
+        lambda: counters(stack.collector.metrics_url),
+        quiet_for(size.telemetry_env()),
+        size.settle_timeout,
+        f"overload, {stack.config}",
     )
-    deadline = time.monotonic() + size.settle_timeout
-    last = counters(stack.collector.metrics_url)
-    still_since = time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        now = counters(stack.collector.metrics_url)
-        if now != last:
-            last, still_since = now, time.monotonic()
-        elif time.monotonic() - still_since >= quiet_for:
-            return now
-    log(f"  {stack.config}: collector counters still moving after {size.settle_timeout:.0f} s")
-    return last
 
 
 # --- One measurement ---------------------------------------------------------------------
@@ -392,7 +346,7 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(stack: Stack, connections: int, seconds: float, generator: str) -> dict[str, Any]:
+def measure_one(stack: Stack, connections: int, seconds: float, generator: str) -> dict[str, Any]:
     pids = stack.pids
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     machine_before, loadgen_before = machine_cpu(), children_cpu()
@@ -460,19 +414,21 @@ def capacity_of(sweep: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run(size: Size, generator: str, logdir: Path) -> dict[str, Any]:
+def measure(size_name: str, generator: str, logdir: Path) -> dict[str, Any]:
+    size = SIZES[size_name]
     began = time.monotonic()
     procs = Processes(logdir, size.telemetry_env())
     data: dict[str, Any] = {
         "size": asdict(size),
-        "generator": generator,
         "tasks": TASKS,
         "configs": CONFIGS,
         "config_env": size.configs(),
         "default_limits": {"gateway": GATEWAY_MAX_IN_FLIGHT, "worker": WORKER_MAX_IN_FLIGHT},
         "targets": TARGETS,
+        "plateau": PLATEAU,
+        "probe_timeout_seconds": PROBE_TIMEOUT_SECONDS,
+        "ratios": RATIOS,
         "telemetry_env": size.telemetry_env(),
-        "machine": machine_info(generator),
         "load_average_start": os.getloadavg(),
         "sweep": [],
         "overload": [],
@@ -494,7 +450,7 @@ def run(size: Size, generator: str, logdir: Path) -> dict[str, Any]:
         log("overload: capacity sweep")
         for index, connections in enumerate(size.sweep):
             for config in rotated(list(CONFIGS), index):
-                row = measure(stacks[config], connections, size.sweep_seconds, generator)
+                row = measure_one(stacks[config], connections, size.sweep_seconds, generator)
                 data["sweep"].append(row)
                 log("  " + describe(row))
                 wait_idle(stacks[config], size.settle_timeout)
@@ -516,7 +472,7 @@ def run(size: Size, generator: str, logdir: Path) -> dict[str, Any]:
                 for config in rotated(measured, turn):
                     turn += 1
                     stack = stacks[config]
-                    row = measure(stack, connections, size.overload_seconds, generator)
+                    row = measure_one(stack, connections, size.overload_seconds, generator)
                     after = settled_counters(stack, size)
                     before = stack.counters or {}
                     spans = {key: after[key] - before.get(key, 0.0) for key in after}
@@ -533,152 +489,4 @@ def run(size: Size, generator: str, logdir: Path) -> dict[str, Any]:
         procs.stop_all()
     data["load_average_end"] = os.getloadavg()
     data["seconds"] = time.monotonic() - began
-    data["summary"] = summarize(data)
     return data
-
-
-# --- Summary --------------------------------------------------------------------------------
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"median": 0.0, "min": 0.0, "max": 0.0}
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
-def summarize(data: dict[str, Any]) -> dict[str, Any]:
-    """Per configuration and load: medians [min–max] over the rounds, and the targets."""
-    capacity = data["capacity"]
-    size = Size(**{**data["size"], "sweep": tuple(data["size"]["sweep"])})
-    summary: dict[str, Any] = {}
-    for label, _ in loads(size, capacity):
-        for config in size.configs():
-            rows = [r for r in data["overload"] if r["config"] == config and r["load"] == label]
-            if not rows:
-                continue
-            goodput = spread([r["goodput"] for r in rows])
-            ok_p99 = spread([r["ok"]["p99_ms"] for r in rows])
-            shed_p99 = spread([r["shed"]["p99_ms"] for r in rows if r["shed"]["count"]])
-            entry = {
-                "load": label,
-                "connections": rows[0]["connections"],
-                "targeted": label.endswith("x"),
-                "goodput": goodput,
-                "goodput_ratio": spread([r["goodput"] / capacity["goodput"] for r in rows]),
-                "ok_p50_ms": spread([r["ok"]["p50_ms"] for r in rows]),
-                "ok_p99_ms": ok_p99,
-                "ok_p99_ratio": spread([r["ok"]["p99_ms"] / capacity["ok_p99_ms"] for r in rows]),
-                "shed_per_second": spread([r["shed"]["count"] / r["seconds"] for r in rows]),
-                "shed_p50_ms": spread([r["shed"]["p50_ms"] for r in rows if r["shed"]["count"]]),
-                "shed_p99_ms": shed_p99,
-                "shed": sum(r["shed"]["count"] for r in rows),
-                "other": sum(r["other"]["count"] for r in rows),
-                "other_statuses": _other_statuses(rows),
-                "socket_errors": sum(r["socket_errors"] for r in rows),
-                "rss_peak_mib": {
-                    p: max(r["rss_kib"]["peak"][p] for r in rows) / 1024
-                    for p in ("gateway", "worker")
-                },
-                "rss_start_mib": {
-                    p: min(r["rss_kib"]["start"][p] for r in rows) / 1024
-                    for p in ("gateway", "worker")
-                },
-                "cpu": {
-                    p: statistics.median(r["cpu"][p] for r in rows)
-                    for p in ("gateway", "worker", "collector", "loadgen", "machine", "interrupts")
-                },
-                "readyz": {
-                    "probes": sum(r["readyz"]["probes"] for r in rows),
-                    "failures": sum(r["readyz"]["failures"] for r in rows),
-                    "max_ms": max(r["readyz"]["max_ms"] for r in rows),
-                },
-                "spans": {
-                    key: sum(r["spans"][key] for r in rows)
-                    for key in ("expected", "received", "lost")
-                },
-                "shed_counted": sum(
-                    r["spans"]["shed_counted_gateway"] + r["spans"]["shed_counted_worker"]
-                    for r in rows
-                ),
-                "rounds": len(rows),
-            }
-            entry["met"] = {
-                "goodput": goodput["median"] >= TARGETS["goodput"] * capacity["goodput"],
-                "shed_p99": bool(entry["shed"]) and shed_p99["median"] < TARGETS["shed_p99_ms"],
-                "ok_p99": ok_p99["median"] <= TARGETS["ok_p99_ratio"] * capacity["ok_p99_ms"],
-            }
-            summary[f"{config}-{label}"] = entry
-    return summary
-
-
-def _other_statuses(rows: list[dict[str, Any]]) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for row in rows:
-        for status, count in row["statuses"].items():
-            if not status.startswith("2"):
-                total[status] = total.get(status, 0) + count
-    return total
-
-
-# --- Entry point ------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from benchmarks import report
-
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.overload",
-        description="The benchmark's overload section alone (make bench-overload).",
-    )
-    parser.add_argument("--smoke", action="store_true", help="a tiny run, for the test suite")
-    parser.add_argument(
-        "--doc",
-        type=Path,
-        default=REPO / "docs" / "benchmarks.md",
-        help="the benchmark document whose overload section is replaced (its chart goes beside it)",
-    )
-    parser.add_argument(
-        "--raw", type=Path, default=None, help="a results file whose 'overload' key is replaced"
-    )
-    parser.add_argument("--loadgen", choices=("wrk", "python", "auto"), default="wrk")
-    parser.add_argument("--logdir", type=Path, default=None, help="keep the processes' logs here")
-    parser.add_argument(
-        "--render",
-        type=Path,
-        default=None,
-        metavar="RAW",
-        help="measure nothing: splice the section into --doc from the 'overload' key of RAW",
-    )
-    args = parser.parse_args(argv)
-
-    if args.render is not None:
-        data = json.loads(args.render.read_text())["overload"]
-        report.splice_overload(data, args.doc)
-        report.write_overload_chart(data, args.doc.with_name(report.OVERLOAD_CHART))
-        return 0
-
-    generator = loadgen.choose_generator(args.loadgen, "make bench-overload")
-    size = SIZES["smoke" if args.smoke else "full"]
-    logdir = args.logdir or Path(tempfile.mkdtemp(prefix="tandem-overload-"))
-    logdir.mkdir(parents=True, exist_ok=True)
-    log(f"overload, size {size.name}, load generator {generator}, logs in {logdir}")
-    data = run(size, generator, logdir)
-    data["standalone"] = True
-    data["command"] = os.environ.get("BENCH_COMMAND") or " ".join(
-        [Path(sys.executable).name, "-m", "benchmarks.overload", *(argv or sys.argv[1:])]
-    )
-    report.splice_overload(data, args.doc)
-    report.write_overload_chart(data, args.doc.with_name(report.OVERLOAD_CHART))
-    if args.raw is not None:
-        raw = json.loads(args.raw.read_text()) if args.raw.exists() else {}
-        raw["overload"] = data
-        args.raw.parent.mkdir(parents=True, exist_ok=True)
-        args.raw.write_text(json.dumps(raw, indent=1) + "\n")
-    log(f"overload: done in {data['seconds']:.0f} s: {args.doc}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,23 +1,31 @@
-# Benchmarks: `make bench` runs the harness in benchmarks/ and rewrites
-# docs/benchmarks.md and its charts; `make bench-overload` runs only its
-# overload section and replaces that section of docs/benchmarks.md. Included by the root Makefile,
-# which defines VENV_PY, TOOLS and CURDIR. Not part of `make test`; the
-# harness's smoke run (tests/bench) is.
+# Benchmarks: `make bench` measures every section of benchmarks/ into
+# benchmarks/results.json, then renders docs/benchmarks.md and its charts from
+# that file alone; `make bench-overload` measures only the overload section and
+# replaces it in the file. `make bench-report RESULTS=...` renders a saved file
+# again.
+# Included by the root Makefile, which defines VENV_PY, TOOLS and CURDIR. Not
+# part of `make test`; the harness's smoke run (tests/bench) is.
 #
 # The load generator is wrk. Where it is missing and apt-get exists, it is
 # installed (with sudo when not root); anywhere else the target stops and
 # says so.
 
 BENCH_ARGS ?=
+RESULTS ?= $(CURDIR)/benchmarks/results.json
 BENCH_SUDO := $(shell [ "$$(id -u 2>/dev/null)" = 0 ] || command -v sudo 2>/dev/null)
 
-.PHONY: bench bench-overload bench-wrk bench-collector
+.PHONY: bench bench-overload bench-report bench-wrk bench-collector
 
-bench: install bench-wrk ## Benchmark on loopback with wrk (~30 min); writes docs/benchmarks.md and its charts.
-	BENCH_COMMAND="make bench" $(VENV_PY) -m benchmarks --loadgen wrk --out $(CURDIR)/docs --raw $(CURDIR)/benchmarks/results.json $(BENCH_ARGS)
+bench: install bench-wrk ## Benchmark on loopback with wrk (~30 min); writes benchmarks/results.json, docs/benchmarks.md and its charts.
+	BENCH_COMMAND="make bench" $(VENV_PY) -m benchmarks --loadgen wrk --results $(RESULTS) $(BENCH_ARGS)
+	$(VENV_PY) -m benchmarks.render $(RESULTS) --out $(CURDIR)/docs
 
-bench-overload: install bench-wrk ## Only make bench's overload section (~15 min); splices it into docs/benchmarks.md.
-	BENCH_COMMAND="make bench-overload" $(VENV_PY) -m benchmarks.overload --doc $(CURDIR)/docs/benchmarks.md --raw $(CURDIR)/benchmarks/results.json $(BENCH_ARGS)
+bench-overload: install bench-wrk ## Only make bench's overload section (~15 min); replaces it in the results and docs/benchmarks.md.
+	BENCH_COMMAND="make bench-overload" $(VENV_PY) -m benchmarks --only overload --loadgen wrk --results $(RESULTS) $(BENCH_ARGS)
+	$(VENV_PY) -m benchmarks.render $(RESULTS) --out $(CURDIR)/docs
+
+bench-report: install ## docs/benchmarks.md and its charts again from a saved results file (RESULTS=..., default benchmarks/results.json); measures nothing.
+	$(VENV_PY) -m benchmarks.render $(RESULTS) --out $(CURDIR)/docs
 
 bench-wrk:
 	@if command -v wrk >/dev/null 2>&1; then exit 0; fi; \

@@ -1,9 +1,10 @@
 """The benchmark harness (`make bench`) at smoke size, so that it cannot rot.
 
-One run of `python -m benchmarks --smoke`, in seconds: every section runs, on
-its baseline and Tandem's own variant (the smoke size lists them; `make
-bench` measures every variant), counts requests and spans, and ends up in the
-table and the chart. Nothing here asserts a timing or a ratio; the figures of
+One run of `python -m benchmarks --smoke`, in seconds, then `python -m
+benchmarks.render` on its results file, as `make bench` runs them: every
+section runs, on its baseline and Tandem's own variant (the smoke size lists
+them; `make bench` measures every variant), counts requests and spans, and
+ends up in the table and the chart. Nothing here asserts a timing or a ratio; the figures of
 a smoke run on a busy test machine mean nothing. wrk is used where it is
 installed, else the harness's Python stand-in, so that the test never skips.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.__main__ import merge
 from benchmarks.harness import (
     FULL_VARIANTS,
     HOP_CLIENTS,
@@ -26,8 +28,16 @@ from benchmarks.harness import (
     TRIVIAL_VARIANTS,
 )
 from benchmarks.micro import CASES
+from benchmarks.micro import SIZES as MICRO_SIZES
 from benchmarks.overload import CONFIGS
-from benchmarks.report import OVERLOAD_BEGIN, OVERLOAD_CHART, OVERLOAD_END
+from benchmarks.render import (
+    OVERLOAD_BEGIN,
+    OVERLOAD_CHART,
+    OVERLOAD_END,
+    render,
+    summarize_overload,
+)
+from benchmarks.results import RESULTS, load
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = SIZES["smoke"]
@@ -37,25 +47,25 @@ SMOKE = SIZES["smoke"]
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     root = tmp_path_factory.mktemp("bench")
     out, raw = root / "docs", root / "results.json"
-    command = [
-        sys.executable,
-        "-m",
-        "benchmarks",
-        "--smoke",
-        "--loadgen",
-        "auto",
-        "--out",
-        str(out),
-        "--raw",
-        str(raw),
-        "--logdir",
-        str(root / "logs"),
+    measure = [
+        *(sys.executable, "-m", "benchmarks", "--smoke", "--loadgen", "auto"),
+        *("--results", str(raw), "--logdir", str(root / "logs")),
     ]
-    done = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, timeout=900, check=False
-    )
-    assert done.returncode == 0, f"the harness failed:\n{done.stderr[-6000:]}"
-    return json.loads(raw.read_text()), out
+    report = [sys.executable, "-m", "benchmarks.render", str(raw), "--out", str(out)]
+    for command in (measure, report):
+        done = subprocess.run(
+            command, cwd=REPO, capture_output=True, text=True, timeout=900, check=False
+        )
+        assert done.returncode == 0, f"{command[2]} failed:\n{done.stderr[-6000:]}"
+    results = json.loads(raw.read_text())
+    # The figures of sections 1-5 at the top, as the assertions below read them.
+    data = {
+        **results["sections"]["harness"],
+        **results["run"],
+        "overload": results["sections"]["overload"],
+        "micro": results["sections"]["micro"]["cases"],
+    }
+    return data, out
 
 
 def _measured(rows: list[dict], **match: str) -> list[dict]:
@@ -67,7 +77,7 @@ def test_make_bench_measures_every_variant_and_the_smoke_run_each_section() -> N
     assert full.trivial_variants == tuple(TRIVIAL_VARIANTS)
     assert full.full_variants == tuple(FULL_VARIANTS)
     assert (full.hop_servers, full.hop_clients) == (tuple(HOP_SERVERS), tuple(HOP_CLIENTS))
-    assert full.micro_cases == CASES
+    assert MICRO_SIZES["full"] == (CASES, False)
     # The report's targets need these; each is a baseline or Tandem's own variant.
     assert {"untraced", "tandem"} <= set(SMOKE.trivial_variants)
     assert {"traced", "disabled"} <= set(SMOKE.full_variants)
@@ -126,9 +136,10 @@ def test_the_overload_section_swept_and_overloaded_both_configurations(smoke):
     assert all(row["ok"]["count"] > 0 for row in overload["sweep"]), overload["sweep"]
     capacity = overload["capacity"]
     assert capacity["goodput"] > 0 and capacity["connections"] in overload["size"]["sweep"]
+    summary = summarize_overload(overload)
     for config in CONFIGS:
         for multiple in overload["size"]["multiples"]:
-            entry = overload["summary"][f"{config}-{multiple}x"]
+            entry = summary[f"{config}-{multiple}x"]
             assert entry["connections"] == multiple * capacity["connections"]
             assert entry["rounds"] == overload["size"]["rounds"]
             assert entry["readyz"]["probes"] >= entry["readyz"]["failures"] >= 0
@@ -184,25 +195,21 @@ def test_the_table_and_the_chart_were_written(smoke):
 
 
 def test_bench_overload_replaces_its_section_and_nothing_else(smoke, tmp_path):
-    """`make bench-overload` splices the section into the published document, in place."""
-    from benchmarks.report import splice_overload
-
+    """`make bench-overload` replaces the section in the saved results; rendered, the report
+    changes between the overload markers only."""
     data, _ = smoke
+    saved = load(RESULTS)
+    run = {key: data[key] for key in ("command", "started", "seconds", "generator", "machine")}
+    render(merge(saved, {"overload": data["overload"]}, run), tmp_path)
     published = (REPO / "docs" / "benchmarks.md").read_text()
-    doc = tmp_path / "benchmarks.md"
-    doc.write_text(published)
-    splice_overload(data["overload"], doc)
-    once = doc.read_text()
-    splice_overload(data["overload"], doc)
-    assert doc.read_text() == once
+    once = (tmp_path / "benchmarks.md").read_text()
     assert once.count(OVERLOAD_BEGIN) == 1 and once.count(OVERLOAD_END) == 1
 
     def outside(text: str) -> str:
-        if OVERLOAD_BEGIN not in text:
-            return text
         head, _, rest = text.partition(OVERLOAD_BEGIN)
         return head + rest.partition(OVERLOAD_END)[2]
 
-    # Everything outside the section is the published text, word for word.
-    assert outside(once).split() == outside(published).split()
-    assert "apart from the other sections" in once
+    # Everything outside the section is the published text, byte for byte.
+    assert outside(once) == outside(published)
+    assert once != published
+    assert f"Produced by `{data['command']}`" in once and "apart from the other sections" in once

@@ -1,37 +1,27 @@
-"""docs/benchmarks.md and docs/benchmarks.png from one run's results."""
+"""docs/benchmarks.md and its charts from a results file, and nothing else.
+
+    python -m benchmarks.render [RESULTS] [--out DIR]     # make bench-report RESULTS=...
+
+RESULTS (default benchmarks/results.json) is what `python -m benchmarks` wrote: each section's
+raw figures with their rounds, labels, targets and the machine. Medians, spreads and ratios are
+taken here, from those rows, so that a saved run can be rendered again, byte for byte. This
+module imports no section (tests/bench holds it to that), and no section imports it.
+"""
 
 from __future__ import annotations
 
+import argparse
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import (
-    FULL_VARIANTS,
-    HOP_CLIENTS,
-    HOP_SERVERS,
-    SPANS_PER_REQUEST,
-    TASKS,
-    TRIVIAL_VARIANTS,
-)
+from benchmarks.results import RESULTS, load, paired_ratios, spread
 
 NOTES = Path(__file__).with_name("NOTES.md")
-# A tutorial-style version of the full path (hypercorn CLI defaults, httpx's default
-# transport, a start_as_current_span middleware) served 110 req/s on this machine in an
-# earlier measurement; this harness does not run it.
-TUTORIAL_RPS = 110.0
-
-TARGETS = {
-    "trivial": 0.85,
-    "full_vs_disabled": 0.80,
-    "full_vs_contrib": 1.5,
-    "full_vs_tutorial": 4.0,
-    "hop": 0.75,
-    "delivery": 1.0,
-}
 
 
-# Chart labels and colours, keyed like harness.TRIVIAL_VARIANTS and HOP_CLIENTS.
+# Chart labels and colours, keyed like the harness section's labels.
 TRIVIAL_SHORT = {
     "untraced": "(a) untraced",
     "tandem": "(b) Tandem",
@@ -87,48 +77,49 @@ def _met(ok: bool) -> str:
 def target_rows(data: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
     """(measure, target, measured, met) for each performance target; met judged on the median."""
     s = data["summary"]
+    targets, tutorial_rps = data["targets"], data["tutorial_rps"]
     trivial = s["trivial"]["tandem"]["ratio"]
     traced = s["full"]["traced"]
     hop = s["hop"]["worker"]["tandem"]["ratio"]
-    tutorial = {k: v / TUTORIAL_RPS for k, v in traced["rps"].items()}
+    tutorial = {k: v / tutorial_rps for k, v in traced["rps"].items()}
     delivery = data["delivery"]["ratio"]
     return [
         (
             "Trivial route: (b) Tandem / (a) untraced",
-            f"≥ {TARGETS['trivial']:.2f}",
+            f"≥ {targets['trivial']:.2f}",
             _r(trivial),
-            trivial["median"] >= TARGETS["trivial"],
+            trivial["median"] >= targets["trivial"],
         ),
         (
             "Full path: traced / OTEL_SDK_DISABLED",
-            f"≥ {TARGETS['full_vs_disabled']:.2f}",
+            f"≥ {targets['full_vs_disabled']:.2f}",
             _r(traced["ratio_to_disabled"]),
-            traced["ratio_to_disabled"]["median"] >= TARGETS["full_vs_disabled"],
+            traced["ratio_to_disabled"]["median"] >= targets["full_vs_disabled"],
         ),
         (
             "Full path: traced / contrib-instrumented",
-            f"≥ {TARGETS['full_vs_contrib']:.1f}",
+            f"≥ {targets['full_vs_contrib']:.1f}",
             _r(traced["ratio_to_contrib"]),
-            traced["ratio_to_contrib"]["median"] >= TARGETS["full_vs_contrib"],
+            traced["ratio_to_contrib"]["median"] >= targets["full_vs_contrib"],
         ),
         (
-            f"Full path: traced req/s / {TUTORIAL_RPS:.0f} "
+            f"Full path: traced req/s / {tutorial_rps:.0f} "
             "(tutorial-style setup, measured earlier)",
-            f"≥ {TARGETS['full_vs_tutorial']:.1f}",
+            f"≥ {targets['full_vs_tutorial']:.1f}",
             _r(tutorial),
-            tutorial["median"] >= TARGETS["full_vs_tutorial"],
+            tutorial["median"] >= targets["full_vs_tutorial"],
         ),
         (
             "Hop: Tandem's client / raw aiohttp (worker stand-in)",
-            f"≥ {TARGETS['hop']:.2f}",
+            f"≥ {targets['hop']:.2f}",
             _r(hop),
-            hop["median"] >= TARGETS["hop"],
+            hop["median"] >= targets["hop"],
         ),
         (
             "Span delivery at the maximum sustained rate",
             "= 1.0",
             f"{delivery:.6f}",
-            delivery == TARGETS["delivery"],
+            delivery == targets["delivery"],
         ),
     ]
 
@@ -137,6 +128,7 @@ def floor_lines(data: dict[str, Any]) -> list[str]:
     """What a bare span alone allows, measured in the same run, beside the two ratio targets it
     bounds."""
     s = data["summary"]
+    targets = data["targets"]
     trivial, hop = s["trivial"], s["hop"]["worker"]
     floors = (
         (trivial, "floor_sdk"),
@@ -160,14 +152,14 @@ def floor_lines(data: dict[str, Any]) -> list[str]:
         "|---|---|",
         "| (e) a middleware starting and ending one SERVER span through the SDK's "
         "`Tracer.start_span`, / (a) | "
-        f"{against(trivial['floor_sdk']['ratio'], TARGETS['trivial'])} |",
+        f"{against(trivial['floor_sdk']['ratio'], targets['trivial'])} |",
         f"| (f) the same SDK span started through Tandem's `RequestTracer`, / (a) | "
-        f"{against(trivial['floor_tandem']['ratio'], TARGETS['trivial'])} |",
+        f"{against(trivial['floor_tandem']['ratio'], targets['trivial'])} |",
         f"| raw aiohttp with one bare CLIENT span per call, / raw aiohttp (worker stand-in) | "
-        f"{against(hop['aiohttp_span']['ratio'], TARGETS['hop'])} |",
+        f"{against(hop['aiohttp_span']['ratio'], targets['hop'])} |",
         "| Tandem's client (httpx API) with its tracing off and one bare CLIENT span per call, "
         "started through `RequestTracer`, / raw aiohttp | "
-        f"{against(hop['tandem_bare_span']['ratio'], TARGETS['hop'])} |",
+        f"{against(hop['tandem_bare_span']['ratio'], targets['hop'])} |",
         "",
         "A floor below its target means no instrumentation built that way can meet the target on "
         "this machine, whatever else it leaves out. Sections 1 and 3 hold the rows; section 6 and "
@@ -217,6 +209,12 @@ def path_lines(data: dict[str, Any]) -> list[str]:
 
 def write_markdown(data: dict[str, Any], path: Path) -> None:
     s = data["summary"]
+    labels = data["labels"]
+    tasks, spans_per_request, tutorial_rps = (
+        data["tasks"],
+        data["spans_per_request"],
+        data["tutorial_rps"],
+    )
     m = data["machine"]
     size = data["size"]
     load = data["load"]
@@ -233,7 +231,7 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
     if data["generator"] != "wrk":
         add("")
         add("> **Not publishable**: this run used the Python stand-in load generator, not wrk.")
-    if (len(s["trivial"]), len(s["full"])) != (len(TRIVIAL_VARIANTS), len(FULL_VARIANTS)):
+    if (len(s["trivial"]), len(s["full"])) != (len(labels["trivial"]), len(labels["full"])):
         add("")
         add(
             f"> **A subset**: the {size['name']} size measures some of the variants below; "
@@ -284,7 +282,7 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
     add("| Variant | req/s | ratio to (a) | requests | errors |")
     add("|---|---|---|---|---|")
     for variant in s["trivial"]:
-        label, row = TRIVIAL_VARIANTS[variant], s["trivial"][variant]
+        label, row = labels["trivial"][variant], s["trivial"][variant]
         add(
             f"| {label} | {_s(row['rps'])} | {_r(row['ratio'])} | {row['requests']} | "
             f"{row['errors']} |"
@@ -294,8 +292,8 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
     add("## 2. The full path")
     add("")
     add(
-        f"`GET /api/work?tasks={TASKS}`: gateway → {TASKS} × worker → gateway (quota), "
-        f"{SPANS_PER_REQUEST} spans per request when traced. wrk -t{load['full_threads']} "
+        f"`GET /api/work?tasks={tasks}`: gateway → {tasks} × worker → gateway (quota), "
+        f"{spans_per_request} spans per request when traced. wrk -t{load['full_threads']} "
         f"-c{load['full_connections']}, {size['full_seconds']:.0f} s per measurement."
     )
     add("")
@@ -305,7 +303,7 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
     )
     add("|---|---|---|---|---|---|---|---|")
     for variant in s["full"]:
-        label, row = FULL_VARIANTS[variant], s["full"][variant]
+        label, row = labels["full"][variant], s["full"][variant]
         add(
             f"| {label} | {_s(row['rps'])} | {_s(row['p50_ms'], '{:.1f}')} | "
             f"{_s(row['p99_ms'], '{:.1f}')} | {_r(row['ratio_to_disabled'])} | "
@@ -315,9 +313,9 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
     add("")
     add(
         "Against a tutorial-style setup measured earlier "
-        f"({TUTORIAL_RPS:.0f} req/s on this machine; "
+        f"({tutorial_rps:.0f} req/s on this machine; "
         "hypercorn CLI defaults, httpx default transport, a start_as_current_span middleware; not "
-        f"re-measured here): {traced_rps / TUTORIAL_RPS:.1f} ×. The contrib row above is the "
+        f"re-measured here): {traced_rps / tutorial_rps:.1f} ×. The contrib row above is the "
         "closest measured relative of it."
     )
     add("")
@@ -337,7 +335,7 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
     add("|---|---|---|---|---|---|")
     for server in s["hop"]:
         for kind in s["hop"][server]:
-            server_label, label = HOP_SERVERS[server], HOP_CLIENTS[kind]
+            server_label, label = labels["hop_server"][server], labels["hop_client"][kind]
             row = s["hop"][server][kind]
             add(
                 f"| {server_label} | {label} | {_s(row['rps'])} | {_r(row['ratio'])} | "
@@ -362,7 +360,7 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
     add(
         f"Fresh collector, gateway and worker; the full path at wrk -t{load['full_threads']} "
         f"-c{load['full_connections']} (the load that gives section 2 its highest rate) for "
-        f"{d['seconds']:.0f} s. Expected spans are {SPANS_PER_REQUEST} (1 + 6N, N = {TASKS}) for "
+        f"{d['seconds']:.0f} s. Expected spans are {spans_per_request} (1 + 6N, N = {tasks}) for "
         "every `/api/work` request the gateway served, counted by its "
         "`http.server.request.duration` histogram (a metric, independent of span export); received "
         "spans are the collector's `tandem_collector_spans_received_total`. Both are read after "
@@ -500,7 +498,7 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
         add("")
     if data.get("overload"):
         overload = data["overload"]
-        lines.extend(overload_lines(overload, standalone=overload.get("standalone", False)))
+        lines.extend(overload_lines(overload, standalone=overload["standalone"]))
         add("")
     add("## How it was measured")
     add("")
@@ -519,10 +517,11 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
         + ", ".join(f"`{k}={v}`" for k, v in data["telemetry_env"].items())
         + "; 100% sampling (the default `parentbased_always_on`). The collector runs `--quiet`."
     )
-    add(
-        "- Sections 1–5 run the services with `MAX_IN_FLIGHT=0`: they measure the traced path, "
-        "not overload, and their 32 connections would pass the default admission limit."
-    )
+    if data.get("service_env") == {"MAX_IN_FLIGHT": "0"}:
+        add(
+            "- Sections 1–5 run the services with `MAX_IN_FLIGHT=0`: they measure the traced "
+            "path, not overload, and their 32 connections would pass the default admission limit."
+        )
     add(
         "- Services and variants are separate processes, all running for the whole of sections 1–3 "
         "(idle when not measured); wrk, the services and the collector share the two cores, "
@@ -547,6 +546,7 @@ def write_chart(data: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     s = data["summary"]
+    tutorial_rps = data["tutorial_rps"]
     fig, axes = plt.subplots(2, 2, figsize=(15, 9))
     m = data["machine"]
     fig.suptitle(
@@ -605,23 +605,27 @@ def write_chart(data: dict[str, Any], path: Path) -> None:
         [full_colors[v] for v in names],
     )
     ax.axhline(
-        4 * TUTORIAL_RPS,
+        4 * tutorial_rps,
         color="#2a7ab9",
         linestyle="--",
         linewidth=1,
-        label=f"4 × tutorial-style ({4 * TUTORIAL_RPS:.0f})",
+        label=f"4 × tutorial-style ({4 * tutorial_rps:.0f})",
     )
     if "disabled" in s["full"]:
         disabled = s["full"]["disabled"]["rps"]["median"]
         ax.axhline(
             0.8 * disabled, color="#555555", linestyle=":", linewidth=1, label="0.80 × disabled"
         )
-    ax.set_title(f"2. Full path GET /api/work?tasks={TASKS}: req/s", fontsize=10)
+    ax.set_title(f"2. Full path GET /api/work?tasks={data['tasks']}: req/s", fontsize=10)
     ax.legend(fontsize=8)
 
     ax = axes[1][0]
     width = 0.38
-    clients = [kind for kind in HOP_CLIENTS if any(kind in row for row in s["hop"].values())]
+    clients = [
+        kind
+        for kind in data["labels"]["hop_client"]
+        if any(kind in row for row in s["hop"].values())
+    ]
     for j, server in enumerate(s["hop"]):
         for i, kind in enumerate(clients):
             if kind not in s["hop"][server]:
@@ -710,9 +714,8 @@ def _load(values: list[float] | tuple[float, ...]) -> str:
 def overload_lines(data: dict[str, Any], *, standalone: bool) -> list[str]:
     """Section 7, from a benchmarks.overload run; `standalone`: run apart from the other
     sections."""
-    from benchmarks.overload import CONFIGS, PLATEAU, PROBE_TIMEOUT_SECONDS, TARGETS
-
     o = data
+    targets, configs = o["targets"], o["configs"]
     s = o["summary"]
     cap = o["capacity"]
     m = o["machine"]
@@ -739,7 +742,7 @@ def overload_lines(data: dict[str, Any], *, standalone: bool) -> list[str]:
         f"`GET /api/work?tasks={o['tasks']}` through a gateway and a worker (one process each) "
         "and their collector, closed-loop: each wrk connection sends its next request as soon as "
         "an answer comes, shed or not, and ignores `Retry-After`. Such stacks run side by side: "
-        + "; ".join(f"**{k}**: {v}" for k, v in CONFIGS.items())
+        + "; ".join(f"**{k}**: {v}" for k, v in configs.items())
         + (
             "; and, at the 4× and 16× loads only, one for each of the other limits in the table "
             "after the targets"
@@ -755,7 +758,7 @@ def overload_lines(data: dict[str, Any], *, standalone: bool) -> list[str]:
     fixed = ", ".join(str(n) for n in size.get("fixed", ()))
     add(
         f"**Capacity** is the highest goodput (successes per second) of the limit-on sweep below: "
-        f"**{cap['goodput']:.1f}/s**, first reached (within {100 * (1 - PLATEAU):.0f}%) at "
+        f"**{cap['goodput']:.1f}/s**, first reached (within {100 * (1 - o['plateau']):.0f}%) at "
         f"**{cap['connections']} connections**, where successes took p99 "
         f"**{cap['ok_p99_ms']:.1f} ms** (the limit-off sweep's highest goodput: "
         f"{cap['off_goodput']:.1f}/s). The overload runs use {multiples} those connections"
@@ -771,21 +774,21 @@ def overload_lines(data: dict[str, Any], *, standalone: bool) -> list[str]:
     targeted = [name for name in _overload_keys(o) if s[name]["targeted"]]
     add("| Target | " + " | ".join(_overload_header(o, name) for name in targeted) + " |")
     add("|---|" + "---|" * len(targeted))
-    goodput_target = TARGETS["goodput"] * cap["goodput"]
-    p99_target = TARGETS["ok_p99_ratio"] * cap["ok_p99_ms"]
+    goodput_target = targets["goodput"] * cap["goodput"]
+    p99_target = targets["ok_p99_ratio"] * cap["ok_p99_ms"]
     rows = [
         (
-            f"Goodput ≥ {TARGETS['goodput']:.0%} of capacity (≥ {goodput_target:.1f}/s)",
+            f"Goodput ≥ {targets['goodput']:.0%} of capacity (≥ {goodput_target:.1f}/s)",
             "goodput",
             lambda e: f"{_s(e['goodput'], '{:.1f}')}/s = {e['goodput_ratio']['median']:.0%}",
         ),
         (
-            f"Shed p99 < {TARGETS['shed_p99_ms']:.0f} ms",
+            f"Shed p99 < {targets['shed_p99_ms']:.0f} ms",
             "shed_p99",
             lambda e: f"{_ms(e['shed_p99_ms'])} ms" if e["shed"] else "nothing shed",
         ),
         (
-            f"Success p99 ≤ {TARGETS['ok_p99_ratio']:.0f} × {cap['ok_p99_ms']:.1f} ms "
+            f"Success p99 ≤ {targets['ok_p99_ratio']:.0f} × {cap['ok_p99_ms']:.1f} ms "
             f"(≤ {p99_target:.0f} ms)",
             "ok_p99",
             lambda e: f"{_ms(e['ok_p99_ms'])} ms = {e['ok_p99_ratio']['median']:.1f} ×",
@@ -862,12 +865,12 @@ def overload_lines(data: dict[str, Any], *, standalone: bool) -> list[str]:
         + ", ".join(
             f"{config} {s[name]['rss_start_mib']['gateway']:.0f} / "
             f"{s[name]['rss_start_mib']['worker']:.0f}"
-            for config in CONFIGS
+            for config in configs
             for name in _overload_keys(o)[:2]
             if name.startswith(f"{config}-")
         )
         + " MiB). /readyz is called every 0.5 s during each measurement with the chart's "
-        f"probe timeout, {PROBE_TIMEOUT_SECONDS} s. The whole machine's CPU is /proc/stat's "
+        f"probe timeout, {o['probe_timeout_seconds']} s. The whole machine's CPU is /proc/stat's "
         "busy time, other tenants included. Spans expected are counted from the services' "
         "duration metrics (one SERVER or CLIENT span per recorded request, plus compute and "
         "publish for each task the worker served); received is the collector's count; lost is "
@@ -896,18 +899,20 @@ def _load_label(entry: dict[str, Any]) -> str:
 
 def _overload_keys(o: dict[str, Any]) -> list[str]:
     """The on and off entries of the summary, in the order measured: load by load, on first."""
-    from benchmarks.overload import CONFIGS
-
-    return [name for name in o["summary"] if name.split("-")[0] in CONFIGS]
+    return [name for name in o["summary"] if name.split("-")[0] in o["configs"]]
 
 
 def _limit_lines(
     o: dict[str, Any], cells: list[tuple[str, str, Callable[[dict[str, Any]], str]]]
 ) -> list[str]:
     """The targets per gateway limit at each multiple: the default, the other limits, none."""
-    from benchmarks.overload import variant
-
     s = o["summary"]
+    # The configuration that ran each other limit (MAX_IN_FLIGHT on both services).
+    variant = {
+        int(env["MAX_IN_FLIGHT"]): config
+        for config, env in o["config_env"].items()
+        if config not in o["configs"]
+    }
     defaults = o.get("default_limits")
     limits = sorted(o["size"].get("limit_variants", ()))
     if not limits or not defaults:
@@ -915,7 +920,7 @@ def _limit_lines(
     # (configuration, as shown, its gateway limit): smallest limit first, no limit last.
     columns = sorted(
         [
-            *((variant(n), f"{n}", n) for n in limits),
+            *((variant[n], f"{n}", n) for n in limits),
             ("on", f"{defaults['gateway']} (default)", defaults["gateway"]),
         ],
         key=lambda column: column[2],
@@ -949,32 +954,14 @@ def _overload_header(o: dict[str, Any], name: str) -> str:
     return f"limit {name.split('-')[0]}, {_load_label(entry)} ({entry['connections']} connections)"
 
 
-def splice_overload(data: dict[str, Any], doc: Path) -> None:
-    """Replace the overload section of `doc` (or add it before "How it was measured")."""
-    section = "\n".join(overload_lines(data, standalone=True))
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    if OVERLOAD_BEGIN in text and OVERLOAD_END in text:
-        head, _, rest = text.partition(OVERLOAD_BEGIN)
-        _, _, tail = rest.partition(OVERLOAD_END)
-        text = head + section + tail
-    elif "\n## How it was measured" in text:
-        head, _, tail = text.partition("\n## How it was measured")
-        text = head + "\n" + section + "\n\n## How it was measured" + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text)
-
-
 def write_overload_chart(data: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from benchmarks.overload import CONFIGS, TARGETS
-
     o = data
+    targets = o["targets"]
     cap = o["capacity"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.5))
     m = o["machine"]
@@ -983,7 +970,7 @@ def write_overload_chart(data: dict[str, Any], path: Path) -> None:
         f"(sweep: one point each; overload: median over {o['size']['rounds']} rounds)",
         fontsize=11,
     )
-    for config in CONFIGS:
+    for config in o["configs"]:
         color = OVERLOAD_COLORS[config]
         sweep = sorted(
             (r for r in o["sweep"] if r["config"] == config), key=lambda r: r["connections"]
@@ -1033,11 +1020,11 @@ def write_overload_chart(data: dict[str, Any], path: Path) -> None:
                 label="limit on: shed p99",
             )
     left.axhline(
-        TARGETS["goodput"] * cap["goodput"],
+        targets["goodput"] * cap["goodput"],
         color="#555555",
         linestyle="--",
         linewidth=1,
-        label=f"{TARGETS['goodput']:.0%} of capacity",
+        label=f"{targets['goodput']:.0%} of capacity",
     )
     left.set_xscale("log", base=2)
     left.set_xlabel("wrk connections")
@@ -1046,18 +1033,18 @@ def write_overload_chart(data: dict[str, Any], path: Path) -> None:
     left.set_title("Goodput", fontsize=10)
     left.legend(fontsize=8)
     right.axhline(
-        TARGETS["ok_p99_ratio"] * cap["ok_p99_ms"],
+        targets["ok_p99_ratio"] * cap["ok_p99_ms"],
         color="#2a7ab9",
         linestyle="--",
         linewidth=1,
-        label=f"{TARGETS['ok_p99_ratio']:.0f} × success p99 at capacity",
+        label=f"{targets['ok_p99_ratio']:.0f} × success p99 at capacity",
     )
     right.axhline(
-        TARGETS["shed_p99_ms"],
+        targets["shed_p99_ms"],
         color="#555555",
         linestyle=":",
         linewidth=1,
-        label=f"shed p99 target, {TARGETS['shed_p99_ms']:.0f} ms",
+        label=f"shed p99 target, {targets['shed_p99_ms']:.0f} ms",
     )
     right.set_xscale("log", base=2)
     right.set_yscale("log")
@@ -1068,3 +1055,171 @@ def write_overload_chart(data: dict[str, Any], path: Path) -> None:
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# --- From the results file -------------------------------------------------------------------
+
+
+def summarize(h: dict[str, Any]) -> dict[str, Any]:
+    """Sections 1-3: medians [min–max] and per-round ratios, from the raw rows."""
+
+    def measured(rows: list[dict[str, Any]], key: str, names: dict[str, str]) -> list[str]:
+        present = {row[key] for row in rows}  # a smaller size measures fewer
+        return [name for name in names if name in present]
+
+    def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "rps": spread([r["rps"] for r in rows]),
+            "errors": sum(r["errors"] for r in rows),
+            "requests": sum(r["requests"] for r in rows),
+        }
+
+    labels = h["labels"]
+    summary: dict[str, Any] = {"trivial": {}, "full": {}, "hop": {}}
+    for variant in measured(h["trivial"], "variant", labels["trivial"]):
+        rows = [r for r in h["trivial"] if r["variant"] == variant]
+        summary["trivial"][variant] = {
+            **totals(rows),
+            "ratio": spread(paired_ratios(h["trivial"], "variant", variant, "untraced")),
+        }
+    for variant in measured(h["full"], "variant", labels["full"]):
+        rows = [r for r in h["full"] if r["variant"] == variant]
+        summary["full"][variant] = {
+            **totals(rows),
+            "p50_ms": spread([r["p50_ms"] for r in rows]),
+            "p99_ms": spread([r["p99_ms"] for r in rows]),
+            "ratio_to_disabled": spread(paired_ratios(h["full"], "variant", variant, "disabled")),
+            "ratio_to_contrib": spread(paired_ratios(h["full"], "variant", variant, "contrib")),
+        }
+    for server in measured(h["hop"], "server", labels["hop_server"]):
+        rows = [r for r in h["hop"] if r["server"] == server]
+        summary["hop"][server] = {
+            kind: {
+                **totals([r for r in rows if r["client"] == kind]),
+                "ratio": spread(paired_ratios(rows, "client", kind, "aiohttp")),
+            }
+            for kind in measured(rows, "client", labels["hop_client"])
+        }
+    return summary
+
+
+def summarize_overload(o: dict[str, Any]) -> dict[str, Any]:
+    """Section 7, per configuration and load: medians [min–max] over the rounds, and the
+    targets, judged on the medians."""
+    capacity, targets, size = o["capacity"], o["targets"], o["size"]
+    loads = [f"{k}x" for k in size["multiples"]] + [f"{n}c" for n in size.get("fixed", ())]
+    summary: dict[str, Any] = {}
+    for label in loads:
+        for config in o["config_env"]:
+            rows = [r for r in o["overload"] if r["config"] == config and r["load"] == label]
+            if not rows:
+                continue
+            shed_rows = [r for r in rows if r["shed"]["count"]]
+            goodput = spread([r["goodput"] for r in rows])
+            ok_p99 = spread([r["ok"]["p99_ms"] for r in rows])
+            shed_p99 = spread([r["shed"]["p99_ms"] for r in shed_rows])
+            other_statuses: dict[str, int] = {}
+            for row in rows:
+                for status, count in row["statuses"].items():
+                    if not status.startswith("2"):
+                        other_statuses[status] = other_statuses.get(status, 0) + count
+            entry = {
+                "load": label,
+                "connections": rows[0]["connections"],
+                "targeted": label.endswith("x"),
+                "goodput": goodput,
+                "goodput_ratio": spread([r["goodput"] / capacity["goodput"] for r in rows]),
+                "ok_p50_ms": spread([r["ok"]["p50_ms"] for r in rows]),
+                "ok_p99_ms": ok_p99,
+                "ok_p99_ratio": spread([r["ok"]["p99_ms"] / capacity["ok_p99_ms"] for r in rows]),
+                "shed_per_second": spread([r["shed"]["count"] / r["seconds"] for r in rows]),
+                "shed_p50_ms": spread([r["shed"]["p50_ms"] for r in shed_rows]),
+                "shed_p99_ms": shed_p99,
+                "shed": sum(r["shed"]["count"] for r in rows),
+                "other_statuses": other_statuses,
+                "socket_errors": sum(r["socket_errors"] for r in rows),
+                "rss_peak_mib": {
+                    p: max(r["rss_kib"]["peak"][p] for r in rows) / 1024
+                    for p in ("gateway", "worker")
+                },
+                "rss_start_mib": {
+                    p: min(r["rss_kib"]["start"][p] for r in rows) / 1024
+                    for p in ("gateway", "worker")
+                },
+                "cpu": {
+                    p: statistics.median(r["cpu"][p] for r in rows)
+                    for p in ("gateway", "worker", "collector", "loadgen", "machine", "interrupts")
+                },
+                "readyz": {
+                    "probes": sum(r["readyz"]["probes"] for r in rows),
+                    "failures": sum(r["readyz"]["failures"] for r in rows),
+                    "max_ms": max(r["readyz"]["max_ms"] for r in rows),
+                },
+                "spans": {
+                    key: sum(r["spans"][key] for r in rows)
+                    for key in ("expected", "received", "lost")
+                },
+                "shed_counted": sum(
+                    r["spans"]["shed_counted_gateway"] + r["spans"]["shed_counted_worker"]
+                    for r in rows
+                ),
+                "rounds": len(rows),
+            }
+            entry["met"] = {
+                "goodput": goodput["median"] >= targets["goodput"] * capacity["goodput"],
+                "shed_p99": bool(entry["shed"]) and shed_p99["median"] < targets["shed_p99_ms"],
+                "ok_p99": ok_p99["median"] <= targets["ok_p99_ratio"] * capacity["ok_p99_ms"],
+            }
+            summary[f"{config}-{label}"] = entry
+    return summary
+
+
+def views(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The harness's figures and the overload section's, each with the run that measured it
+    and its summary: what the writers above take."""
+    sections, run = results["sections"], results["run"]
+    data = {
+        **sections["harness"],
+        **{key: run[key] for key in ("machine", "command", "generator", "seconds")},
+        "micro": sections.get("micro", {}).get("cases", {}),
+    }
+    data["summary"] = summarize(data)
+    overload = None
+    if "overload" in sections:
+        own = sections["overload"].get("run")
+        overload = {
+            **sections["overload"],
+            **{key: (own or run)[key] for key in ("machine", "command", "generator")},
+            "standalone": own is not None,
+        }
+        overload["summary"] = summarize_overload(overload)
+    data["overload"] = overload
+    return data, overload
+
+
+def render(results: dict[str, Any], out: Path) -> None:
+    """benchmarks.md, benchmarks.png and (with section 7) the overload chart, into `out`."""
+    data, overload = views(results)
+    out.mkdir(parents=True, exist_ok=True)
+    write_markdown(data, out / "benchmarks.md")
+    write_chart(data, out / "benchmarks.png")
+    if overload:
+        write_overload_chart(overload, out / OVERLOAD_CHART)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.render",
+        description="docs/benchmarks.md and its charts from a results file (make bench-report).",
+    )
+    parser.add_argument("results", type=Path, nargs="?", default=RESULTS)
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS.parent.parent / "docs", help="where they go"
+    )
+    args = parser.parse_args(argv)
+    render(load(args.results), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
