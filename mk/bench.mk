@@ -2,7 +2,7 @@
 # benchmarks/results.json, then renders docs/benchmarks.md and its charts from
 # that file alone; `make bench-overload` measures only the overload section and
 # replaces it in the file. `make bench-report RESULTS=...` renders a saved file
-# again.
+# again; `make bench-compare A=... B=...` sets two saved runs side by side.
 # Included by the root Makefile, which defines VENV_PY, TOOLS and CURDIR. Not
 # part of `make test`; the harness's smoke run (tests/bench) is.
 #
@@ -12,9 +12,11 @@
 
 BENCH_ARGS ?=
 RESULTS ?= $(CURDIR)/benchmarks/results.json
+A ?=
+B ?= $(CURDIR)/benchmarks/results.json
 BENCH_SUDO := $(shell [ "$$(id -u 2>/dev/null)" = 0 ] || command -v sudo 2>/dev/null)
 
-.PHONY: bench bench-overload bench-report bench-wrk bench-collector
+.PHONY: bench bench-overload bench-report bench-compare bench-wrk bench-collector
 
 bench: install bench-wrk ## Benchmark on loopback with wrk (~30 min); writes benchmarks/results.json, docs/benchmarks.md and its charts.
 	BENCH_COMMAND="make bench" $(VENV_PY) -m benchmarks --loadgen wrk --results $(RESULTS) $(BENCH_ARGS)
@@ -26,6 +28,10 @@ bench-overload: install bench-wrk ## Only make bench's overload section (~15 min
 
 bench-report: install ## docs/benchmarks.md and its charts again from a saved results file (RESULTS=..., default benchmarks/results.json); measures nothing.
 	$(VENV_PY) -m benchmarks.render $(RESULTS) --out $(CURDIR)/docs
+
+bench-compare: install ## Two saved runs side by side (A=old.json B=new.json, B defaulting to benchmarks/results.json): each ratio and its spread, and which moved beyond the noise of their rounds.
+	@test -n "$(A)" || { echo "make bench-compare: name the earlier results file, A=path/to/results.json" >&2; exit 2; }
+	$(VENV_PY) -m benchmarks.compare $(A) $(B)
 
 bench-wrk:
 	@if command -v wrk >/dev/null 2>&1; then exit 0; fi; \
