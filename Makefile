@@ -76,7 +76,7 @@ lint: install ## ruff (lint and format) and mypy, as configured in pyproject.tom
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: install lint k8s-tools collector $(OTEL_FLOOR_VENV)/.installed ## Lint, then the whole test suite, then the telemetry, service and integration suites on the public path and on the oldest supported OpenTelemetry.
+test: install lint k8s-tools collector prometheus-check $(OTEL_FLOOR_VENV)/.installed ## Lint, then the whole test suite, then the telemetry, service and integration suites on the public path and on the oldest supported OpenTelemetry.
 	$(VENV_PY) -m pytest
 	@echo "make test: tests/telemetry, tests/service and tests/integration again, with TANDEM_FAST_PATH=off (the public API path)"
 	TANDEM_FAST_PATH=off $(VENV_PY) -m pytest -p no:cacheprovider $(PUBLIC_PATH_SUITES)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tandem_telemetry.bootstrap import HTTP_DURATION_BUCKETS
 from tests.k8s.conftest import CHART, DATA_DIR, RELEASE, Rendered, helm_template, tool
 
 OTELCOL = CHART / "files" / "otelcol-config.yaml"
@@ -40,16 +41,21 @@ def test_configmaps_carry_the_files_byte_for_byte(
 def test_collector_pipelines() -> None:
     config = yaml.safe_load(OTELCOL.read_text())
     pipelines = config["service"]["pipelines"]
+    # Spans go to Tempo and into the two connectors, whose metrics join the services' own
+    # on the Prometheus endpoint (docs/metrics.md).
     assert pipelines["traces"] == {
         "receivers": ["otlp"],
         "processors": ["memory_limiter", "batch"],
-        "exporters": ["otlp_grpc/tempo"],
+        "exporters": ["otlp_grpc/tempo", "span_metrics", "service_graph"],
     }
     assert pipelines["metrics"] == {
-        "receivers": ["otlp"],
+        "receivers": ["otlp", "span_metrics", "service_graph"],
         "processors": ["memory_limiter", "batch"],
         "exporters": ["prometheus"],
     }
+    # Exemplars are served in OpenMetrics only.
+    assert config["exporters"]["prometheus"]["enable_open_metrics"] is True
+    assert config["connectors"]["span_metrics"]["exemplars"] == {"enabled": True}
     assert default_of(config["exporters"]["prometheus"]["endpoint"]) == "0.0.0.0:8889"
     assert config["exporters"]["otlp_grpc/tempo"]["endpoint"] == "${env:TEMPO_OTLP_ENDPOINT}"
     assert config["service"]["extensions"] == ["health_check"]
@@ -205,3 +211,21 @@ def test_unknown_key_check_catches_2x_blocks() -> None:
         "compactor",
         "server.http_listen_prot",
     ]
+
+
+def seconds(duration: str) -> float:
+    """A Collector duration as the connectors' buckets write it: `5ms`, `2.5s`."""
+    match = re.fullmatch(r"([0-9.]+)(ms|s)", duration)
+    assert match, duration
+    return float(match.group(1)) / (1000 if match.group(2) == "ms" else 1)
+
+
+def test_connector_buckets_are_the_services_http_duration_buckets() -> None:
+    """Span metrics, the service graph and the services' own request durations share bucket
+    boundaries, so an SLO's latency threshold is a bucket boundary in each."""
+    connectors = yaml.safe_load(OTELCOL.read_text())["connectors"]
+    span_metrics = connectors["span_metrics"]["histogram"]
+    assert span_metrics["unit"] == "s"
+    assert [seconds(b) for b in span_metrics["explicit"]["buckets"]] == list(HTTP_DURATION_BUCKETS)
+    graph = connectors["service_graph"]["latency_histogram_buckets"]
+    assert [seconds(b) for b in graph] == list(HTTP_DURATION_BUCKETS)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests import prometheus as prometheus_harness
 from tests.k8s import conftest as k8s
 from tests.k8s.conftest import RELEASE, REPO, Rendered
 
@@ -17,6 +18,8 @@ from tests.k8s.conftest import RELEASE, REPO, Rendered
 helm_env = k8s.helm_env
 chart_package = k8s.chart_package
 rendered = k8s.rendered
+# /usr/bin/prometheus, or a failure saying how to install it (tests/prometheus.py).
+prometheus_bin = prometheus_harness.prometheus_bin
 
 BUILD_SCRIPT = REPO / "mk" / "collector.sh"
 MANIFEST = REPO / "collector" / "otelcol-builder.yaml"
