@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
+from tandem_localstack import OtelcolPorts
 from tandem_telemetry.bootstrap import HTTP_DURATION_BUCKETS
 from tests.k8s.conftest import CHART, DATA_DIR, RELEASE, Rendered, helm_template, tool
+from tests.prometheus import collector_scrape_configs
 
 OTELCOL = CHART / "files" / "otelcol-config.yaml"
 TEMPO = CHART / "files" / "tempo.yaml"
@@ -229,3 +231,34 @@ def test_connector_buckets_are_the_services_http_duration_buckets() -> None:
     assert [seconds(b) for b in span_metrics["explicit"]["buckets"]] == list(HTTP_DURATION_BUCKETS)
     graph = connectors["service_graph"]["latency_histogram_buckets"]
     assert [seconds(b) for b in graph] == list(HTTP_DURATION_BUCKETS)
+
+
+def test_prometheus_scrapes_what_the_tests_scrape(rendered: dict[str, Rendered]) -> None:
+    """The chart's Prometheus (on with Grafana) has the jobs tests/prometheus.py runs against
+    a local Collector, found in the cluster through the collector's headless Service; it
+    loads every rule file of files/rules/ (a ConfigMap of them, byte for byte)."""
+    r = rendered["grafana"]
+    config = yaml.safe_load(r.get("ConfigMap", f"{RELEASE}-prometheus")["data"]["prometheus.yml"])
+    local = collector_scrape_configs(OtelcolPorts(0, 0, 0, 8889, 8888), host="pods")
+    headless = f"{RELEASE}-collector-pods.{r.docs[0]['metadata']['namespace']}.svc"
+    assert headless.split(".")[0] in {d["metadata"]["name"] for d in r.of_kind("Service")}
+    in_cluster = []
+    for local_job in local:
+        job = dict(local_job)
+        (static,) = job.pop("static_configs")
+        (target,) = static["targets"]
+        job["dns_sd_configs"] = [
+            {"names": [headless], "type": "A", "port": int(target.rsplit(":", 1)[1])}
+        ]
+        in_cluster.append(job)
+    assert config["scrape_configs"] == in_cluster
+    assert config["rule_files"] == ["/etc/prometheus/rules/*.yaml"]
+    rules = r.get("ConfigMap", f"{RELEASE}-prometheus-rules").get("data") or {}
+    assert rules == {
+        p.name: p.read_text() for p in sorted((CHART / "files" / "rules").glob("*.yaml"))
+    }
+    container = r.container("prometheus")
+    assert "--enable-feature=exemplar-storage" in container["args"]
+    assert "prometheus" not in {
+        d["metadata"]["labels"]["app.kubernetes.io/component"] for d in rendered["default"].docs
+    }

@@ -283,11 +283,22 @@ def test_the_documented_flow_table_is_what_the_policies_admit(
     assert documented_flows(components) == allowed_flows(r)
 
 
+# Grafana on brings the release's Prometheus (prometheus.enabled: null): it scrapes the
+# collector's exporter and its own telemetry, and Grafana queries it.
+PROMETHEUS_FLOWS = {
+    ("prometheus", "collector", 8889),
+    ("prometheus", "collector", 8888),
+    ("grafana", "prometheus", 9090),
+} | dns_flows("prometheus")
+
+
 def test_grafana_reaches_tempo_and_only_configured_clients_reach_grafana(
     rendered: dict[str, Rendered],
 ) -> None:
     flows = allowed_flows(rendered["grafana"])
-    assert flows == CORE_FLOWS | {("grafana", "tempo", 3200)} | dns_flows("grafana")
+    assert flows == CORE_FLOWS | {("grafana", "tempo", 3200)} | dns_flows("grafana") | (
+        PROMETHEUS_FLOWS
+    )
     # grafana.yaml admits the ingress-nginx namespace; the stranger is not there.
     policy = rendered["grafana"].get("NetworkPolicy", f"{RELEASE}-grafana")
     grafana = endpoints(rendered["grafana"])["grafana"]
@@ -328,7 +339,7 @@ def test_external_tempo_flows(rendered: dict[str, Rendered]) -> None:
         ("grafana", STRANGER, 3200),
         ("tracecheck", STRANGER, 3200),
     }
-    expected |= dns_flows("grafana")
+    expected |= dns_flows("grafana") | PROMETHEUS_FLOWS
     assert flows == expected
 
 
@@ -382,3 +393,28 @@ def test_model_sanity() -> None:
     assert not admitted([policy], "ingress", pod, same_ns, "TCP", 81)
     assert not admitted([policy], "ingress", pod, same_ns, "UDP", 80)
     assert admitted([policy], "egress", pod, same_ns, "TCP", 1)  # no Egress policy: open
+
+
+def test_prometheus_without_grafana_is_queried_by_its_peers_only(
+    helm_env: dict[str, str], chart_package: Path
+) -> None:
+    """prometheus.enabled=true alone: it scrapes the collector; nothing queries it but the
+    configured queryPeers, and Grafana is not there to."""
+    peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "elsewhere"}}}]
+    args = [
+        "--set",
+        "prometheus.enabled=true",
+        "--set-json",
+        f"prometheus.networkPolicy.queryPeers={json.dumps(peers)}",
+    ]
+    text = helm_template(tool("helm"), helm_env, chart_package, *args).stdout
+    r = Rendered("prometheus-alone", args, text, [d for d in yaml.safe_load_all(text) if d])
+    expected = CORE_FLOWS | PROMETHEUS_FLOWS - {("grafana", "prometheus", 9090)}
+    assert allowed_flows(r) == expected | {(STRANGER, "prometheus", 9090)}
+
+
+def test_prometheus_stays_off_when_told(helm_env: dict[str, str], chart_package: Path) -> None:
+    args = ["--set", "grafana.enabled=true", "--set", "prometheus.enabled=false"]
+    text = helm_template(tool("helm"), helm_env, chart_package, *args).stdout
+    r = Rendered("grafana-alone", args, text, [d for d in yaml.safe_load_all(text) if d])
+    assert allowed_flows(r) == CORE_FLOWS | {("grafana", "tempo", 3200)} | dns_flows("grafana")

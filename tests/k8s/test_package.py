@@ -8,6 +8,7 @@ the chart folder, only here.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import shutil
 import subprocess
@@ -51,7 +52,12 @@ def missing_from(package: Path, chart: Path) -> list[str]:
     files = packaged_files(package)
     templates = [text.decode() for path, text in files.items() if path.startswith("templates/")]
     read = {name for text in templates for name in FILES_READ.findall(text)}
-    needed = tracked_chart_files(chart) | read
+    tracked = tracked_chart_files(chart)
+    # A glob (`.Files.Glob "files/rules/*.yaml"`) needs whatever tracked files it matches.
+    globbed = {
+        path for pattern in read if "*" in pattern for path in fnmatch.filter(tracked, pattern)
+    }
+    needed = tracked | {name for name in read if "*" not in name} | globbed
     return sorted(needed - set(files))
 
 

@@ -186,6 +186,9 @@ Call with (dict "root" $ "components" (list "gateway" "worker")).
 {{- if eq (int .Values.gateway.port) (int .Values.gateway.internalPort) -}}
 {{- fail "gateway.internalPort must differ from gateway.port (the internal listener needs a port of its own)" -}}
 {{- end -}}
+{{- if and (eq (toString .Values.prometheus.enabled) "true") (not .Values.collector.enabled) -}}
+{{- fail "prometheus.enabled needs collector.enabled: the release's Prometheus scrapes the release's collector" -}}
+{{- end -}}
 {{- if and .Values.grafana.enabled (not .Values.tempo.enabled) (not .Values.grafana.tempoUrl) -}}
 {{- fail "grafana.tempoUrl is required when grafana.enabled is true and tempo.enabled is false (the datasource needs a Tempo)" -}}
 {{- end -}}
@@ -224,4 +227,22 @@ Call with (dict "root" $ "components" (list "gateway" "worker")).
 {{- fail "tracecheck.metricsUrl is required when collector.enabled is false (or set tracecheck.enabled=false)" -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+"true" when the release runs Prometheus: prometheus.enabled, or, left null, whenever
+Grafana runs and there is a release collector to scrape. Empty otherwise.
+*/}}
+{{- define "tandem.prometheusEnabled" -}}
+{{- $p := .Values.prometheus.enabled -}}
+{{- if kindIs "bool" $p -}}
+{{- if $p }}true{{ end -}}
+{{- else if and .Values.grafana.enabled .Values.collector.enabled -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* Prometheus's query URL, for Grafana. */}}
+{{- define "tandem.prometheusUrl" -}}
+{{- printf "http://%s:%d" (include "tandem.componentName" (dict "root" . "component" "prometheus")) (int .Values.prometheus.port) -}}
 {{- end -}}
