@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import socket
+import subprocess
 import threading
 import urllib.error
 import urllib.request
@@ -163,3 +165,14 @@ class Relay:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# make's own line on a failed recipe, at any depth: `make: ***` alone, `make[1]: ***` under
+# another make (as under `make test`).
+MAKE_ERROR = re.compile(r"^make(\[\d+\])?: \*\*\* ")
+
+
+def make_own_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """What a make run printed, but for make's own `make: *** [...] Error 1` lines."""
+    lines = (result.stdout + result.stderr).splitlines()
+    return [line for line in lines if not MAKE_ERROR.match(line)]

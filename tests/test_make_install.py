@@ -9,15 +9,15 @@ ensurepip either; both are made here from the interpreter running the tests.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 
+from tests.support import make_own_lines
+
 REPO = Path(__file__).resolve().parents[1]
-MAKE_ERROR = re.compile(r"^make(\[\d+\])?: \*\*\* ")
 
 
 def repo_copy(tmp: Path) -> Path:
@@ -71,12 +71,6 @@ def make(repo: Path, path: str, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=600,
     )
-
-
-def own_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
-    """What make printed, but for make's own `make: *** [...] Error 1`."""
-    lines = (result.stdout + result.stderr).splitlines()
-    return [line for line in lines if not MAKE_ERROR.match(line)]
 
 
 def runs(*command: str | Path) -> bool:
@@ -142,7 +136,7 @@ def test_make_install_with_neither_pip_nor_ensurepip_names_python3_venv(tmp_path
     result = make(repo, path_without(tmp_path, "uv"), "install", f"PYTHON={python}")
 
     assert result.returncode != 0
-    lines = own_lines(result)
+    lines = make_own_lines(result)
     assert len(lines) == 1, lines
     assert "apt-get install python3-venv" in lines[0]
     assert not (repo / ".tools" / "uv-venv").exists()
@@ -162,7 +156,7 @@ def test_make_install_with_python_3_10_says_so_in_one_line(tmp_path: Path) -> No
     result = make(repo, path_without(tmp_path, "uv"), "install", f"PYTHON={python}")
 
     assert result.returncode != 0
-    lines = own_lines(result)
+    lines = make_own_lines(result)
     assert len(lines) == 1, lines
     assert "is Python 3.10.13" in lines[0] and "3.11 or later" in lines[0]
     assert not (repo / ".tools" / "uv").exists()
@@ -174,6 +168,6 @@ def test_make_k8s_tools_without_npm_says_how_to_get_it(tmp_path: Path) -> None:
     result = make(repo, path_without(tmp_path, "npm", "uv"), "k8s-tools")
 
     assert result.returncode != 0
-    lines = own_lines(result)
+    lines = make_own_lines(result)
     assert len(lines) == 1, lines
     assert "npm" in lines[0] and "apt-get install npm" in lines[0]

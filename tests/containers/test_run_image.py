@@ -17,7 +17,7 @@ import pytest
 from tests.containers.conftest import APPS, Images, http_status
 from tests.containers.engine import Engine
 from tests.k8s.conftest import REPO
-from tests.support import free_port
+from tests.support import free_port, make_own_lines
 
 # Bounds a failure only: Ctrl-C stops the service within its shutdown grace.
 STOP_TIMEOUT = 120
@@ -76,9 +76,8 @@ def test_make_run_image_without_a_service_is_one_line() -> None:
         cwd=REPO, capture_output=True, text=True, timeout=STOP_TIMEOUT, check=False,
     )  # fmt: skip
     assert proc.returncode != 0
-    own = [line for line in proc.stderr.splitlines() if not line.startswith("make: *** ")]
-    assert own == [
+    assert proc.stdout == ""
+    assert make_own_lines(proc) == [
         f"make run-image: SERVICE=<service>, one of: {' '.join(sorted(APPS))} "
         "(got 'tandem_telemetry')"
     ]
-    assert proc.stdout == ""

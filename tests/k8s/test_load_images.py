@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from tests.k8s.conftest import REPO
+from tests.support import make_own_lines
 
 CLUSTER_TOOLS = ("kind", "minikube", "k3d")
 ENGINES = ("podman", "docker")
 TAG = "1.2.3"
 IMAGES = ("tandem-gateway", "tandem-worker")
-MAKE_ERROR = re.compile(r"^make(\[\d+\])?: \*\*\* ")
 
 # Records its arguments; `image inspect` fails for the images in $FAKE_MISSING; `save
 # --output FILE IMAGE...` writes the image names into FILE, which stands for the archive.
@@ -85,12 +85,6 @@ class Run:
         return path.read_text().splitlines() if path.exists() else []
 
 
-def own_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
-    """What make printed, but for make's own `make: *** [...] Error 1`."""
-    lines = (result.stdout + result.stderr).splitlines()
-    return [line for line in lines if not MAKE_ERROR.match(line)]
-
-
 @pytest.mark.parametrize(
     ("cluster", "load"),
     [
@@ -106,7 +100,7 @@ def test_with_podman_each_image_goes_through_an_archive_named_as_the_cluster_ask
     is that, where podman alone would write only localhost/tandem-gateway:<tag>."""
     run = Run(tmp_path, path_without_the_tools, ("podman", cluster))
     result = run.make(f"CLUSTER={cluster}", "CONTAINER_ENGINE=podman")
-    assert result.returncode == 0, own_lines(result)
+    assert result.returncode == 0, make_own_lines(result)
     loads = run.calls("cluster")
     assert len(loads) == len(IMAGES)
     for image, call in zip(IMAGES, loads, strict=True):
@@ -137,7 +131,7 @@ def test_with_docker_each_tool_reads_the_image_itself(
 ) -> None:
     run = Run(tmp_path, path_without_the_tools, ("docker", cluster))
     result = run.make(f"CLUSTER={cluster}", "CLUSTER_NAME=dev", "CONTAINER_ENGINE=docker")
-    assert result.returncode == 0, own_lines(result)
+    assert result.returncode == 0, make_own_lines(result)
     assert run.calls("cluster") == [f"{load} {image}:{TAG}" for image in IMAGES]
     assert result.stdout.splitlines() == [f"{load} {image}:{TAG}" for image in IMAGES]
 
@@ -156,7 +150,7 @@ def test_a_missing_cluster_tool_is_one_line_and_nothing_runs(
     run = Run(tmp_path, path_without_the_tools, ("podman",))
     result = run.make(f"CLUSTER={cluster}", "CONTAINER_ENGINE=podman")
     assert result.returncode != 0
-    assert own_lines(result) == [f"make load-images: {cluster} is not installed ({url})"]
+    assert make_own_lines(result) == [f"make load-images: {cluster} is not installed ({url})"]
     assert run.calls("engine") == []
 
 
@@ -168,7 +162,7 @@ def test_without_a_known_cluster_tool_it_says_which_are(
     result = run.make(*given, "CONTAINER_ENGINE=podman")
     assert result.returncode != 0
     got = given[0].split("=")[1] if given else ""
-    assert own_lines(result) == [
+    assert make_own_lines(result) == [
         "make load-images: CLUSTER=kind, CLUSTER=minikube or CLUSTER=k3d, "
         f"the tool that made the cluster (got '{got}')"
     ]
@@ -181,7 +175,7 @@ def test_an_image_not_built_is_one_line_before_anything_is_loaded(
     run = Run(tmp_path, path_without_the_tools, ("podman", "kind"))
     result = run.make("CLUSTER=kind", "CONTAINER_ENGINE=podman", missing=f"tandem-worker:{TAG}")
     assert result.returncode != 0
-    assert own_lines(result) == [
+    assert make_own_lines(result) == [
         f"make load-images: no image tandem-worker:{TAG} in podman: make images first"
     ]
     assert run.calls("cluster") == []
