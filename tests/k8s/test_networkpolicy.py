@@ -248,14 +248,22 @@ def test_clients_allowed_everywhere_still_do_not_reach_the_internal_port(
 
 
 # How docs/deploy-kubernetes.md names the endpoints in its flow table.
-DOC_ENDPOINTS = {"any client": STRANGER, "helm test pod": "tracecheck", "cluster dns": DNS}
+DOC_ENDPOINTS = {
+    "any client": STRANGER,
+    "any address": STRANGER,
+    "helm test pod": "tracecheck",
+    "cluster dns": DNS,
+}
+# The sentence each flow table follows.
+SINGLE_TABLE = "NetworkPolicies cover every pod"
+TWO_TIER_TABLE = "NetworkPolicies\nfor two-tier"
 
 
-def documented_flows(components: set[str]) -> set[tuple[str, str, int]]:
+def documented_flows(components: set[str], after: str = SINGLE_TABLE) -> set[tuple[str, str, int]]:
     """The flow table of docs/deploy-kubernetes.md, one (from, to, port) per flow: a cell
     may list several endpoints; "(...)" notes and backticks are prose."""
     docs = (REPO / "docs" / "deploy-kubernetes.md").read_text()
-    table = docs.split("NetworkPolicies cover every pod", 1)[1].split("\n\n")[1]
+    table = docs.split(after, 1)[1].split("\n\n")[1]
     rows = re.findall(r"^\| (.+?) \| (.+?) \| ([0-9]+) \|$", table, re.M)
     assert rows, "docs/deploy-kubernetes.md: no flow table after 'NetworkPolicies cover every pod'"
 
@@ -281,6 +289,56 @@ def test_the_documented_flow_table_is_what_the_policies_admit(
     r = rendered["grafana"]
     components = {ep for ep in endpoints(r) if ep not in (STRANGER, DNS)}
     assert documented_flows(components) == allowed_flows(r)
+
+
+# collector.topology=two-tier: the agents (collector) route traces to the gateway tier and
+# watch its endpoints on the Kubernetes API; the gateway tier alone reaches Tempo; Prometheus
+# scrapes both tiers.
+TWO_TIER_FLOWS = (
+    CORE_FLOWS - {("collector", "tempo", 4317)}
+    | {
+        ("collector", "collector-gateway", 4317),
+        ("collector", STRANGER, 443),
+        ("collector", STRANGER, 6443),
+        ("collector-gateway", "tempo", 4317),
+        ("prometheus", "collector", 8889),
+        ("prometheus", "collector", 8888),
+        ("prometheus", "collector-gateway", 8889),
+        ("prometheus", "collector-gateway", 8888),
+    }
+    | dns_flows("collector-gateway", "prometheus")
+)
+
+
+def test_two_tier_flows_are_exactly_the_intended_ones(rendered: dict[str, Rendered]) -> None:
+    r = rendered["two-tier"]
+    assert allowed_flows(r, stranger_ports=(("TCP", 6443),)) == TWO_TIER_FLOWS
+
+
+def test_the_documented_two_tier_flow_table_is_what_the_policies_admit(
+    rendered: dict[str, Rendered],
+) -> None:
+    r = rendered["two-tier"]
+    components = {ep for ep in endpoints(r) if ep not in (STRANGER, DNS)}
+    documented = documented_flows(components, after=TWO_TIER_TABLE)
+    assert documented == allowed_flows(r, stranger_ports=(("TCP", 6443),))
+
+
+def test_two_tier_agents_reach_only_the_given_api_server_peers(
+    helm_env: dict[str, str], chart_package: Path
+) -> None:
+    """apiServerPeers narrows the agents' API egress from any address to those peers."""
+    peers = [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
+    args = [
+        "--values",
+        str(REPO / "tests" / "k8s" / "values" / "two-tier.yaml"),
+        "--set-json",
+        f"collector.networkPolicy.apiServerPeers={json.dumps(peers)}",
+    ]
+    text = helm_template(tool("helm"), helm_env, chart_package, *args).stdout
+    r = Rendered("two-tier-api-peers", args, text, [d for d in yaml.safe_load_all(text) if d])
+    flows = allowed_flows(r, stranger_ports=(("TCP", 6443),))
+    assert flows == TWO_TIER_FLOWS - {("collector", STRANGER, 443), ("collector", STRANGER, 6443)}
 
 
 # Grafana on brings the release's Prometheus (prometheus.enabled: null): it scrapes the

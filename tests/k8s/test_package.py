@@ -38,6 +38,15 @@ def packaged_files(package: Path) -> dict[str, bytes]:
     return files
 
 
+# The configurations the chart ships byte for byte (two-tier's agent and gateway tier too).
+CONFIGS = (
+    "files/otelcol-agent.yaml",
+    "files/otelcol-config.yaml",
+    "files/otelcol-gateway.yaml",
+    "files/tempo.yaml",
+)
+
+
 def tracked_chart_files(chart: Path) -> set[str]:
     """The chart's files as git has them: what a clone, and so a package built in CI, holds."""
     listing = subprocess.run(
@@ -68,7 +77,7 @@ def test_the_package_holds_every_file_the_chart_needs(
     package = package_chart(tool(helm_name), helm_env, tmp_path)
     assert missing_from(package, CHART) == []
     files = packaged_files(package)
-    for config in ("files/otelcol-config.yaml", "files/tempo.yaml"):
+    for config in CONFIGS:
         assert files[config] == (CHART / config).read_bytes(), f"{config} differs in the package"
 
 
@@ -80,7 +89,7 @@ def test_a_package_without_its_configs_is_caught(helm_env: dict[str, str], tmp_p
     with (chart / ".helmignore").open("a") as helmignore:
         helmignore.write("files/\n")
     package = package_chart(tool("helm"), helm_env, tmp_path / "package", chart)
-    assert missing_from(package, CHART) == ["files/otelcol-config.yaml", "files/tempo.yaml"]
+    assert missing_from(package, CHART) == sorted(CONFIGS)
     proc = helm_template(tool("helm"), helm_env, package, check=False)
     assert proc.returncode != 0
     assert re.search(r"files/(otelcol-config|tempo)\.yaml is missing from the chart", proc.stderr)

@@ -47,20 +47,37 @@ def manifest() -> dict[str, Any]:
     return loaded
 
 
+GATEWAY_TIER_CONFIGMAP = f"{RELEASE}-collector-gateway"
+GATEWAY_TIER_CONFIG_KEY = "otelcol-gateway.yaml"
+
+
 def collector_configs(rendered: dict[str, Rendered]) -> dict[str, str]:
     """Each value set's collector configuration, as its ConfigMap carries it (value sets
-    whose collector is outside the release have none)."""
+    whose collector is outside the release have none). With collector.topology=two-tier,
+    the agents' (its one key is otelcol-agent.yaml); gateway_tier_configs has the other."""
     configs = {}
     for name, r in rendered.items():
         maps = [m for m in r.of_kind("ConfigMap") if m["metadata"]["name"] == COLLECTOR_CONFIGMAP]
         if maps:
-            configs[name] = maps[0]["data"][CONFIG_KEY]
+            (configs[name],) = maps[0]["data"].values()
     return configs
 
 
-def collector_env(r: Rendered) -> dict[str, str]:
-    """The environment the chart gives the collector's container."""
-    container = r.container("collector")
+def gateway_tier_configs(rendered: dict[str, Rendered]) -> dict[str, str]:
+    """The gateway tier's configuration of each two-tier value set."""
+    configs = {}
+    for name, r in rendered.items():
+        maps = [
+            m for m in r.of_kind("ConfigMap") if m["metadata"]["name"] == GATEWAY_TIER_CONFIGMAP
+        ]
+        if maps:
+            configs[name] = maps[0]["data"][GATEWAY_TIER_CONFIG_KEY]
+    return configs
+
+
+def collector_env(r: Rendered, component: str = "collector") -> dict[str, str]:
+    """The environment the chart gives the collector's container (or the gateway tier's)."""
+    container = r.container(component)
     return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
 
 

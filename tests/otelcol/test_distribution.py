@@ -12,7 +12,12 @@ from typing import Any
 import yaml
 
 from tests.k8s.conftest import CHART, Rendered
-from tests.otelcol.conftest import BUILD_SCRIPT, MANIFEST, collector_configs
+from tests.otelcol.conftest import (
+    BUILD_SCRIPT,
+    MANIFEST,
+    collector_configs,
+    gateway_tier_configs,
+)
 
 # The sections of a Collector configuration that name components, and of `components`.
 KINDS = ("receivers", "processors", "exporters", "connectors", "extensions")
@@ -34,7 +39,11 @@ def test_the_distribution_holds_exactly_what_the_chart_configs_use(
 ) -> None:
     configs = collector_configs(rendered)
     assert "default" in configs and len(configs) >= 5, f"collector configs: {sorted(configs)}"
-    used = set().union(*(used_components(text) for text in configs.values()))
+    # collector.topology=two-tier: the agents' above, the gateway tier's here.
+    tiers = gateway_tier_configs(rendered)
+    assert "two-tier" in tiers, f"gateway-tier configs: {sorted(tiers)}"
+    texts = [*configs.values(), *tiers.values()]
+    used = set().union(*(used_components(text) for text in texts))
     listing = yaml.safe_load(
         subprocess.run([otelcol, "components"], capture_output=True, text=True, check=True).stdout
     )

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from tests.k8s.conftest import Rendered, value_set_args
-from tests.otelcol.conftest import CONFIG_KEY, collector_configs, collector_env
+from tests.otelcol.conftest import (
+    CONFIG_KEY,
+    GATEWAY_TIER_CONFIG_KEY,
+    collector_configs,
+    collector_env,
+    gateway_tier_configs,
+)
 
 
 def validate(otelcol: Path, config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -34,6 +40,19 @@ def test_the_real_collector_accepts_the_rendered_config(
     config = tmp_path / CONFIG_KEY
     config.write_text(configs[value_set])
     result = validate(otelcol, config, collector_env(rendered[value_set]))
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("value_set", ["two-tier"])
+def test_the_real_collector_accepts_the_rendered_gateway_tier_config(
+    value_set: str, otelcol: Path, rendered: dict[str, Rendered], tmp_path: Path
+) -> None:
+    """collector.topology=two-tier's second config, in the gateway tier's environment (the
+    agents' is checked above, with the chart's k8s resolver)."""
+    config = tmp_path / GATEWAY_TIER_CONFIG_KEY
+    config.write_text(gateway_tier_configs(rendered)[value_set])
+    env = collector_env(rendered[value_set], "collector-gateway")
+    result = validate(otelcol, config, env)
     assert result.returncode == 0, result.stderr
 
 

@@ -95,6 +95,15 @@ Call with (dict "root" $ "image" .Values.x.image).
 {{- end -}}
 {{- end -}}
 
+{{/*
+The agents' load_balancing resolver (OTELCOL_LB_RESOLVER in files/otelcol-agent.yaml), as
+YAML: the k8s resolver on the gateway tier's headless Service, its OTLP/gRPC port.
+*/}}
+{{- define "tandem.lbResolver" -}}
+{{- $svc := printf "%s.%s" (include "tandem.componentName" (dict "root" . "component" "collector-gateway")) .Release.Namespace -}}
+{{- dict "k8s" (dict "service" $svc "ports" (list (int .Values.collector.gatewayTier.ports.otlpGrpc))) | toJson -}}
+{{- end -}}
+
 {{/* Tempo's query API, for Grafana and the test pod. */}}
 {{- define "tandem.tempoQueryUrl" -}}
 {{- if .Values.tempo.enabled -}}
@@ -110,7 +119,7 @@ secrets, scheduling.
 Call with (dict "root" $ "values" .Values.x).
 */}}
 {{- define "tandem.podCommon" -}}
-serviceAccountName: {{ include "tandem.fullname" .root }}
+serviceAccountName: {{ .serviceAccount | default (include "tandem.fullname" .root) }}
 automountServiceAccountToken: false
 enableServiceLinks: false
 {{- with .root.Values.imagePullSecrets }}
