@@ -228,17 +228,23 @@ class Stack:
         *,
         name: str = "otelcol",
         log: bool = True,
+        env: Mapping[str, str] | None = None,
     ) -> Collector:
         """The real Collector, running `config` (the chart's), between the services and `store`.
 
         Only environment values differ from a cluster: it listens on loopback ports
         (`OTELCOL_*`), and sends traces to the store's OTLP/gRPC port (`TEMPO_OTLP_ENDPOINT`).
         The returned Collector takes the services' OTLP and serves the metrics they export;
-        traces are read back from the store's Tempo API.
+        traces are read back from the store's Tempo API. `env` adds to (or overrides) that
+        environment: the settings a config of its own reads (two-tier's resolver, sampling).
         """
         ports = ports or OtelcolPorts.free()
-        env = {**ports.env(), "TEMPO_OTLP_ENDPOINT": store.grpc_endpoint.split("://", 1)[1]}
-        process = self.start_command(name, [str(binary), f"--config={config}"], env, log=log)
+        full_env = {
+            **ports.env(),
+            "TEMPO_OTLP_ENDPOINT": store.grpc_endpoint.split("://", 1)[1],
+            **(env or {}),
+        }
+        process = self.start_command(name, [str(binary), f"--config={config}"], full_env, log=log)
         # health_check answers 200 once every pipeline runs.
         self.wait_ready(process, ports.health_url)
         return Collector(

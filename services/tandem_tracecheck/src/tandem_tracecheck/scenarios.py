@@ -12,7 +12,14 @@ import httpx
 from tandem_tracecheck import prometheus
 from tandem_tracecheck.spans import Span
 from tandem_tracecheck.tempo import TempoClient
-from tandem_tracecheck.tree import Expect, TreeMatch, check_tree, render, work_trace
+from tandem_tracecheck.tree import (
+    Expect,
+    TreeMatch,
+    check_tree,
+    render,
+    work_trace,
+    worker_failure_trace,
+)
 
 REQUEST_DURATION = "http_server_request_duration_seconds_count"
 # The sampled bit of a traceparent's (and a traceresponse's) flags.
@@ -209,31 +216,7 @@ def worker_failure_is_an_error_chain(target: Target) -> CheckedTrace:
     if response.status_code != 502 or response.json().get("error") != "worker_error":
         problems.append(f"expected 502 worker_error, got {response.status_code}: {response.text}")
     _fail_if(_callers_decision_ignored(response), f"failing trace {trace_id}")
-    task = Expect(
-        "worker",
-        "SERVER",
-        "POST /tasks",
-        {"http.response.status_code": 500, "error.type": "500"},
-        status="ERROR",
-        remote_parent=True,
-    )
-    call = Expect(
-        "gateway",
-        "CLIENT",
-        "POST",
-        {"http.response.status_code": 500, "error.type": "500"},
-        status="ERROR",
-        children=(task,),
-    )
-    expected = Expect(
-        "gateway",
-        "SERVER",
-        "GET /api/work",
-        {"http.response.status_code": 502, "error.type": "502"},
-        status="ERROR",
-        remote_parent=True,
-        children=(call,),
-    )
+    expected = worker_failure_trace()
     spans = _fetch(target, trace_id, expected)
     match = check_tree(spans, expected, root_parent=span_id, trace_id=trace_id)
     _fail_if(problems + match.problems, f"failing trace {trace_id}")

@@ -84,6 +84,36 @@ def work_trace(tasks: int, *, caller: bool = True, internal_port: int | None = N
     )
 
 
+def worker_failure_trace(*, caller: bool = True) -> Expect:
+    """The trace of `GET /api/work?tasks=1&fail=worker`: the worker answers 500, the gateway
+    502, and its SERVER and CLIENT spans and the worker's SERVER span are ERROR (3 spans)."""
+    task = Expect(
+        "worker",
+        "SERVER",
+        "POST /tasks",
+        {"http.response.status_code": 500, "error.type": "500"},
+        status="ERROR",
+        remote_parent=True,
+    )
+    call = Expect(
+        "gateway",
+        "CLIENT",
+        "POST",
+        {"http.response.status_code": 500, "error.type": "500"},
+        status="ERROR",
+        children=(task,),
+    )
+    return Expect(
+        "gateway",
+        "SERVER",
+        "GET /api/work",
+        {"http.response.status_code": 502, "error.type": "502"},
+        status="ERROR",
+        remote_parent=caller,
+        children=(call,),
+    )
+
+
 @dataclass
 class TreeMatch:
     """What comparing a trace with its expected shape found, and what it could check."""
