@@ -10,6 +10,13 @@ Then the same above capacity, in a memory cgroup of its own (cgroup v1 or v2, wh
 process may make one): the memory_limiter must refuse data rather than let the kernel kill it.
 
 Prints a Markdown report for docs/collector.md.
+
+collector.topology=two-tier (docs/scaling.md): TANDEM_BENCH_OTELCOL_CONFIG selects another
+of the chart's configs, files/otelcol-agent.yaml (its load_balancing exporter's static
+resolver names the sink: OTELCOL_LB_RESOLVER) or files/otelcol-gateway.yaml (tail sampling;
+its OTELCOL_TAIL_* settings pass through from this environment, and --drain-seconds should
+exceed its decision_wait). --spans-per-trace groups the spans into traces, as Tandem's are.
+Every export carries trace ids of its own, so a tail sampler holds new traces throughout.
 """
 
 from __future__ import annotations
@@ -48,9 +55,15 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "charts" / "tandem" / "files" / "otelcol-config.yaml"
 
 
-def export_request(spans: int = SPANS_PER_REQUEST) -> bytes:
+# Every trace id of an export starts with these 8 bytes; the generator swaps them for fresh
+# ones per export (one bytes.replace), so no two exports share a trace.
+TRACE_ID_PREFIX = bytes.fromhex("7a3d1c9e5b2f4a60")
+
+
+def export_request(spans: int = SPANS_PER_REQUEST, spans_per_trace: int = 1) -> bytes:
     """One export of `spans` server spans shaped like Tandem's (the attributes the middleware
-    sets), serialized once: the generator sends the same bytes again and again."""
+    sets), `spans_per_trace` to a trace, serialized once: the generator sends the same bytes
+    again and again, but for the trace ids' prefix."""
     rng = random.Random(7)
 
     def attr(key: str, value: str | int) -> KeyValue:
@@ -60,11 +73,14 @@ def export_request(spans: int = SPANS_PER_REQUEST) -> bytes:
         return KeyValue(key=key, value=any_value)
 
     made = []
-    for _ in range(spans):
+    trace_id = b""
+    for i in range(spans):
         start = 1_760_000_000_000_000_000 + rng.randrange(10**9)
+        if i % spans_per_trace == 0:
+            trace_id = TRACE_ID_PREFIX + rng.randbytes(8)
         made.append(
             Span(
-                trace_id=rng.randbytes(16),
+                trace_id=trace_id,
                 span_id=rng.randbytes(8),
                 parent_span_id=rng.randbytes(8),
                 name="POST /tasks",
@@ -134,6 +150,7 @@ class Step:
     refused: dict[str, int] = field(default_factory=dict)
     delivered: int = 0
     cpu: float = 0.0  # cores the Collector used
+    cpu_seconds: float = 0.0  # its CPU time for the step and the drain after it
     rss_mib: float = 0.0  # peak
 
     @property
@@ -162,6 +179,8 @@ class Collector:
             **os.environ,
             **self.ports.env(),
             "TEMPO_OTLP_ENDPOINT": f"127.0.0.1:{sink_port}",
+            # files/otelcol-agent.yaml: its one backend is the sink.
+            "OTELCOL_LB_RESOLVER": f'{{static: {{hostnames: ["127.0.0.1:{sink_port}"]}}}}',
             "GOMAXPROCS": "1",
             **(extra_env or {}),
         }
@@ -258,8 +277,9 @@ async def offer(
         pending: set[asyncio.Task[None]] = set()
 
         async def one() -> None:
+            fresh = payload.replace(TRACE_ID_PREFIX, random.randbytes(8))
             try:
-                await export(payload, timeout=10)
+                await export(fresh, timeout=10)
                 step.accepted += SPANS_PER_REQUEST
             except grpc.aio.AioRpcError as error:
                 name = error.code().name
@@ -282,30 +302,46 @@ async def offer(
 
 
 async def run_step(
-    collector: Collector, sink: Sink, payload: bytes, rate: float, seconds: float
+    collector: Collector,
+    sink: Sink,
+    payload: bytes,
+    rate: float,
+    seconds: float,
+    drain: float = 15.0,
 ) -> Step:
     step = Step(rate, seconds)
     delivered_before = sink.spans
     cpu_before, wall_before = collector.cpu_seconds(), time.monotonic()
     await offer(f"127.0.0.1:{collector.ports.grpc}", payload, rate, seconds, step, collector)
     # Delivered: what reaches the sink once the batch (1 s) and the exporter are through.
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + drain
     while sink.spans - delivered_before < step.accepted and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-    step.cpu = (collector.cpu_seconds() - cpu_before) / (time.monotonic() - wall_before)
+    step.cpu_seconds = collector.cpu_seconds() - cpu_before
+    step.cpu = step.cpu_seconds / (time.monotonic() - wall_before)
     step.delivered = sink.spans - delivered_before
     return step
 
 
-async def measure(binary: Path, rates: list[float], seconds: float, limit_mib: int) -> str:
-    payload = export_request()
+async def measure(
+    binary: Path,
+    rates: list[float],
+    seconds: float,
+    limit_mib: int,
+    spans_per_trace: int = 1,
+    drain: float = 15.0,
+    overload: bool = True,
+) -> str:
+    payload = export_request(spans_per_trace=spans_per_trace)
+    config = os.environ.get("TANDEM_BENCH_OTELCOL_CONFIG", str(CONFIG))
     lines = [
         f"Export requests of {SPANS_PER_REQUEST} spans ({len(payload) / SPANS_PER_REQUEST:.0f} "
-        f"bytes a span), {seconds:.0f} s a step; the Collector on one core (GOMAXPROCS=1).",
+        f"bytes a span, {spans_per_trace} a trace), {seconds:.0f} s a step; the Collector on "
+        f"one core (GOMAXPROCS=1), running {Path(config).name}.",
         "",
         "| Offered spans/s | Accepted spans/s | Refused | Delivered = accepted "
-        "| Collector CPU (cores) | Peak RSS (MiB) |",
-        "|---|---|---|---|---|---|",
+        "| Collector CPU (cores) | Spans per CPU-second | Peak RSS (MiB) |",
+        "|---|---|---|---|---|---|---|",
     ]
     sink = Sink()
     await sink.server.start()
@@ -313,12 +349,14 @@ async def measure(binary: Path, rates: list[float], seconds: float, limit_mib: i
     try:
         collector.wait_ready()
         for rate in rates:
-            step = await run_step(collector, sink, payload, rate, seconds)
+            step = await run_step(collector, sink, payload, rate, seconds, drain)
             lines.append(step_row(step))
             print(lines[-1], file=sys.stderr, flush=True)
     finally:
         collector.stop()
         await sink.server.stop(None)
+    if not overload:
+        return "\n".join(lines)
 
     # Above capacity with a slow backend, in a memory cgroup: refusals, not an OOM kill.
     lines += ["", memory_limiter_heading(limit_mib), ""]
@@ -395,7 +433,8 @@ def step_row(step: Step) -> str:
     return (
         f"| {step.offered:,.0f} | {step.achieved:,.0f} | {refused} | "
         f"{'yes' if step.delivered == step.accepted else f'no ({step.delivered:,})'} | "
-        f"{step.cpu:.2f} | {step.rss_mib:.0f} |"
+        f"{step.cpu:.2f} | {step.accepted / max(step.cpu_seconds, 1e-9):,.0f} | "
+        f"{step.rss_mib:.0f} |"
     )
 
 
@@ -410,9 +449,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     # The chart's collector.resources.limits.memory.
     parser.add_argument("--memory-mib", type=int, default=512)
+    parser.add_argument("--spans-per-trace", type=int, default=1)
+    # Past the gateway tier's decision_wait (10 s) and its batch.
+    parser.add_argument("--drain-seconds", type=float, default=15.0)
+    parser.add_argument(
+        "--no-overload", action="store_true", help="skip the stuck-backend runs in a cgroup"
+    )
     args = parser.parse_args(argv)
     rates = [float(rate) for rate in args.rates.split(",")]
-    print(asyncio.run(measure(args.otelcol, rates, args.seconds, args.memory_mib)))
+    report = measure(
+        args.otelcol,
+        rates,
+        args.seconds,
+        args.memory_mib,
+        args.spans_per_trace,
+        args.drain_seconds,
+        overload=not args.no_overload,
+    )
+    print(asyncio.run(report))
     return 0
 
 
