@@ -4,12 +4,14 @@ chart's configuration as Helm renders it."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tandem_localstack import Collector, OtelcolPorts, Pair, Stack, free_collector_ports
 from tests import prometheus as prometheus_harness
 from tests.k8s import conftest as k8s
 from tests.k8s.conftest import RELEASE, REPO, Rendered
@@ -87,3 +89,58 @@ def chart_config(rendered: dict[str, Rendered], tmp_path_factory: pytest.TempPat
     path = tmp_path_factory.mktemp("otelcol") / CONFIG_KEY
     path.write_text(collector_configs(rendered)["default"])
     return path
+
+
+# --- One module's stack: the trace store, the real Collector between it and the services,
+# and Prometheus scraping the Collector. A module overrides what it builds otherwise.
+
+
+@pytest.fixture(scope="module")
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    stack = Stack(tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]))
+    yield stack
+    stack.stop_all()
+
+
+@pytest.fixture(scope="module")
+def store(stack: Stack) -> Collector:
+    """The local stand-in, here only as the trace store behind the Collector (Tempo's API)."""
+    return stack.start_collector(free_collector_ports(), name="store")
+
+
+@pytest.fixture(scope="module")
+def otelcol_ports() -> OtelcolPorts:
+    return OtelcolPorts.free()
+
+
+@pytest.fixture(scope="module")
+def collector(
+    stack: Stack, store: Collector, otelcol: Path, chart_config: Path, otelcol_ports: OtelcolPorts
+) -> Collector:
+    return stack.start_otelcol(otelcol, chart_config, store, otelcol_ports)
+
+
+@pytest.fixture(scope="module")
+def pair(stack: Stack, collector: Collector) -> Pair:
+    return stack.start_pair(collector)
+
+
+@pytest.fixture(scope="module")
+def prom(
+    stack: Stack,
+    prometheus_bin: Path,
+    collector: Collector,
+    otelcol_ports: OtelcolPorts,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> prometheus_harness.Prometheus:
+    """Real Prometheus with the chart's two Collector jobs, every target up."""
+    server = prometheus_harness.start_prometheus(
+        stack,
+        tmp_path_factory.mktemp("prometheus"),
+        prometheus_harness.collector_scrape_configs(otelcol_ports),
+        binary=prometheus_bin,
+    )
+    server.wait_for_targets()
+    return server

@@ -43,7 +43,7 @@ from tests.dashboards import (
     variables,
 )
 from tests.k8s.conftest import Rendered
-from tests.prometheus import Prometheus, Sample, collector_scrape_configs, start_prometheus
+from tests.prometheus import Prometheus, Sample
 from tests.support import Relay
 
 OK_REQUESTS = 5
@@ -87,21 +87,9 @@ class RejectingTempo:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack(tmp_path_factory.mktemp("dashboards-stack"))
-    yield stack
-    stack.stop_all()
-
-
-@pytest.fixture(scope="module")
 def tempo() -> Iterator[RejectingTempo]:
     with RejectingTempo() as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def otelcol_ports() -> OtelcolPorts:
-    return OtelcolPorts.free()
 
 
 @pytest.fixture(scope="module")
@@ -121,24 +109,6 @@ def collector(
         otelcol_ports,
         env={"TEMPO_OTLP_ENDPOINT": f"127.0.0.1:{tempo.port}"},
     )
-
-
-@pytest.fixture(scope="module")
-def prom(
-    stack: Stack,
-    prometheus_bin: Path,
-    collector: Collector,
-    otelcol_ports: OtelcolPorts,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Prometheus:
-    server = start_prometheus(
-        stack,
-        tmp_path_factory.mktemp("prometheus"),
-        collector_scrape_configs(otelcol_ports),
-        binary=prometheus_bin,
-    )
-    server.wait_for_targets()
-    return server
 
 
 @pytest.fixture(scope="module")

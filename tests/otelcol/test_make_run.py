@@ -3,6 +3,7 @@ the services and the local trace store; the ports and the services see no differ
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -29,12 +30,24 @@ def test_make_run_puts_the_real_collector_in_between(otelcol: Path, tmp_path: Pa
         with TempoClient(loopback_url(int(ports["TANDEM_COLLECTOR_QUERY_PORT"]))) as tempo:
             spans = tempo.wait_for_trace(trace_id, spans=7, timeout=60, settle=0.2)
         assert len(spans) == 7
-        # The metrics port is the Collector's Prometheus exporter now: it says so itself.
+        # The metrics port is the Collector's Prometheus exporter now: it says so itself,
+        # once the services' next metric export (1 s) and its batch (1 s) have gone through.
         metrics = loopback_url(int(ports["TANDEM_COLLECTOR_PROMETHEUS_PORT"]))
-        scrape = httpx.get(f"{metrics}/metrics", timeout=10).text
-        assert 'otel_scope_name="' in scrape and "http_server_request_duration_seconds" in scrape
+        scrape = scrape_until(f"{metrics}/metrics", "http_server_request_duration_seconds")
+        assert "http_server_request_duration_seconds" in scrape, scrape[-2000:]
+        assert 'otel_scope_name="' in scrape
         assert "Everything is ready" in launch.log("otelcol")
     assert launch.finish() == 0, launch.output()
+
+
+def scrape_until(url: str, metric: str, timeout: float = 60.0) -> str:
+    """The endpoint's text once it serves `metric`; the last text, if it never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = httpx.get(url, timeout=10).text
+        if metric in text or time.monotonic() > deadline:
+            return text
+        time.sleep(0.2)
 
 
 def test_a_missing_binary_is_named_in_one_line(tmp_path: Path) -> None:

@@ -5,22 +5,18 @@ whose tree tracecheck accepts."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tandem_localstack import Collector, OtelcolPorts, Pair, Stack, free_collector_ports
+from tandem_localstack import Collector, Pair
 from tandem_tracecheck.tempo import TempoClient
 from tandem_tracecheck.tree import check_tree, work_trace
 from tests.prometheus import (
     COLLECTOR_METRICS_JOB,
     COLLECTOR_TELEMETRY_JOB,
     Prometheus,
-    collector_scrape_configs,
-    start_prometheus,
 )
 
 # The traffic: OK requests of TASKS tasks each, and requests with fail=worker (1 task: the
@@ -36,53 +32,6 @@ WAIT = 90.0
 class Traffic:
     ok_trace_ids: frozenset[str]
     failing_trace_ids: frozenset[str]
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack(tmp_path_factory.mktemp("red-stack"))
-    yield stack
-    stack.stop_all()
-
-
-@pytest.fixture(scope="module")
-def otelcol_ports() -> OtelcolPorts:
-    return OtelcolPorts.free()
-
-
-@pytest.fixture(scope="module")
-def store(stack: Stack) -> Collector:
-    return stack.start_collector(free_collector_ports(), name="store")
-
-
-@pytest.fixture(scope="module")
-def collector(
-    stack: Stack, store: Collector, otelcol: Path, chart_config: Path, otelcol_ports: OtelcolPorts
-) -> Collector:
-    return stack.start_otelcol(otelcol, chart_config, store, otelcol_ports)
-
-
-@pytest.fixture(scope="module")
-def prom(
-    stack: Stack,
-    prometheus_bin: Path,
-    collector: Collector,
-    otelcol_ports: OtelcolPorts,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Prometheus:
-    server = start_prometheus(
-        stack,
-        tmp_path_factory.mktemp("prometheus"),
-        collector_scrape_configs(otelcol_ports),
-        binary=prometheus_bin,
-    )
-    server.wait_for_targets()
-    return server
-
-
-@pytest.fixture(scope="module")
-def pair(stack: Stack, collector: Collector) -> Pair:
-    return stack.start_pair(collector)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,13 +85,6 @@ class Traffic:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=60)
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack(tmp_path_factory.mktemp("slo-stack"))
-    yield stack
-    stack.stop_all()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +30,6 @@ from tandem_localstack import (
     Pair,
     Process,
     Stack,
-    free_collector_ports,
 )
 from tandem_tracecheck.tempo import TempoClient
 from tandem_tracecheck.tree import Expect, check_tree, work_trace, worker_failure_trace
@@ -101,18 +100,6 @@ class Tier:
         prefix = f"gateway-tier-{index}-"
         running = [p for p in self.stack.processes if p.name.startswith(prefix)]
         return running[-1]
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack(tmp_path_factory.mktemp("two-tier-stack"))
-    yield stack
-    stack.stop_all()
-
-
-@pytest.fixture(scope="module")
-def store(stack: Stack) -> Collector:
-    return stack.start_collector(free_collector_ports(), name="store")
 
 
 @pytest.fixture(scope="module")
