@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +155,11 @@ class Step:
     rss_mib: float = 0.0  # peak
 
     @property
+    def refused_text(self) -> str:
+        """Spans refused, by gRPC status: `UNAVAILABLE 1,024, ...`, or 0."""
+        return ", ".join(f"{n} {c:,}" for n, c in sorted(self.refused.items())) or "0"
+
+    @property
     def achieved(self) -> float:
         return self.accepted / self.seconds
 
@@ -195,8 +201,6 @@ class Collector:
         self.popen = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 30) -> None:
-        import urllib.request
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.popen.poll() is not None:
@@ -396,10 +400,9 @@ async def overload_row(
     outcome = (
         f"ran on; exit {code} on SIGTERM" if alive else f"died (exit {code}: killed by the kernel)"
     )
-    refused = ", ".join(f"{n} {c:,}" for n, c in sorted(step.refused.items())) or "0"
     return (
         f"| {gomemlimit or 'none (as the chart runs it)'} | {step.offered:,.0f} | "
-        f"{step.achieved:,.0f} | {refused} | {step.delivered:,} | "
+        f"{step.achieved:,.0f} | {step.refused_text} | {step.delivered:,} | "
         f"{'-' if dropped is None else f'{dropped:,}'} | {step.rss_mib:.0f} | {refusals} | "
         f"{outcome} |"
     )
@@ -407,8 +410,6 @@ async def overload_row(
 
 def enqueue_failed(telemetry_url: str) -> int:
     """The Collector's own count of spans its exporter queue turned away (full)."""
-    import urllib.request
-
     with urllib.request.urlopen(telemetry_url, timeout=5) as response:
         text = response.read().decode()
     return int(
@@ -429,9 +430,8 @@ def memory_limiter_heading(limit_mib: int) -> str:
 
 
 def step_row(step: Step) -> str:
-    refused = ", ".join(f"{n} {c}" for n, c in sorted(step.refused.items())) or "0"
     return (
-        f"| {step.offered:,.0f} | {step.achieved:,.0f} | {refused} | "
+        f"| {step.offered:,.0f} | {step.achieved:,.0f} | {step.refused_text} | "
         f"{'yes' if step.delivered == step.accepted else f'no ({step.delivered:,})'} | "
         f"{step.cpu:.2f} | {step.accepted / max(step.cpu_seconds, 1e-9):,.0f} | "
         f"{step.rss_mib:.0f} |"
