@@ -1,13 +1,15 @@
 """`python -m benchmarks`: measure every section and write the results file (`make bench`).
 
     python -m benchmarks [--smoke] [--only SECTION]... [--results FILE] [--loadgen wrk|python|auto]
-    python -m benchmarks --upgrade FILE    # a results file from before format 2, rewritten
+    python -m benchmarks --upgrade FILE    # an older results file, or its reports, rewritten
 
-Each section is one module of this package with SECTION (its key in the results file) and
-measure(size, generator, logdir) -> its raw figures; SECTIONS lists them in the order they run.
-With --only, the sections named replace theirs in an existing FILE and keep a record of their
-own run; the others keep the figures of theirs. Nothing is rendered here: benchmarks.render
-reads FILE (`make bench` runs both).
+Each section is one module of this package with SECTION (its key in the results file),
+measure(size, generator, logdir) -> its raw figures, and report(figures, results) -> its part
+of the document (benchmarks.results says what that holds); SECTIONS lists them in the order
+they run. With --only, the sections named replace theirs in an existing FILE and keep a record
+of their own run; the others keep the figures of theirs. Every section's report is made again
+from the figures in FILE, so that none is left citing another's older run. Nothing is drawn
+here: benchmarks.render lays FILE out (`make bench` runs both).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def measure(args: argparse.Namespace, argv: list[str]) -> int:
         results = merge(load(args.results), sections, run)
     else:
         results = {"format": FORMAT, "run": run, "sections": sections}
-    save(results, args.results)
+    save(with_reports(results), args.results)
     log(f"done in {run['seconds']:.0f} s: {args.results}")
     return 0
 
@@ -66,39 +68,22 @@ def merge(results: dict[str, Any], sections: dict[str, Any], run: dict[str, Any]
     return {**results, "sections": {**results["sections"], **own}}
 
 
-def upgrade(old: dict[str, Any]) -> dict[str, Any]:
-    """A results file of `make bench` before format 2 (one dict, the run's keys at its top, the
-    overload and micro sections under theirs, summaries included) in format 2. The labels,
-    targets and ratios it lacks are today's; what the old run did not record stays out (e.g.
-    service_env: its sections 1-5 ran before the admission limit existed)."""
-    from benchmarks import harness, overload
+def with_reports(results: dict[str, Any]) -> dict[str, Any]:
+    """`results` with each section's report made from its figures by today's code."""
+    for name, section in results["sections"].items():
+        section["report"] = importlib.import_module(f"benchmarks.{name}").report(section, results)
+    return results
 
-    old = {key: value for key, value in old.items() if key != "summary"}
-    run = {key: old.pop(key) for key in ("command", "started", "generator", "machine", "seconds")}
-    sections: dict[str, Any] = {
-        "harness": {
-            **{key: value for key, value in old.items() if key not in ("overload", "micro")},
-            "spans_per_request": 1 + 6 * old["tasks"],
-            "labels": harness.LABELS,
-            "targets": harness.TARGETS,
-            "tutorial_rps": harness.TUTORIAL_RPS,
-            "ratios": harness.RATIOS,
-        }
-    }
-    if old.get("overload"):
-        section = {k: v for k, v in old["overload"].items() if k not in ("summary", "standalone")}
-        own = {key: section.pop(key) for key in ("command", "generator", "machine")}
-        if old["overload"].get("standalone"):
-            section["run"] = {"started": None, "seconds": section["seconds"], **own}
-        section.update(
-            plateau=overload.PLATEAU,
-            probe_timeout_seconds=overload.PROBE_TIMEOUT_SECONDS,
-            ratios=overload.RATIOS,
+
+def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """A results file of format 2 (figures without reports) or this one, with the reports made
+    again from its figures by today's sections."""
+    if data.get("format") not in (2, FORMAT):
+        raise SystemExit(
+            f"a results file of format {data.get('format', 1)}: render it with the revision of "
+            "Tandem that wrote it (`--upgrade` reads formats 2 and 3)"
         )
-        sections["overload"] = section
-    if old.get("micro"):
-        sections["micro"] = {"cases": old["micro"]}
-    return {"format": FORMAT, "run": run, "sections": sections}
+    return with_reports({**data, "format": FORMAT})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,11 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         "--upgrade",
         type=Path,
         metavar="FILE",
-        help="rewrite an older results file; measure nothing",
+        help="rewrite an older results file, or its reports with today's sections; measure nothing",
     )
     args = parser.parse_args(argv)
     if args.upgrade:
         save(upgrade(json.loads(args.upgrade.read_text())), args.upgrade)
+        log(f"{args.upgrade}: format {FORMAT}, the reports made again from its figures")
         return 0
     return measure(args, argv)
 

@@ -32,7 +32,8 @@ shared machine falls on all variants alike. Ratios are taken within a round
 min-max over the rounds.
 
 A section of `python -m benchmarks` (benchmarks/__main__.py): `measure` returns what it
-measured, raw, with its labels, targets and ratios; benchmarks.render writes the report.
+measured, raw, with its labels, targets and ratios; `report` makes this section's part of the
+document from those figures, which benchmarks.render lays out.
 """
 
 from __future__ import annotations
@@ -57,6 +58,17 @@ from benchmarks.measuring import (
     rotated,
     rss_kib,
     settled,
+)
+from benchmarks.results import (
+    Block,
+    heading,
+    met,
+    paired_ratios,
+    shown,
+    shown_ratio,
+    spread,
+    table,
+    text,
 )
 from tandem_collector.ports import free_ports
 from tandem_localstack import Collector
@@ -445,3 +457,535 @@ def measure_delivery(procs: Processes, size: Size, load: Load, drive: Any) -> di
     procs.stop([gateway, worker])
     procs.stop([p for p in procs.stack.processes if p.name == "collector-delivery"])
     return delivery
+
+
+# --- The report: sections 1-5 and the targets, from the figures above -------------------------
+
+CHART = "benchmarks.png"
+# Chart labels and colours, keyed like LABELS.
+SHORT = {
+    "trivial": {
+        "untraced": ("(a) untraced", "#999999"),
+        "tandem": ("(b) Tandem", "#2a7ab9"),
+        "tandem_public": ("(b′) Tandem,\npublic path", "#6baed6"),
+        "contrib": ("(c) contrib", "#d98c2b"),
+        "starlette": ("(d) Starlette", "#8c6bb1"),
+        "floor_sdk": ("(e) bare SDK span", "#cccccc"),
+        "floor_tandem": ("(f) bare span,\nRequestTracer", "#a9c9e4"),
+    },
+    "full": {
+        "traced": ("traced", "#2a7ab9"),
+        "traced_public": ("traced,\npublic path", "#6baed6"),
+        "disabled": ("OTEL_SDK_DISABLED", "#999999"),
+        "contrib": ("contrib ASGI+httpx", "#d98c2b"),
+    },
+    "hop_client": {
+        "tandem": ("Tandem, traced", "#2a7ab9"),
+        "tandem_public": ("Tandem, traced,\npublic path", "#6baed6"),
+        "tandem_untraced": ("Tandem, SDK off", "#7fb3dd"),
+        "aiohttp": ("raw aiohttp", "#999999"),
+        "httpx": ("httpx default", "#d98c2b"),
+        "aiohttp_span": ("aiohttp +\nbare SDK span", "#cccccc"),
+        "tandem_bare_span": ("Tandem, SDK off\n+ bare SDK span", "#c6dbef"),
+    },
+}
+
+
+def summarize(h: dict[str, Any]) -> dict[str, Any]:
+    """Sections 1-3: medians [min–max] and per-round ratios, from the raw rows."""
+
+    def measured(rows: list[dict[str, Any]], key: str, names: dict[str, str]) -> list[str]:
+        present = {row[key] for row in rows}  # a smaller size measures fewer
+        return [name for name in names if name in present]
+
+    def totals(rows: list[dict[str, Any]], **more: list[float]) -> dict[str, Any]:
+        return {
+            "rps": spread([r["rps"] for r in rows]),
+            "errors": sum(r["errors"] for r in rows),
+            "requests": sum(r["requests"] for r in rows),
+            **{name: spread(values) for name, values in more.items()},
+        }
+
+    labels = h["labels"]
+    summary: dict[str, dict[str, Any]] = {"trivial": {}, "full": {}, "hop": {}}
+    for variant in measured(h["trivial"], "variant", labels["trivial"]):
+        rows = [r for r in h["trivial"] if r["variant"] == variant]
+        ratio = paired_ratios(h["trivial"], "variant", variant, "untraced")
+        summary["trivial"][variant] = totals(rows, ratio=ratio)
+    for variant in measured(h["full"], "variant", labels["full"]):
+        rows = [r for r in h["full"] if r["variant"] == variant]
+        summary["full"][variant] = totals(
+            rows,
+            p50_ms=[r["p50_ms"] for r in rows],
+            p99_ms=[r["p99_ms"] for r in rows],
+            ratio_to_disabled=paired_ratios(h["full"], "variant", variant, "disabled"),
+            ratio_to_contrib=paired_ratios(h["full"], "variant", variant, "contrib"),
+        )
+    for server in measured(h["hop"], "server", labels["hop_server"]):
+        rows = [r for r in h["hop"] if r["server"] == server]
+        summary["hop"][server] = {
+            kind: totals(
+                [r for r in rows if r["client"] == kind],
+                ratio=paired_ratios(rows, "client", kind, "aiohttp"),
+            )
+            for kind in measured(rows, "client", labels["hop_client"])
+        }
+    return summary
+
+
+def report(h: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
+    s = summarize(h)
+    size, load, d = h["size"], h["load"], h["delivery"]
+    tasks, labels, tutorial_rps = h["tasks"], h["labels"], h["tutorial_rps"]
+    body = [
+        text(
+            f"Sections 1–5 and [{CHART}]({CHART}): {size['name']} size, {size['rounds']} "
+            "interleaved rounds."
+        )
+    ]
+    if (len(s["trivial"]), len(s["full"])) != (len(labels["trivial"]), len(labels["full"])):
+        body.append(
+            text(
+                f"> **A subset**: the {size['name']} size measures some of the variants below; "
+                "`make bench` measures all of them."
+            )
+        )
+    body += [
+        heading("Against the targets"),
+        table(["Measure", "Target", "Measured, median [min–max]", ""], target_rows(h, s)),
+        *floor_blocks(h, s),
+        *path_blocks(s),
+        heading("1. Middleware overhead on a trivial route"),
+        text(
+            "`GET /hello` on one Starlette app, served like the services (hypercorn, uvloop, one "
+            f"process). wrk -t{load['trivial_threads']} -c{load['trivial_connections']}, "
+            f"{size['trivial_seconds']:.0f} s per measurement. (b)–(f) sample 100% and export "
+            "through the SDK's BatchSpanProcessor and OTLP/gRPC exporter to the collector, a "
+            "separate process. Ratios are per round, to (a) of the same round."
+        ),
+        table(
+            ["Variant", "req/s", "ratio to (a)", "requests", "errors"],
+            [
+                [
+                    labels["trivial"][v],
+                    shown(r["rps"]),
+                    shown_ratio(r["ratio"]),
+                    r["requests"],
+                    r["errors"],
+                ]
+                for v, r in s["trivial"].items()
+            ],
+        ),
+        heading("2. The full path"),
+        text(
+            f"`GET /api/work?tasks={tasks}`: gateway → {tasks} × worker → gateway (quota), "
+            f"{h['spans_per_request']} spans per request when traced. wrk "
+            f"-t{load['full_threads']} -c{load['full_connections']}, "
+            f"{size['full_seconds']:.0f} s per measurement."
+        ),
+        table(
+            [
+                "Variant",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "ratio to disabled",
+                "ratio to contrib",
+                "requests",
+                "errors",
+            ],
+            [
+                [
+                    labels["full"][v],
+                    shown(r["rps"]),
+                    shown(r["p50_ms"], "{:.1f}"),
+                    shown(r["p99_ms"], "{:.1f}"),
+                    shown_ratio(r["ratio_to_disabled"]),
+                    shown_ratio(r["ratio_to_contrib"]),
+                    r["requests"],
+                    r["errors"],
+                ]
+                for v, r in s["full"].items()
+            ],
+        ),
+        text(
+            f"Against a tutorial-style setup measured earlier ({tutorial_rps:.0f} req/s on this "
+            "machine; hypercorn CLI defaults, httpx default transport, a start_as_current_span "
+            "middleware; not re-measured here): "
+            f"{s['full']['traced']['rps']['median'] / tutorial_rps:.1f} ×. The contrib row above "
+            "is the closest measured relative of it."
+        ),
+        heading("3. The hop"),
+        text(
+            f"One client process, {load['hop_concurrency']} requests in flight, `POST /tasks` "
+            f"with a JSON body, the JSON answer parsed; {size['hop_seconds']:g} s per "
+            f"measurement after {size['hop_warmup']:g} s of warm-up, uvloop. Tandem's client is "
+            "`tandem_telemetry.create_client` as the gateway uses it (httpx over httpx-aiohttp, "
+            "retries, total timeout), traced and exporting to the collector, and once more with "
+            "OTEL_SDK_DISABLED=true to separate the cost of tracing from the cost of the client."
+        ),
+        table(
+            ["Server", "Client", "req/s", "ratio to raw aiohttp", "requests", "errors"],
+            [
+                [
+                    labels["hop_server"][server],
+                    labels["hop_client"][kind],
+                    shown(r["rps"]),
+                    shown_ratio(r["ratio"]),
+                    r["requests"],
+                    r["errors"],
+                ]
+                for server, clients in s["hop"].items()
+                for kind, r in clients.items()
+            ],
+        ),
+    ]
+    worker = s["hop"]["worker"]
+    if worker.get("tandem_untraced", {}).get("rps", {}).get("median"):
+        traced, untraced = worker["tandem"]["rps"]["median"], worker["tandem_untraced"]["rps"]
+        body.append(
+            text(
+                "Against the worker stand-in, tracing (a CLIENT span, its duration metric and the "
+                "span's export, all in the client's process) takes the client from "
+                f"{untraced['median']:.0f} to {traced:.0f} req/s "
+                f"({traced / untraced['median']:.2f} ×)."
+            )
+        )
+    rss = d["rss_kib"]
+    body += [
+        heading("4. Span delivery"),
+        text(
+            f"Fresh collector, gateway and worker; the full path at wrk -t{load['full_threads']} "
+            f"-c{load['full_connections']} (the load that gives section 2 its highest rate) for "
+            f"{d['seconds']:.0f} s. Expected spans are {h['spans_per_request']} (1 + 6N, N = "
+            f"{tasks}) for every `/api/work` request the gateway served, counted by its "
+            "`http.server.request.duration` histogram (a metric, independent of span export); "
+            "received spans are the collector's `tandem_collector_spans_received_total`. Both "
+            "are read after the counters stopped moving."
+        ),
+        table(
+            ["", ""],
+            [
+                [
+                    "Rate",
+                    f"{d['rps']:.0f} req/s (p50 {d['p50_ms']:.1f} ms, p99 {d['p99_ms']:.1f} ms)",
+                ],
+                [
+                    "Requests completed by wrk / served by the gateway (200) / served in all",
+                    f"{d['wrk_requests']} / {d['served_ok']:.0f} / {d['served']:.0f}",
+                ],
+                ["Spans expected", f"{d['spans_expected']:.0f}"],
+                ["Spans received by the collector", f"{d['spans_received']:.0f}"],
+                ["**Received / expected**", f"**{d['ratio']:.6f}**"],
+                [
+                    "Spans the SDK reported lost (`tandem.telemetry.spans.lost`)",
+                    f"{d['spans_lost_reported']:.0f}",
+                ],
+                ["BSP settings", ", ".join(f"`{k}={v}`" for k, v in d["bsp_settings"].items())],
+            ],
+        ),
+        text(
+            "wrk stops with requests in flight; the gateway still serves them (hypercorn does not "
+            "cancel a request whose client left), which is why the gateway's count, not wrk's, is "
+            "the denominator."
+        ),
+        heading("5. Memory"),
+        text("VmRSS from /proc/<pid>/status, in MiB."),
+        table(
+            ["Process", "before the run", "at its end", "after the last export"],
+            [
+                [
+                    p,
+                    *(
+                        f"{rss[stage][p] / 1024:.1f}"
+                        for stage in ("before", "end_of_run", "settled")
+                    ),
+                ]
+                for p in ("gateway", "worker")
+            ],
+        ),
+    ]
+    return {
+        "order": 1,
+        "body": body,
+        "end": method_blocks(h),
+        "charts": [chart(h, s, results["run"]["machine"])],
+    }
+
+
+def target_rows(h: dict[str, Any], s: dict[str, Any]) -> list[list[str]]:
+    """Each performance target, what was measured and whether it was met (on the median)."""
+    targets, tutorial_rps = h["targets"], h["tutorial_rps"]
+    trivial, traced = s["trivial"]["tandem"]["ratio"], s["full"]["traced"]
+    hop = s["hop"]["worker"]["tandem"]["ratio"]
+    tutorial = {k: v / tutorial_rps for k, v in traced["rps"].items()}
+    delivery = h["delivery"]["ratio"]
+    rows = [
+        ("Trivial route: (b) Tandem / (a) untraced", "trivial", ".2f", trivial),
+        (
+            "Full path: traced / OTEL_SDK_DISABLED",
+            "full_vs_disabled",
+            ".2f",
+            traced["ratio_to_disabled"],
+        ),
+        (
+            "Full path: traced / contrib-instrumented",
+            "full_vs_contrib",
+            ".1f",
+            traced["ratio_to_contrib"],
+        ),
+        (
+            f"Full path: traced req/s / {tutorial_rps:.0f} "
+            "(tutorial-style setup, measured earlier)",
+            "full_vs_tutorial",
+            ".1f",
+            tutorial,
+        ),
+        ("Hop: Tandem's client / raw aiohttp (worker stand-in)", "hop", ".2f", hop),
+    ]
+    found = [
+        [label, f"≥ {targets[key]:{fmt}}", shown_ratio(value), met(value["median"] >= targets[key])]
+        for label, key, fmt, value in rows
+    ]
+    found.append(
+        [
+            "Span delivery at the maximum sustained rate",
+            "= 1.0",
+            f"{delivery:.6f}",
+            met(delivery == targets["delivery"]),
+        ]
+    )
+    return found
+
+
+def floor_blocks(h: dict[str, Any], s: dict[str, Any]) -> list[Block]:
+    """What a bare span alone allows, measured in the same run, beside the two ratio targets it
+    bounds."""
+    trivial, hop, targets = s["trivial"], s["hop"]["worker"], h["targets"]
+    floors = [
+        (
+            "(e) a middleware starting and ending one SERVER span through the SDK's "
+            "`Tracer.start_span`, / (a)",
+            trivial.get("floor_sdk"),
+            "trivial",
+        ),
+        (
+            "(f) the same SDK span started through Tandem's `RequestTracer`, / (a)",
+            trivial.get("floor_tandem"),
+            "trivial",
+        ),
+        (
+            "raw aiohttp with one bare CLIENT span per call, / raw aiohttp (worker stand-in)",
+            hop.get("aiohttp_span"),
+            "hop",
+        ),
+        (
+            "Tandem's client (httpx API) with its tracing off and one bare CLIENT span per call, "
+            "started through `RequestTracer`, / raw aiohttp",
+            hop.get("tandem_bare_span"),
+            "hop",
+        ),
+    ]
+    if not all(row and row["rps"]["median"] for _, row, _ in floors):
+        return []  # a size that measures no floors
+
+    def against(floor: dict[str, float], target: float) -> str:
+        relation = "below" if floor["median"] < target else "at or above"
+        return f"{shown_ratio(floor)}, {relation} the target of {target:.2f}"
+
+    rows = [[label, against(row["ratio"], targets[key])] for label, row, key in floors if row]
+
+    return [
+        text(
+            "**The floors.** The same run measured what one span costs when nothing else is "
+            "done: no attribute, no context for the app, no metric, no propagation, no header; "
+            "the span exported like the others."
+        ),
+        table(["Floor", "ratio, median [min–max]"], rows),
+        text(
+            "A floor below its target means no instrumentation built that way can meet the "
+            "target on this machine, whatever else it leaves out. Sections 1 and 3 hold the rows; "
+            "section 6 and the notes at the end itemise what Tandem's middleware and client add "
+            "to them."
+        ),
+    ]
+
+
+def path_blocks(s: dict[str, Any]) -> list[Block]:
+    """The fast path beside the public API path (TANDEM_FAST_PATH=off), in the same rounds."""
+    pairs = (
+        ("Trivial route, ratio to (a)", s["trivial"], "tandem", "tandem_public", "ratio"),
+        ("Full path, req/s", s["full"], "traced", "traced_public", "rps"),
+        (
+            "Hop (worker stand-in), ratio to raw aiohttp",
+            s["hop"]["worker"],
+            "tandem",
+            "tandem_public",
+            "ratio",
+        ),
+    )
+    if not all(public in rows for _, rows, _, public, _ in pairs):
+        return []  # a size that measures one path
+    found = []
+    for label, rows, fast, public, key in pairs:
+        fmt = "{:.2f}" if key == "ratio" else "{:.0f}"
+        base = rows[fast][key]["median"]
+        ratio = rows[public][key]["median"] / base if base else 0.0
+        found.append(
+            [label, shown(rows[fast][key], fmt), shown(rows[public][key], fmt), f"{ratio:.2f}"]
+        )
+    return [
+        text(
+            "**Both paths.** The same rounds measured Tandem on OpenTelemetry's public API path "
+            "(`TANDEM_FAST_PATH=off`: `Tracer.start_span`, `Histogram.record`, the SDK's OTLP "
+            "encoder) beside the default, which on this SDK release is the fast path "
+            "(`tandem_telemetry/fastpath.py`)."
+        ),
+        table(
+            ["Measure", "fast path (auto), median [min–max]", "public path (off)", "public / fast"],
+            found,
+        ),
+    ]
+
+
+def method_blocks(h: dict[str, Any]) -> list[Block]:
+    """How it was measured, and the hand-written notes: the end of the document."""
+    items = [
+        "- `make bench` runs `python -m benchmarks` (benchmarks/__main__.py: each section "
+        "measures, benchmarks.render lays out what they wrote); `make test` runs it at a smoke "
+        "size (tests/bench): every section, on its baseline and Tandem's own variant; it asserts "
+        "that each measurement ran, never a timing.",
+        "- One run measures everything. Sections 1–3 are interleaved: each round measures every "
+        "variant of every section once, the order rotating from round to round; ratios are taken "
+        "within a round.",
+        "- Every traced process uses the same telemetry settings: "
+        + ", ".join(f"`{k}={v}`" for k, v in h["telemetry_env"].items())
+        + "; 100% sampling (the default `parentbased_always_on`). The collector runs `--quiet`.",
+    ]
+    if h.get("service_env") == NO_ADMISSION_LIMIT:
+        items.append(
+            "- Sections 1–5 run the services with `MAX_IN_FLIGHT=0`: they measure the traced "
+            "path, not overload, and their 32 connections would pass the default admission limit."
+        )
+    items += [
+        "- Services and variants are separate processes, all running for the whole of sections "
+        "1–3 (idle when not measured); wrk, the services and the collector share the two cores, "
+        "unpinned.",
+        "- Section 3's worker stand-in is a Starlette app on hypercorn like the worker, untraced; "
+        "the raw-socket server answers from a fixed buffer, so that its rows show what each "
+        "client itself costs.",
+    ]
+    return [heading("How it was measured"), text("\n".join(items)), {"include": "NOTES.md"}]
+
+
+def chart(h: dict[str, Any], s: dict[str, Any], machine: dict[str, Any]) -> dict[str, Any]:
+    """Sections 1-5 in four panels, for benchmarks.render to draw."""
+
+    def bars(group: str, rows: dict[str, Any], key: str) -> dict[str, Any]:
+        names = list(rows)
+        return {
+            "kind": "bars",
+            "x": list(range(len(names))),
+            **_heights([rows[name][key] for name in names]),
+            "color": [SHORT[group][name][1] for name in names],
+            "annotate": "auto",
+        }
+
+    def ticks(group: str, names: list[str]) -> list[Any]:
+        return [list(range(len(names))), [SHORT[group][name][0] for name in names]]
+
+    tutorial = h["tutorial_rps"]
+    full_lines = [
+        {"y": 4 * tutorial, "color": "#2a7ab9", "label": f"4 × tutorial-style ({4 * tutorial:.0f})"}
+    ]
+    if "disabled" in s["full"]:
+        full_lines.append(
+            {
+                "y": 0.8 * s["full"]["disabled"]["rps"]["median"],
+                "color": "#555555",
+                "linestyle": ":",
+                "label": "0.80 × disabled",
+            }
+        )
+    clients = [k for k in h["labels"]["hop_client"] if any(k in r for r in s["hop"].values())]
+    hop = []
+    for j, (server, rows) in enumerate(s["hop"].items()):
+        at = [i + (j - 0.5) * 0.38 for i, kind in enumerate(clients) if kind in rows]
+        hop.append(
+            {
+                "kind": "bars",
+                "x": at,
+                **_heights([rows[kind]["rps"] for kind in clients if kind in rows]),
+                "width": 0.38,
+                "color": [SHORT["hop_client"][kind][1] for kind in clients if kind in rows],
+                "alpha": 1.0 if server == "worker" else 0.45,
+                "annotate": "{:.0f}",
+            }
+        )
+    rss, d = h["delivery"]["rss_kib"], h["delivery"]
+    stages = {"before": "before", "end_of_run": "end of run", "settled": "after last export"}
+    memory = [
+        {
+            "kind": "bars",
+            "x": [i + (j - 1) * 0.27 for i in range(2)],
+            "y": [rss[stage]["gateway"] / 1024, rss[stage]["worker"] / 1024],
+            "width": 0.27,
+            "color": ["#bbbbbb", "#2a7ab9", "#7fb3dd"][j],
+            "label": label,
+            "annotate": "{:.0f}",
+        }
+        for j, (stage, label) in enumerate(stages.items())
+    ]
+    return {
+        "file": CHART,
+        "title": f"Tandem benchmarks — {machine['nproc']} × {machine['cpu']}, Python "
+        f"{machine['python']}, {machine['date']} (median, bars: min–max over "
+        f"{h['size']['rounds']} rounds)",
+        "size": [15, 9],
+        "grid": [2, 2],
+        "panels": [
+            {
+                "title": "1. Trivial route: req/s as a ratio to (a)",
+                "series": [bars("trivial", s["trivial"], "ratio")],
+                "hlines": [
+                    {
+                        "y": h["targets"]["trivial"],
+                        "color": "#2a7ab9",
+                        "label": f"target for (b): {h['targets']['trivial']:.2f}",
+                    }
+                ],
+                "xticks": ticks("trivial", list(s["trivial"])),
+                "ylim": [0, 1.15],
+                "legend": True,
+            },
+            {
+                "title": f"2. Full path GET /api/work?tasks={h['tasks']}: req/s",
+                "series": [bars("full", s["full"], "rps")],
+                "hlines": full_lines,
+                "xticks": ticks("full", list(s["full"])),
+                "legend": True,
+            },
+            {
+                "title": "3. Hop, 32 in flight: req/s (solid: worker stand-in; pale: raw-socket "
+                "server)",
+                "series": hop,
+                "xticks": ticks("hop_client", clients),
+            },
+            {
+                "title": f"4–5. {d['seconds']:.0f} s at {d['rps']:.0f} req/s: spans received / "
+                f"expected = {d['ratio']:.4f}; RSS",
+                "series": memory,
+                "xticks": [[0, 1], ["gateway", "worker"]],
+                "ylabel": "VmRSS, MiB",
+                "legend": True,
+            },
+        ],
+    }
+
+
+def _heights(spreads: list[dict[str, float]]) -> dict[str, list[float]]:
+    """A bar series' heights (medians) and the ends of its error bars (min, max)."""
+    return {key: [value[name] for value in spreads] for key, name in _HEIGHTS}
+
+
+_HEIGHTS = (("y", "median"), ("low", "min"), ("high", "max"))

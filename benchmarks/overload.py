@@ -1,6 +1,7 @@
 """Section 7, overload: capacity, then 4× and 16× the connections that reach it, limit on and off.
 
-A section of `python -m benchmarks` (benchmarks/__main__.py). `make bench-overload` runs it
+A section of `python -m benchmarks` (benchmarks/__main__.py); `report` makes its part of the
+document and its chart from what `measure` wrote. `make bench-overload` runs it
 alone (`--only overload`) and replaces its part of benchmarks/results.json, the other sections
 keeping the figures of their own run; `make bench` runs it with the others.
 
@@ -28,8 +29,10 @@ backlog never runs during the other's measurement.
 from __future__ import annotations
 
 import os
+import statistics
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,7 @@ from benchmarks.measuring import (
     rss_kib,
     settled,
 )
+from benchmarks.results import Block, heading, met, shown, spread, table, text
 from gateway.settings import DEFAULT_MAX_IN_FLIGHT as GATEWAY_MAX_IN_FLIGHT
 from tandem_localstack import Collector, Process
 from tandem_tracecheck.prometheus import scrape
@@ -490,3 +494,438 @@ def measure(size_name: str, generator: str, logdir: Path) -> dict[str, Any]:
     data["load_average_end"] = os.getloadavg()
     data["seconds"] = time.monotonic() - began
     return data
+
+
+# --- The report: section 7 and its chart, from the figures above ------------------------------
+
+CHART = "benchmarks-overload.png"
+COLORS = {"on": "#2a7ab9", "off": "#d98c2b"}
+
+
+def summarize(o: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per configuration and load ("on-4x"), load by load, on first: medians [min–max] over the
+    rounds, and the targets, judged on the medians."""
+    capacity, targets, size = o["capacity"], o["targets"], o["size"]
+    loads = [f"{k}x" for k in size["multiples"]] + [f"{n}c" for n in size.get("fixed", ())]
+    summary: dict[str, Any] = {}
+    for label in loads:
+        for config in o["config_env"]:
+            rows = [r for r in o["overload"] if r["config"] == config and r["load"] == label]
+            if not rows:
+                continue
+            shed_rows = [r for r in rows if r["shed"]["count"]]
+            goodput = spread([r["goodput"] for r in rows])
+            ok_p99 = spread([r["ok"]["p99_ms"] for r in rows])
+            shed_p99 = spread([r["shed"]["p99_ms"] for r in shed_rows])
+            other_statuses: dict[str, int] = {}
+            for row in rows:
+                for status, count in row["statuses"].items():
+                    if not status.startswith("2"):
+                        other_statuses[status] = other_statuses.get(status, 0) + count
+            processes = ("gateway", "worker")
+            entry = {
+                "config": config,
+                "load": label,
+                "connections": rows[0]["connections"],
+                "targeted": label.endswith("x"),
+                "goodput": goodput,
+                "goodput_ratio": spread([r["goodput"] / capacity["goodput"] for r in rows]),
+                "ok_p50_ms": spread([r["ok"]["p50_ms"] for r in rows]),
+                "ok_p99_ms": ok_p99,
+                "ok_p99_ratio": spread([r["ok"]["p99_ms"] / capacity["ok_p99_ms"] for r in rows]),
+                "shed_per_second": spread([r["shed"]["count"] / r["seconds"] for r in rows]),
+                "shed_p50_ms": spread([r["shed"]["p50_ms"] for r in shed_rows]),
+                "shed_p99_ms": shed_p99,
+                "shed": sum(r["shed"]["count"] for r in rows),
+                "other_statuses": other_statuses,
+                "socket_errors": sum(r["socket_errors"] for r in rows),
+                "rss_peak_mib": {
+                    p: max(r["rss_kib"]["peak"][p] for r in rows) / 1024 for p in processes
+                },
+                "rss_start_mib": {
+                    p: min(r["rss_kib"]["start"][p] for r in rows) / 1024 for p in processes
+                },
+                "cpu": {
+                    p: statistics.median(r["cpu"][p] for r in rows)
+                    for p in ("gateway", "worker", "collector", "loadgen", "machine", "interrupts")
+                },
+                "readyz": {
+                    "probes": sum(r["readyz"]["probes"] for r in rows),
+                    "failures": sum(r["readyz"]["failures"] for r in rows),
+                    "max_ms": max(r["readyz"]["max_ms"] for r in rows),
+                },
+                "spans": {
+                    key: sum(r["spans"][key] for r in rows)
+                    for key in ("expected", "received", "lost")
+                },
+                "shed_counted": sum(
+                    r["spans"]["shed_counted_gateway"] + r["spans"]["shed_counted_worker"]
+                    for r in rows
+                ),
+                "rounds": len(rows),
+            }
+            entry["met"] = {
+                "goodput": goodput["median"] >= targets["goodput"] * capacity["goodput"],
+                "shed_p99": bool(entry["shed"]) and shed_p99["median"] < targets["shed_p99_ms"],
+                "ok_p99": ok_p99["median"] <= targets["ok_p99_ratio"] * capacity["ok_p99_ms"],
+            }
+            summary[f"{config}-{label}"] = entry
+    return summary
+
+
+def _load_label(entry: dict[str, Any]) -> str:
+    return entry["load"].replace("x", "×") if entry["targeted"] else f"{entry['connections']} fixed"
+
+
+def _named(entry: dict[str, Any]) -> str:
+    return f"limit {entry['config']}, {_load_label(entry)}"
+
+
+def _ms(values: dict[str, float]) -> str:
+    return shown(values, "{:.1f}")
+
+
+def report(o: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
+    own = o.get("run")
+    run = own or results["run"]
+    targets, configs, cap, size = o["targets"], o["configs"], o["capacity"], o["size"]
+    summary = summarize(o)
+    # The on and off entries, in the order measured: load by load, on first.
+    entries = [e for e in summary.values() if e["config"] in configs]
+    produced = (
+        f"Produced by `{run['command']}` on {run['machine']['date']}, in "
+        f"{o['seconds'] / 60:.1f} minutes, apart from the other sections (which keep the "
+        "figures of their own run)"
+        if own
+        else f"Measured in the same run, in {o['seconds'] / 60:.1f} minutes"
+    )
+    body: list[Block] = [
+        heading("7. Overload"),
+        text(
+            f"{produced}. Load average (1 min) when it started and ended: "
+            f"{o['load_average_start'][0]:.2f} and {o['load_average_end'][0]:.2f} (the run's "
+            "own processes count in it: about 2 while a measurement runs); before each "
+            f"measurement, in the `load` column. The chart: [{CHART}]({CHART})."
+        ),
+    ]
+    if run["generator"] != "wrk":
+        body.append(
+            text("> **Not publishable**: this run used the Python stand-in load generator.")
+        )
+    multiples = " and ".join(f"{k}×" for k in size["multiples"])
+    fixed = ", ".join(str(n) for n in size.get("fixed", ()))
+    body += [
+        text(
+            f"`GET /api/work?tasks={o['tasks']}` through a gateway and a worker (one process "
+            "each) and their collector, closed-loop: each wrk connection sends its next request "
+            "as soon as an answer comes, shed or not, and ignores `Retry-After`. Such stacks run "
+            "side by side: "
+            + "; ".join(f"**{k}**: {v}" for k, v in configs.items())
+            + (
+                "; and, at the 4× and 16× loads only, one for each of the other limits in the "
+                "table after the targets"
+                if size.get("limit_variants")
+                else ""
+            )
+            + ". wrk's script (benchmarks/wrk_overload.lua) gives each request a trace id of its "
+            "own and matches the answer by its `traceresponse`, so latency is split by outcome: "
+            "**success** (2xx), **shed** (503 with `Retry-After`) and **other** (any other "
+            "status)."
+        ),
+        text(
+            "**Capacity** is the highest goodput (successes per second) of the limit-on sweep "
+            f"below: **{cap['goodput']:.1f}/s**, first reached (within "
+            f"{100 * (1 - o['plateau']):.0f}%) at **{cap['connections']} connections**, where "
+            f"successes took p99 **{cap['ok_p99_ms']:.1f} ms** (the limit-off sweep's highest "
+            f"goodput: {cap['off_goodput']:.1f}/s). The overload runs use {multiples} those "
+            "connections"
+            + (
+                f", and {fixed} connections (the worst case measured before the limit existed)"
+                if fixed
+                else ""
+            )
+            + f"; {size['overload_seconds']:.0f} s each, in {size['rounds']} round(s), the order "
+            "rotating; figures are the median [min–max] over the rounds."
+        ),
+    ]
+    goodput_target = targets["goodput"] * cap["goodput"]
+    p99_target = targets["ok_p99_ratio"] * cap["ok_p99_ms"]
+    cells = [
+        (
+            f"Goodput ≥ {targets['goodput']:.0%} of capacity (≥ {goodput_target:.1f}/s)",
+            "goodput",
+            lambda e: f"{shown(e['goodput'], '{:.1f}')}/s = {e['goodput_ratio']['median']:.0%}",
+        ),
+        (
+            f"Shed p99 < {targets['shed_p99_ms']:.0f} ms",
+            "shed_p99",
+            lambda e: f"{_ms(e['shed_p99_ms'])} ms" if e["shed"] else "nothing shed",
+        ),
+        (
+            f"Success p99 ≤ {targets['ok_p99_ratio']:.0f} × {cap['ok_p99_ms']:.1f} ms "
+            f"(≤ {p99_target:.0f} ms)",
+            "ok_p99",
+            lambda e: f"{_ms(e['ok_p99_ms'])} ms = {e['ok_p99_ratio']['median']:.1f} ×",
+        ),
+    ]
+    targeted = [e for e in entries if e["targeted"]]
+    body.append(
+        table(
+            [
+                "Target",
+                *(
+                    f"limit {e['config']}, {_load_label(e)} ({e['connections']} connections)"
+                    for e in targeted
+                ),
+            ],
+            [
+                [label, *(f"{show(e)} {met(e['met'][key])}" for e in targeted)]
+                for label, key, show in cells
+            ],
+        )
+    )
+    body += _limit_blocks(o, summary, cells)
+    body += _sweep_blocks(o)
+    body += [
+        text("**Under overload**, per configuration and load:"),
+        table(
+            [
+                "",
+                "connections",
+                "goodput /s",
+                "success p50 / p99 ms",
+                "shed /s",
+                "shed p50 / p99 ms",
+                "other answers",
+                "socket errors",
+                "peak RSS gateway / worker MiB",
+                "/readyz max ms (failed)",
+                "spans expected / received / lost",
+            ],
+            [_overload_row(e) for e in entries],
+        ),
+        text(
+            "**Where the CPU went**, in cores, median over the rounds (the machine has "
+            f"{run['machine']['nproc']}):"
+        ),
+        table(
+            ["", "gateway", "worker", "collector", "wrk", "whole machine", "of it, interrupts"],
+            [
+                [_named(e)]
+                + [f"{e['cpu'][p]:.2f}" for p in ("gateway", "worker", "collector", "loadgen")]
+                + [f"{e['cpu']['machine']:.2f}", f"{e['cpu']['interrupts']:.2f}"]
+                for e in entries
+            ],
+        ),
+        text(
+            "Peak RSS is sampled every 0.2 s during each measurement (before the first: "
+            + ", ".join(
+                f"{config} {e['rss_start_mib']['gateway']:.0f} / {e['rss_start_mib']['worker']:.0f}"
+                for config in configs
+                for e in entries[:2]
+                if e["config"] == config
+            )
+            + " MiB). /readyz is called every 0.5 s during each measurement with the chart's "
+            f"probe timeout, {o['probe_timeout_seconds']} s. The whole machine's CPU is "
+            "/proc/stat's busy time, other tenants included. Spans expected are counted from the "
+            "services' duration metrics (one SERVER or CLIENT span per recorded request, plus "
+            "compute and publish for each task the worker served); received is the collector's "
+            "count; lost is what the services' batch processors reported dropped "
+            "(`tandem.telemetry.spans.lost`), all read after the counters stopped moving. The "
+            "shed counter (`tandem.server.requests.shed`) counted "
+            + ", ".join(
+                f"{e['shed_counted']:.0f} (wrk saw {e['shed']}) at {_load_label(e)}"
+                for e in entries
+                if e["config"] == "on"
+            )
+            + "; it also counts the requests still in flight when wrk stopped."
+        ),
+        {"include": "NOTES-overload.md"},
+    ]
+    return {"order": 7, "body": body, "charts": [chart(o, summary, run["machine"])]}
+
+
+def _overload_row(e: dict[str, Any]) -> list[str]:
+    statuses = dict(e["other_statuses"])
+    # The 503s with Retry-After are the shed column's; what is left is another answer.
+    statuses["503"] = statuses.get("503", 0) - e["shed"]
+    others = ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()) if v > 0) or "0"
+    spans, readyz, rss = e["spans"], e["readyz"], e["rss_peak_mib"]
+    return [
+        _named(e),
+        str(e["connections"]),
+        shown(e["goodput"], "{:.1f}"),
+        f"{_ms(e['ok_p50_ms'])} / {_ms(e['ok_p99_ms'])}",
+        shown(e["shed_per_second"]),
+        f"{_ms(e['shed_p50_ms'])} / {_ms(e['shed_p99_ms'])}" if e["shed"] else "–",
+        others,
+        str(e["socket_errors"]),
+        f"{rss['gateway']:.0f} / {rss['worker']:.0f}",
+        f"{readyz['max_ms']:.0f} ({readyz['failures']} of {readyz['probes']})",
+        f"{spans['expected']:.0f} / {spans['received']:.0f} / {spans['lost']:.0f}",
+    ]
+
+
+def _limit_blocks(
+    o: dict[str, Any],
+    summary: dict[str, dict[str, Any]],
+    cells: list[tuple[str, str, Callable[[dict[str, Any]], str]]],
+) -> list[Block]:
+    """The targets per gateway limit at each multiple: the default, the other limits, none."""
+    # The configuration that ran each other limit (MAX_IN_FLIGHT on both services).
+    variant_of = {
+        int(env["MAX_IN_FLIGHT"]): config
+        for config, env in o["config_env"].items()
+        if config not in o["configs"]
+    }
+    defaults = o.get("default_limits")
+    limits = sorted(o["size"].get("limit_variants", ()))
+    if not limits or not defaults:
+        return []
+    # (configuration, as shown, its gateway limit): smallest limit first, no limit last.
+    columns = sorted(
+        [
+            *((variant_of[n], f"{n}", n) for n in limits),
+            ("on", f"{defaults['gateway']} (default)", defaults["gateway"]),
+        ],
+        key=lambda column: column[2],
+    )
+    columns.append(("off", "off", 0))
+    rows = []
+    for multiple in o["size"]["multiples"]:
+        for config, limit, _ in columns:
+            e = summary.get(f"{config}-{multiple}x")
+            if e is not None:
+                shown_cells = [f"{show(e)} {met(e['met'][key])}" for _, key, show in cells]
+                rows.append([f"{multiple}×, {e['connections']} connections", limit, *shown_cells])
+    return [
+        text(
+            "**Other limits.** The same loads, in the same rounds, with other values of "
+            "`MAX_IN_FLIGHT` (in tasks, set on both services) beside the defaults (gateway "
+            f"{defaults['gateway']}, worker {defaults['worker']}) and no limit:"
+        ),
+        table(["Load", "limit", *(label for label, _, _ in cells)], rows),
+    ]
+
+
+def _sweep_blocks(o: dict[str, Any]) -> list[Block]:
+    by_connections: dict[int, dict[str, dict[str, Any]]] = {}
+    for row in o["sweep"]:
+        by_connections.setdefault(row["connections"], {})[row["config"]] = row
+    rows = [
+        [
+            str(n),
+            f"{on['goodput']:.1f}",
+            f"{off['goodput']:.1f}",
+            f"{on['ok']['p99_ms']:.1f}",
+            f"{off['ok']['p99_ms']:.1f}",
+            f"{on['shed']['count'] / on['seconds']:.0f}",
+            f"{on['shed']['p99_ms']:.1f}",
+            f"{on['load_average']:.2f}",
+        ]
+        for n, pair in sorted(by_connections.items())
+        if (on := pair.get("on")) and (off := pair.get("off"))
+    ]
+    return [
+        text("**The sweep.**"),
+        table(
+            [
+                "Connections",
+                "goodput on /s",
+                "goodput off /s",
+                "success p99 on ms",
+                "success p99 off ms",
+                "shed on /s",
+                "shed p99 on ms",
+                "load",
+            ],
+            rows,
+        ),
+    ]
+
+
+def chart(
+    o: dict[str, Any], summary: dict[str, dict[str, Any]], machine: dict[str, Any]
+) -> dict[str, Any]:
+    """Goodput and p99 against connections, sweep and overload runs, for benchmarks.render."""
+    targets, cap = o["targets"], o["capacity"]
+    goodput: list[dict[str, Any]] = []
+    latency: list[dict[str, Any]] = []
+    for config in o["configs"]:
+        color = COLORS[config]
+        sweep = sorted(
+            (r for r in o["sweep"] if r["config"] == config), key=lambda r: r["connections"]
+        )
+        over = [e for e in summary.values() if e["config"] == config]
+        at = [r["connections"] for r in sweep]
+        points = {"linestyle": "none", "marker": "s", "markersize": 9, "color": color}
+        over_at = [e["connections"] for e in over]
+        goodput += [
+            {"kind": "line", "x": at, "y": [r["goodput"] for r in sweep], "color": color}
+            | {"label": f"limit {config}, sweep"},
+            {"kind": "line", "x": over_at, "y": [e["goodput"]["median"] for e in over]}
+            | points
+            | {"label": f"limit {config}, overload runs"},
+        ]
+        latency += [
+            {"kind": "line", "x": at, "y": [r["ok"]["p99_ms"] for r in sweep], "color": color}
+            | {"label": f"limit {config}: success p99"},
+            {"kind": "line", "x": over_at, "y": [e["ok_p99_ms"]["median"] for e in over]} | points,
+        ]
+        shed = [e for e in over if e["shed"] and config == "on"]
+        if shed:
+            latency.append(
+                {"kind": "line", "x": [e["connections"] for e in shed]}
+                | {"y": [e["shed_p99_ms"]["median"] for e in shed]}
+                | points
+                | {"marker": "v", "color": "#555555", "label": "limit on: shed p99"}
+            )
+    return {
+        "file": CHART,
+        "title": f"Overload, GET /api/work?tasks={o['tasks']} — {machine['nproc']} × "
+        f"{machine['cpu']}, {machine['date']} (sweep: one point each; overload: median over "
+        f"{o['size']['rounds']} rounds)",
+        "size": [14, 5.5],
+        "grid": [1, 2],
+        "top": 0.93,
+        "panels": [
+            {
+                "title": "Goodput",
+                "series": goodput,
+                "hlines": [
+                    {
+                        "y": targets["goodput"] * cap["goodput"],
+                        "color": "#555555",
+                        "label": f"{targets['goodput']:.0%} of capacity",
+                    }
+                ],
+                "xscale": "log2",
+                "xlabel": "wrk connections",
+                "ylabel": "goodput, successes per second",
+                "ylim": [0, None],
+                "legend": True,
+            },
+            {
+                "title": "Latency, p99",
+                "series": latency,
+                "hlines": [
+                    {
+                        "y": targets["ok_p99_ratio"] * cap["ok_p99_ms"],
+                        "color": "#2a7ab9",
+                        "label": f"{targets['ok_p99_ratio']:.0f} × success p99 at capacity",
+                    },
+                    {
+                        "y": targets["shed_p99_ms"],
+                        "color": "#555555",
+                        "linestyle": ":",
+                        "label": f"shed p99 target, {targets['shed_p99_ms']:.0f} ms",
+                    },
+                ],
+                "xscale": "log2",
+                "yscale": "log",
+                "xlabel": "wrk connections",
+                "ylabel": "ms",
+                "legend": True,
+            },
+        ],
+    }

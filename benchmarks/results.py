@@ -1,13 +1,20 @@
-"""The results file: what `python -m benchmarks` measured, and the statistics over its rounds.
+"""The results file: what `python -m benchmarks` measured, the statistics over its rounds, and
+the report blocks each section writes from its own figures.
 
-    {"format": 2,
+    {"format": 3,
      "run": {"command", "started", "seconds", "generator", "machine": {..., "packages"}},
-     "sections": {"harness": {...}, "overload": {...}, "micro": {...}}}
+     "sections": {"harness": {..., "report": {...}}, "overload": {...}, "micro": {...}}}
 
-Each section (a module with SECTION and measure(); benchmarks/__main__.py lists them) writes
-its raw figures, every one with its round, and its labels, targets and ratios. A section
-measured in another run than the rest (`make bench-overload`) carries a "run" of its own.
-benchmarks.render and benchmarks.compare read this file and nothing the sections define.
+Each section (a module with SECTION, measure() and report(); benchmarks/__main__.py lists
+them) writes its raw figures, every one with its round, its labels, targets and ratios, and
+its part of the document: a "report" of blocks (below) and charts, made from those figures.
+A section measured in another run than the rest (`make bench-overload`) carries a "run" of
+its own. benchmarks.render lays the reports out; benchmarks.compare reads the raw figures.
+
+A report is {"order": the section's number in the document, "body": [block, ...], "end":
+[block, ...] (after every section's body), "charts": [chart, ...]}. A block is one of
+{"heading": text}, {"text": markdown}, {"table": [header, row, ...]} with cells as strings,
+or {"include": a file of benchmarks/}; a chart is described where benchmarks.render draws it.
 """
 
 from __future__ import annotations
@@ -17,8 +24,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-FORMAT = 2
+FORMAT = 3
 RESULTS = Path(__file__).with_name("results.json")
+Block = dict[str, Any]
 
 
 def save(data: dict[str, Any], path: Path) -> None:
@@ -40,6 +48,9 @@ def section_run(data: dict[str, Any], name: str) -> dict[str, Any]:
     """The run that measured section `name`: its own, or the file's."""
     run: dict[str, Any] = data["sections"][name].get("run", data["run"])
     return run
+
+
+# --- Statistics over rounds ---------------------------------------------------------------
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -73,3 +84,32 @@ def ratios(section: dict[str, Any]) -> dict[str, list[float]]:
                     where = f"{rows}, {group}" if within else rows
                     found[f"{where}: {name} / {to}"] = values
     return found
+
+
+# --- Report blocks and how figures are shown in them ---------------------------------------
+
+
+def heading(text: str) -> Block:
+    return {"heading": text}
+
+
+def text(*parts: str) -> Block:
+    return {"text": "".join(parts)}
+
+
+def table(header: list[str], rows: list[list[Any]]) -> Block:
+    return {"table": [header, *([str(cell) for cell in row] for row in rows)]}
+
+
+def shown(values: dict[str, float], fmt: str = "{:.0f}") -> str:
+    """A spread as "median [min–max]"."""
+    low, high = fmt.format(values["min"]), fmt.format(values["max"])
+    return f"{fmt.format(values['median'])} [{low}–{high}]"
+
+
+def shown_ratio(values: dict[str, float]) -> str:
+    return shown(values, "{:.2f}")
+
+
+def met(ok: bool) -> str:
+    return "met" if ok else "**missed**"

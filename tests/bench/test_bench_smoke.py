@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.__main__ import merge
+from benchmarks.__main__ import merge, with_reports
 from benchmarks.harness import (
     FULL_VARIANTS,
     HOP_CLIENTS,
@@ -29,14 +29,9 @@ from benchmarks.harness import (
 )
 from benchmarks.micro import CASES
 from benchmarks.micro import SIZES as MICRO_SIZES
-from benchmarks.overload import CONFIGS
-from benchmarks.render import (
-    OVERLOAD_BEGIN,
-    OVERLOAD_CHART,
-    OVERLOAD_END,
-    render,
-    summarize_overload,
-)
+from benchmarks.overload import CHART as OVERLOAD_CHART
+from benchmarks.overload import CONFIGS, summarize
+from benchmarks.render import render
 from benchmarks.results import RESULTS, load
 
 REPO = Path(__file__).resolve().parents[2]
@@ -136,7 +131,7 @@ def test_the_overload_section_swept_and_overloaded_both_configurations(smoke):
     assert all(row["ok"]["count"] > 0 for row in overload["sweep"]), overload["sweep"]
     capacity = overload["capacity"]
     assert capacity["goodput"] > 0 and capacity["connections"] in overload["size"]["sweep"]
-    summary = summarize_overload(overload)
+    summary = summarize(overload)
     for config in CONFIGS:
         for multiple in overload["size"]["multiples"]:
             entry = summary[f"{config}-{multiple}x"]
@@ -187,7 +182,7 @@ def test_the_table_and_the_chart_were_written(smoke):
         "## 7. Overload",
     ):
         assert heading in markdown, heading
-    assert markdown.count(OVERLOAD_BEGIN) == 1 and markdown.count(OVERLOAD_END) == 1
+    assert markdown.count("## 7. Overload") == 1
     assert f"`{data['command']}`" in markdown
     assert f"| CPUs (`nproc`) | {data['machine']['nproc']} |" in markdown
     for chart in ("benchmarks.png", OVERLOAD_CHART):
@@ -196,18 +191,19 @@ def test_the_table_and_the_chart_were_written(smoke):
 
 def test_bench_overload_replaces_its_section_and_nothing_else(smoke, tmp_path):
     """`make bench-overload` replaces the section in the saved results; rendered, the report
-    changes between the overload markers only."""
+    changes in section 7 only."""
     data, _ = smoke
     saved = load(RESULTS)
     run = {key: data[key] for key in ("command", "started", "seconds", "generator", "machine")}
-    render(merge(saved, {"overload": data["overload"]}, run), tmp_path)
+    overload = {k: v for k, v in data["overload"].items() if k != "report"}
+    render(with_reports(merge(saved, {"overload": overload}, run)), tmp_path)
     published = (REPO / "docs" / "benchmarks.md").read_text()
     once = (tmp_path / "benchmarks.md").read_text()
-    assert once.count(OVERLOAD_BEGIN) == 1 and once.count(OVERLOAD_END) == 1
+    assert once.count("## 7. Overload") == 1
 
     def outside(text: str) -> str:
-        head, _, rest = text.partition(OVERLOAD_BEGIN)
-        return head + rest.partition(OVERLOAD_END)[2]
+        head, _, rest = text.partition("## 7. Overload")
+        return head + rest[rest.index("## How it was measured") :]
 
     # Everything outside the section is the published text, byte for byte.
     assert outside(once) == outside(published)

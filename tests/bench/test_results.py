@@ -6,12 +6,14 @@ from __future__ import annotations
 import ast
 import json
 import struct
+import sys
 from pathlib import Path
 
 import pytest
 
+from benchmarks.__main__ import upgrade, with_reports
 from benchmarks.render import render
-from benchmarks.results import FORMAT, RESULTS, load
+from benchmarks.results import FORMAT, RESULTS, heading, load, table, text
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "benchmarks"
@@ -80,3 +82,65 @@ def test_an_older_results_file_is_refused_with_the_command_that_upgrades_it(
     with pytest.raises(SystemExit, match=r"python -m benchmarks --upgrade"):
         load(old)
     assert load(RESULTS)["format"] == FORMAT
+
+
+def test_upgrade_makes_the_reports_of_a_format_2_file_and_refuses_format_1() -> None:
+    """The saved reports are what the sections make of the saved figures (none edited by hand
+    or left from older code), and --upgrade makes them for a file that has none."""
+    saved = load(RESULTS)
+    older = {
+        "format": 2,
+        "run": saved["run"],
+        "sections": {
+            name: {key: value for key, value in section.items() if key != "report"}
+            for name, section in saved["sections"].items()
+        },
+    }
+    assert upgrade(older) == saved
+    with pytest.raises(SystemExit, match="format 1: render it with the revision"):
+        upgrade({"size": {}, "trivial": []})
+
+
+class Example:
+    """A new section, as a contributor would add it: a module with SECTION, measure and report.
+    Nothing else in the package changes for it to reach the document."""
+
+    SECTION = "example"
+
+    @staticmethod
+    def report(figures: dict, results: dict) -> dict:
+        rows = [[name, f"{value:.1f}"] for name, value in figures["values"].items()]
+        chart = {
+            "file": "example.png",
+            "title": "Example",
+            "size": [4, 3],
+            "grid": [1, 1],
+            "panels": [
+                {
+                    "title": "values",
+                    "series": [{"kind": "bars", "x": [0, 1], "y": [1.0, 2.0], "annotate": "auto"}],
+                }
+            ],
+        }
+        return {
+            "order": 8,
+            "body": [heading("8. Example"), text("Two values."), table(["Name", "µs"], rows)],
+            "charts": [chart],
+        }
+
+
+def test_a_new_section_reaches_the_document_and_its_chart_with_no_change_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "benchmarks.example", Example)
+    results = load(RESULTS)
+    results["sections"] = {"example": {"values": {"a": 1.25, "b": 2.0}}, **results["sections"]}
+    render(with_reports(results), tmp_path)
+    document = (tmp_path / "benchmarks.md").read_text()
+    # After section 7, whatever the order of the file, and before the end every section shares.
+    assert document.index("## 7. Overload") < document.index("## 8. Example")
+    assert document.index("## 8. Example") < document.index("## How it was measured")
+    assert "| Name | µs |\n|---|---|\n| a | 1.2 |\n| b | 2.0 |\n" in document
+    assert "Charts: [benchmarks.png](benchmarks.png), [benchmarks-overload.png]" in document
+    assert "[example.png](example.png)." in document
+    assert _png_size(tmp_path / "example.png") == (440, 330)
