@@ -16,8 +16,9 @@ attributes, end) and one http.server.request.duration measurement cost
 through the SDK's generic Tracer and Histogram, and through Tandem's
 RequestTracer and DurationHistogram.
 
-Section 6 of `python -m benchmarks` (benchmarks/__main__.py): `measure` returns {"cases": {name:
-µs}}, every case at the full size, a few of them quickly at the smoke size; `report` tables them.
+Section 6 of `python -m benchmarks` (benchmarks/__main__.py): `measure` runs every case once a
+round (a few of them quickly, in one round, at the smoke size) and returns each figure with its
+round; `report` tables their medians.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.results import heading, table, text
+from benchmarks.measuring import log, rotated
+from benchmarks.results import heading, shown, spread, table, text
 
 if TYPE_CHECKING:
     from opentelemetry.util.types import AttributeValue
@@ -44,9 +46,9 @@ CLIENT_CASES = ("client-httpx", "client-disabled", "client-traced")
 CASES = (*SERVER_CASES, *CLIENT_CASES, "sdk", "export")
 
 SECTION = "micro"
-# Per size: (the cases measured, whether quickly: a few batches, for the smoke run).
+# Per size: (the cases measured, whether quickly: a few batches, for the smoke run; rounds).
 SIZES = {
-    "full": (CASES, False),
+    "full": (CASES, False, 5),
     "smoke": (
         (
             "server-untraced",
@@ -57,6 +59,7 @@ SIZES = {
             "export",
         ),
         True,
+        1,
     ),
 }
 
@@ -314,67 +317,120 @@ def run_case(case: str, quick: bool = False) -> dict[str, float]:
     return {case: uvloop.run(coroutine)}
 
 
-def run_all(quick: bool = False, cases: tuple[str, ...] = CASES) -> dict[str, float]:
-    """Every case (or those named), each in a fresh process (the telemetry pipeline is per
-    process)."""
-    results: dict[str, float] = {}
+def run_in_process(case: str, quick: bool) -> dict[str, float]:
+    """One case in a fresh process (the telemetry pipeline is per process): µs per name."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TANDEM_"))}
-    for case in cases:
-        command = [sys.executable, "-m", "benchmarks.micro", case, *(["--quick"] if quick else [])]
-        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-        if done.returncode:
-            raise RuntimeError(f"micro-benchmark {case} failed:\n{done.stderr}")
-        results.update(json.loads(done.stdout.strip().splitlines()[-1]))
-    return results
+    command = [sys.executable, "-m", "benchmarks.micro", case, *(["--quick"] if quick else [])]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode:
+        raise RuntimeError(f"micro-benchmark {case} failed:\n{done.stderr}")
+    figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def run_all(quick: bool = False, cases: tuple[str, ...] = CASES) -> dict[str, float]:
+    """Every case (or those named) once."""
+    return {name: us for case in cases for name, us in run_in_process(case, quick).items()}
 
 
 def measure(size_name: str, generator: str, logdir: Path) -> dict[str, Any]:
-    """This section's results; it needs no load generator and no processes' logs."""
-    cases, quick = SIZES[size_name]
-    return {"cases": run_all(quick=quick, cases=cases)}
+    """Every case once per round, the order rotating: µs per name, with its round and group.
+    It needs no load generator and no processes' logs."""
+    cases, quick, rounds = SIZES[size_name]
+    rows = []
+    for r in range(rounds):
+        log(f"micro: round {r + 1}/{rounds}")
+        for case in rotated(list(cases), r):
+            for name, us in run_in_process(case, quick).items():
+                rows.append({"round": r, "name": name, "group": ROWS[name][1], "us": us})
+    return {"rounds": rounds, "cases": rows, "ratios": RATIOS}
 
 
-# Section 6's rows: what each case's figure is, in the order shown.
+# Section 6's rows: what each figure is and the group it is compared within, in the order shown.
 ROWS = {
-    "server-untraced": "Trivial app, no middleware",
-    "server-disabled": "Trivial app, Tandem's middleware, OTEL_SDK_DISABLED",
-    "server-disabled-caller": "The same, the request carrying a traceparent and baggage, which "
-    "stay current (and go on in traceresponse)",
-    "server-traced": "Trivial app, Tandem's middleware, traced",
-    "request span": "— of that, the server span through Tandem's RequestTracer (start, 2 "
-    "outcome attributes, end)",
-    "duration histogram": "— of that, the duration record through Tandem's DurationHistogram",
-    "sdk span": "The same server span through the SDK's Tracer.start_span, for comparison",
-    "sdk histogram": "The same duration record through the SDK's Histogram.record, for comparison",
-    "tandem encoder, server span": "OTLP encoding of one such server span, Tandem's encoder "
-    "(processor thread)",
-    "sdk encoder, server span": "OTLP encoding of one such server span, the SDK's encoder, for "
-    "comparison",
-    "client-httpx": "httpx.AsyncClient, POST JSON + read JSON, canned transport",
-    "client-disabled": "Tandem's create_client, same call, OTEL_SDK_DISABLED",
-    "client-traced": "Tandem's create_client, same call, traced",
-    "tandem encoder, client span": "OTLP encoding of one client span, Tandem's encoder",
-    "sdk encoder, client span": "OTLP encoding of one client span, the SDK's encoder, for "
-    "comparison",
+    "server-untraced": ("Trivial app, no middleware", "server"),
+    "server-disabled": ("Trivial app, Tandem's middleware, OTEL_SDK_DISABLED", "server"),
+    "server-disabled-caller": (
+        "The same, the request carrying a traceparent and baggage, which stay current (and go "
+        "on in traceresponse)",
+        "server",
+    ),
+    "server-traced": ("Trivial app, Tandem's middleware, traced", "server"),
+    "request span": (
+        "— of that, the server span through Tandem's RequestTracer (start, 2 outcome "
+        "attributes, end)",
+        "span",
+    ),
+    "duration histogram": (
+        "— of that, the duration record through Tandem's DurationHistogram",
+        "histogram",
+    ),
+    "sdk span": (
+        "The same server span through the SDK's Tracer.start_span, for comparison",
+        "span",
+    ),
+    "sdk histogram": (
+        "The same duration record through the SDK's Histogram.record, for comparison",
+        "histogram",
+    ),
+    "tandem encoder, server span": (
+        "OTLP encoding of one such server span, Tandem's encoder (processor thread)",
+        "server encoding",
+    ),
+    "sdk encoder, server span": (
+        "OTLP encoding of one such server span, the SDK's encoder, for comparison",
+        "server encoding",
+    ),
+    "client-httpx": ("httpx.AsyncClient, POST JSON + read JSON, canned transport", "client"),
+    "client-disabled": ("Tandem's create_client, same call, OTEL_SDK_DISABLED", "client"),
+    "client-traced": ("Tandem's create_client, same call, traced", "client"),
+    "tandem encoder, client span": (
+        "OTLP encoding of one client span, Tandem's encoder",
+        "client encoding",
+    ),
+    "sdk encoder, client span": (
+        "OTLP encoding of one client span, the SDK's encoder, for comparison",
+        "client encoding",
+    ),
 }
+# The ratios this section stands by, per round: each figure to the baseline of its group
+# (benchmarks.compare reads them).
+BASELINES = ["server-untraced", "client-httpx", "sdk span", "sdk histogram"]
+BASELINES += ["sdk encoder, server span", "sdk encoder, client span"]
+RATIOS = [
+    {"rows": "cases", "by": "name", "to": to, "value": "us", "within": "group"} for to in BASELINES
+]
 # What the paragraph under the table sets against section 1's untraced request.
 BUDGET = {"server-untraced", "server-traced", "sdk span", "sdk histogram"}
 BUDGET |= {"sdk encoder, server span", "tandem encoder, server span"}
 
 
 def report(data: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
-    micro = data["cases"]
+    figures = {
+        name: spread([row["us"] for row in data["cases"] if row["name"] == name])
+        for name in ROWS
+        if any(row["name"] == name for row in data["cases"])
+    }
+    micro = {name: values["median"] for name, values in figures.items()}
+    own = data.get("run")
+    when = (
+        f"measured by `{own['command']}` on {own['machine']['date']}, apart from the other sections"
+        if own
+        else "run at the end of the same run"
+    )
     body = [
         heading("6. Where the time goes, in-process"),
         text(
-            "`python -m benchmarks.micro` (benchmarks/micro.py), run at the end of the same run: "
-            "the request path called directly, no network, best of 7 batches, µs per request. "
-            "Spans go through the SDK's BatchSpanProcessor to an exporter that drops them; the "
-            "OTLP encoding rows are what the real exporter then spends per span, on the "
-            "processor's thread of the same process."
+            f"`python -m benchmarks.micro` (benchmarks/micro.py), {when}: the request path called "
+            f"directly, no network, µs per request. {data['rounds']} round(s), the order rotating, "
+            "each case in a fresh process taking the best of 7 batches. Spans go through the "
+            "SDK's BatchSpanProcessor to an exporter that drops them; the OTLP encoding rows are "
+            "what the real exporter then spends per span, on the processor's thread of the same "
+            "process."
         ),
         table(
-            ["Path", "µs"], [[label, f"{micro[k]:.1f}"] for k, label in ROWS.items() if k in micro]
+            ["Path", "µs, median [min–max]"],
+            [[ROWS[name][0], shown(values, "{:.1f}")] for name, values in figures.items()],
         ),
     ]
     trivial = results["sections"].get("harness", {}).get("trivial", [])
