@@ -153,6 +153,11 @@ class Step:
     cpu: float = 0.0  # cores the Collector used
     cpu_seconds: float = 0.0  # its CPU time for the step and the drain after it
     rss_mib: float = 0.0  # peak
+    dropped: dict[str, int] = field(default_factory=dict)  # by the Collector's own counters
+
+    @property
+    def dropped_text(self) -> str:
+        return ", ".join(f"{n} {c:,}" for n, c in self.dropped.items() if c) or "0"
 
     @property
     def refused_text(self) -> str:
@@ -162,10 +167,6 @@ class Step:
     @property
     def achieved(self) -> float:
         return self.accepted / self.seconds
-
-    @property
-    def lossless(self) -> bool:
-        return not self.refused and self.delivered == self.accepted
 
 
 class Collector:
@@ -314,7 +315,7 @@ async def run_step(
     drain: float = 15.0,
 ) -> Step:
     step = Step(rate, seconds)
-    delivered_before = sink.spans
+    delivered_before, dropped_before = sink.spans, own_drops(collector.ports.telemetry_url)
     cpu_before, wall_before = collector.cpu_seconds(), time.monotonic()
     await offer(f"127.0.0.1:{collector.ports.grpc}", payload, rate, seconds, step, collector)
     # Delivered: what reaches the sink once the batch (1 s) and the exporter are through.
@@ -324,6 +325,9 @@ async def run_step(
     step.cpu_seconds = collector.cpu_seconds() - cpu_before
     step.cpu = step.cpu_seconds / (time.monotonic() - wall_before)
     step.delivered = sink.spans - delivered_before
+    if collector.popen.poll() is None:
+        after = own_drops(collector.ports.telemetry_url)
+        step.dropped = {name: after[name] - dropped_before[name] for name in after}
     return step
 
 
@@ -344,8 +348,9 @@ async def measure(
         f"one core (GOMAXPROCS=1), running {Path(config).name}.",
         "",
         "| Offered spans/s | Accepted spans/s | Refused | Delivered = accepted "
-        "| Collector CPU (cores) | Spans per CPU-second | Peak RSS (MiB) |",
-        "|---|---|---|---|---|---|---|",
+        "| Dropped inside, by its own counters | Collector CPU (cores) | Spans per CPU-second "
+        "| Peak RSS (MiB) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     sink = Sink()
     await sink.server.start()
@@ -366,7 +371,7 @@ async def measure(
     lines += ["", memory_limiter_heading(limit_mib), ""]
     lines += [
         "| Go memory limit | Offered spans/s | Accepted spans/s | Refused | Delivered "
-        "| Dropped at the full queue (otelcol_exporter_enqueue_failed_spans) | Peak RSS (MiB) "
+        "| Dropped inside, by its own counters | Peak RSS (MiB) "
         "| memory_limiter refusals logged | Outcome |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -391,7 +396,6 @@ async def overload_row(
         collector.wait_ready()
         step = await run_step(collector, slow, payload, rate, seconds)
         alive = collector.popen.poll() is None
-        dropped = enqueue_failed(collector.ports.telemetry_url) if alive else None
     finally:
         code = collector.stop() if collector.popen.poll() is None else collector.popen.returncode
         await slow.server.stop(None)
@@ -403,22 +407,31 @@ async def overload_row(
     return (
         f"| {gomemlimit or 'none (as the chart runs it)'} | {step.offered:,.0f} | "
         f"{step.achieved:,.0f} | {step.refused_text} | {step.delivered:,} | "
-        f"{'-' if dropped is None else f'{dropped:,}'} | {step.rss_mib:.0f} | {refusals} | "
+        f"{step.dropped_text if alive else '-'} | {step.rss_mib:.0f} | {refusals} | "
         f"{outcome} |"
     )
 
 
-def enqueue_failed(telemetry_url: str) -> int:
-    """The Collector's own count of spans its exporter queue turned away (full)."""
+# What a Collector can drop after accepting it, by the metric families that count it (summed
+# over their labels): spans its exporter queue turned away when full, and traces the tail
+# sampler evicted undecided (more than num_traces held), which it counts only when their
+# decision falls due, decision_wait after they arrived: --drain-seconds must outlast it.
+DROPS = {
+    "queue full (spans)": "otelcol_exporter_enqueue_failed_spans",
+    "evicted undecided (traces)": (
+        "otelcol_processor_tail_sampling_sampling_trace_dropped_too_early"
+    ),
+}
+
+
+def own_drops(telemetry_url: str) -> dict[str, int]:
+    """The Collector's own counts of what it dropped (DROPS), now."""
     with urllib.request.urlopen(telemetry_url, timeout=5) as response:
-        text = response.read().decode()
-    return int(
-        sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("otelcol_exporter_enqueue_failed_spans")
-        )
-    )
+        lines = response.read().decode().splitlines()
+    return {
+        name: int(sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(family)))
+        for name, family in DROPS.items()
+    }
 
 
 def memory_limiter_heading(limit_mib: int) -> str:
@@ -433,8 +446,8 @@ def step_row(step: Step) -> str:
     return (
         f"| {step.offered:,.0f} | {step.achieved:,.0f} | {step.refused_text} | "
         f"{'yes' if step.delivered == step.accepted else f'no ({step.delivered:,})'} | "
-        f"{step.cpu:.2f} | {step.accepted / max(step.cpu_seconds, 1e-9):,.0f} | "
-        f"{step.rss_mib:.0f} |"
+        f"{step.dropped_text} | {step.cpu:.2f} | "
+        f"{step.accepted / max(step.cpu_seconds, 1e-9):,.0f} | {step.rss_mib:.0f} |"
     )
 
 

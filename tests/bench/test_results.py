@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import struct
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.__main__ import upgrade, with_reports
+from benchmarks.harness import delivery_bounds, summarize
 from benchmarks.render import render
 from benchmarks.results import FORMAT, RESULTS, heading, load, table, text
 
@@ -144,3 +146,37 @@ def test_a_new_section_reaches_the_document_and_its_chart_with_no_change_elsewhe
     assert "Charts: [benchmarks.png](benchmarks.png), [benchmarks-overload.png]" in document
     assert "[example.png](example.png)." in document
     assert _png_size(tmp_path / "example.png") == (440, 330)
+
+
+def test_the_readme_quotes_the_published_run() -> None:
+    """README's table of the latest run is copied by hand: its figures, in order, must be the
+    saved run's, so that a new run cannot leave it stale."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("The latest run, 2 cores") :]
+    rows = [line for line in section.split("\n\n")[1].splitlines() if line.startswith("| ")]
+    quoted = [
+        figure
+        for row in rows[1:]
+        for cell in row.split("|")[2:4]
+        for figure in re.findall(r"\d+(?:,\d{3})*(?:\.\d+)?", cell)
+    ]
+    harness = load(RESULTS)["sections"]["harness"]
+    s = summarize(harness)
+    full, trivial, hop = s["full"], s["trivial"], s["hop"]["worker"]
+
+    def median(values: dict[str, float], fmt: str = "{:.2f}") -> str:
+        return fmt.format(values["median"])
+
+    low, high = delivery_bounds(harness["delivery"], harness["spans_per_request"])
+    expected = [
+        *(median(full[v]["rps"], "{:.0f}") for v in ("traced", "traced_public")),
+        *(median(full[v]["ratio_to_contrib"]) for v in ("traced", "traced_public")),
+        *(median(full[v]["ratio_to_disabled"]) for v in ("traced", "traced_public")),
+        *(median(trivial[v]["ratio"]) for v in ("tandem", "tandem_public", "starlette")),
+        median(trivial["contrib"]["ratio"]),
+        *(median(hop[v]["ratio"]) for v in ("tandem", "tandem_untraced", "tandem_public")),
+        f"{harness['delivery']['spans_received']:,.0f}",
+        f"{low:,}",
+        f"{high:,}",
+    ]
+    assert quoted == expected
