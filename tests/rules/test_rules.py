@@ -119,7 +119,7 @@ def test_no_rule_names_an_integer_bucket_bound() -> None:
         for group in load(path)["groups"]
         for rule in group["rules"]
     ]
-    assert len(exprs) == 40
+    assert len(exprs) == 41
     assert [e for e in exprs if re.search(r'le\s*=~?\s*"[0-9]+"', e)] == []
 
 
