@@ -41,7 +41,7 @@ reliability-report: install ## Run tests/reliability and rewrite docs/reliabilit
 COLLECTOR ?= python
 run: install $(if $(filter otelcol,$(COLLECTOR)),collector) ## Run the local collector, the worker and the gateway on loopback (COLLECTOR=otelcol: the real Collector in between).
 	@case '$(COLLECTOR)' in python|otelcol) ;; *) echo "make run: COLLECTOR=$(COLLECTOR): python (the default) or otelcol" >&2; exit 1 ;; esac
-	$(if $(filter otelcol,$(COLLECTOR)),TANDEM_RUN_OTELCOL=$(OTELCOL) TANDEM_RUN_OTELCOL_CONFIG=$(CURDIR)/charts/tandem/files/otelcol-config.yaml) $(VENV_PY) -m tandem_localstack
+	$(if $(filter otelcol,$(COLLECTOR)),TANDEM_RUN_OTELCOL=$(OTELCOL) TANDEM_RUN_OTELCOL_CONFIG=$(CURDIR)/$(CHART)/files/otelcol-config.yaml) $(VENV_PY) -m tandem_localstack
 
 # --- The oldest supported OpenTelemetry ------------------------------------------
 # services/tandem_telemetry/pyproject.toml's lower bound, in a venv of its own: the lock's

@@ -3,6 +3,7 @@ the services and the local trace store; the ports and the services see no differ
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
@@ -12,8 +13,10 @@ from tandem_localstack import loopback_url
 from tandem_tracecheck import TempoClient
 from tests.integration.test_make_run import free_run_ports, launched
 from tests.k8s.conftest import CHART
+from tests.support import make_own_lines
 
 CONFIG = CHART / "files" / "otelcol-config.yaml"
+REPO = CHART.parents[1]
 
 
 def test_make_run_puts_the_real_collector_in_between(otelcol: Path, tmp_path: Path) -> None:
@@ -63,3 +66,41 @@ def test_a_missing_binary_is_named_in_one_line(tmp_path: Path) -> None:
     assert launch.stderr == [
         f"make run: TANDEM_RUN_OTELCOL={str(missing)!r} is not a file (make collector builds it)"
     ]
+
+
+def test_a_missing_configuration_is_named_in_one_line(otelcol: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "otelcol.yaml"
+    env = {**free_run_ports(), "TANDEM_RUN_OTELCOL": str(otelcol)}
+    env["TANDEM_RUN_OTELCOL_CONFIG"] = str(missing)
+    with launched(env, tmp_path) as launch:
+        launch.wait_settled()
+        assert launch.finish() == 1, launch.output()
+    assert launch.stderr == [
+        f"make run: TANDEM_RUN_OTELCOL_CONFIG={str(missing)!r} is not a Collector configuration "
+        "file"
+    ]
+
+
+def test_a_configuration_without_the_binary_is_refused_not_ignored(tmp_path: Path) -> None:
+    env = {**free_run_ports(), "TANDEM_RUN_OTELCOL_CONFIG": str(CONFIG)}
+    with launched(env, tmp_path) as launch:
+        launch.wait_settled()
+        assert launch.finish() == 1, launch.output()
+    assert launch.stderr == [
+        "make run: TANDEM_RUN_OTELCOL_CONFIG is set without TANDEM_RUN_OTELCOL, the binary"
+    ]
+
+
+def test_make_run_refuses_an_unknown_collector_in_one_line() -> None:
+    done = subprocess.run(
+        ["make", "-s", "run", "COLLECTOR=bogus"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert make_own_lines(done)[-1:] == [
+        "make run: COLLECTOR=bogus: python (the default) or otelcol"
+    ], done.stdout + done.stderr

@@ -108,12 +108,15 @@ def real_collector(environ: Mapping[str, str]) -> tuple[Path, Path] | None:
     """The real Collector's binary and configuration, when `make run COLLECTOR=otelcol` asks
     for it; InvalidEnvVar names a path that is not there."""
     binary = environ.get(OTELCOL_BINARY, "").strip()
-    if not binary:
-        return None
     config = environ.get(OTELCOL_CONFIG, "").strip()
-    for variable, path in ((OTELCOL_BINARY, binary), (OTELCOL_CONFIG, config)):
-        if not Path(path).is_file():
-            raise InvalidEnvVar(f"{variable}={path!r} is not a file (make collector builds it)")
+    if not binary:
+        if config:
+            raise InvalidEnvVar(f"{OTELCOL_CONFIG} is set without {OTELCOL_BINARY}, the binary")
+        return None
+    if not Path(binary).is_file():
+        raise InvalidEnvVar(f"{OTELCOL_BINARY}={binary!r} is not a file (make collector builds it)")
+    if not Path(config).is_file():
+        raise InvalidEnvVar(f"{OTELCOL_CONFIG}={config!r} is not a Collector configuration file")
     return Path(binary), Path(config)
 
 

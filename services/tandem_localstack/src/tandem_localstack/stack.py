@@ -52,8 +52,11 @@ class Collector:
     metrics_url: str
 
 
+LOOPBACK = "127.0.0.1"
+
+
 def loopback_url(port: int) -> str:
-    return f"http://127.0.0.1:{port}"
+    return f"http://{LOOPBACK}:{port}"
 
 
 @dataclass(frozen=True)
@@ -70,13 +73,14 @@ class OtelcolPorts:
     def free(cls) -> OtelcolPorts:
         return cls(*free_ports(5))
 
-    def env(self, host: str = "127.0.0.1") -> dict[str, str]:
+    def env(self) -> dict[str, str]:
+        """The Collector's listeners on loopback, where the URLs below look for them."""
         return {
-            "OTELCOL_OTLP_GRPC_ENDPOINT": f"{host}:{self.grpc}",
-            "OTELCOL_OTLP_HTTP_ENDPOINT": f"{host}:{self.http}",
-            "OTELCOL_HEALTH_ENDPOINT": f"{host}:{self.health}",
-            "OTELCOL_PROMETHEUS_ENDPOINT": f"{host}:{self.prometheus}",
-            "OTELCOL_TELEMETRY_HOST": host,
+            "OTELCOL_OTLP_GRPC_ENDPOINT": f"{LOOPBACK}:{self.grpc}",
+            "OTELCOL_OTLP_HTTP_ENDPOINT": f"{LOOPBACK}:{self.http}",
+            "OTELCOL_HEALTH_ENDPOINT": f"{LOOPBACK}:{self.health}",
+            "OTELCOL_PROMETHEUS_ENDPOINT": f"{LOOPBACK}:{self.prometheus}",
+            "OTELCOL_TELEMETRY_HOST": LOOPBACK,
             "OTELCOL_TELEMETRY_PORT": str(self.telemetry),
         }
 
