@@ -179,7 +179,7 @@ class Size:
 
 
 SIZES = {
-    # About 15 minutes on the 2-core machine: 5 rounds of (6 × 7 s + 3 × 9 s + 12 × (4 s + 1 s
+    # About 17 minutes on the 2-core machine: 5 rounds of (6 × 7 s + 3 × 9 s + 12 × (4 s + 1 s
     # warm-up)), the 60 s delivery run and process start-ups.
     "full": Size(
         "full",

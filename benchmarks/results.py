@@ -44,12 +44,6 @@ def load(path: Path) -> dict[str, Any]:
     return data
 
 
-def section_run(data: dict[str, Any], name: str) -> dict[str, Any]:
-    """The run that measured section `name`: its own, or the file's."""
-    run: dict[str, Any] = data["sections"][name].get("run", data["run"])
-    return run
-
-
 # --- Statistics over rounds ---------------------------------------------------------------
 
 

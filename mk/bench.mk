@@ -18,7 +18,7 @@ BENCH_SUDO := $(shell [ "$$(id -u 2>/dev/null)" = 0 ] || command -v sudo 2>/dev/
 
 .PHONY: bench bench-overload bench-report bench-compare bench-wrk bench-collector
 
-bench: install bench-wrk ## Benchmark on loopback with wrk (~30 min); writes benchmarks/results.json, docs/benchmarks.md and its charts.
+bench: install bench-wrk ## Benchmark on loopback with wrk (~35 min); writes benchmarks/results.json, docs/benchmarks.md and its charts.
 	BENCH_COMMAND="make bench" $(VENV_PY) -m benchmarks --loadgen wrk --results $(RESULTS) $(BENCH_ARGS)
 	$(VENV_PY) -m benchmarks.render $(RESULTS) --out $(CURDIR)/docs
 
