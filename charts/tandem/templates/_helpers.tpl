@@ -112,8 +112,8 @@ YAML: the k8s resolver on the gateway tier's headless Service, its OTLP/gRPC por
 {{- end -}}
 
 {{/*
-Pod-level settings every workload shares: no service account token (no pod
-talks to the Kubernetes API), no Service links (they would add a *_SERVICE_HOST
+Pod-level settings every workload shares: no service account token (only the
+two-tier agents talk to the Kubernetes API, with a projected token of their own), no Service links (they would add a *_SERVICE_HOST
 variable per Service, and TANDEM_* names are the services' own settings), pull
 secrets, scheduling.
 Call with (dict "root" $ "values" .Values.x).
