@@ -11,6 +11,7 @@ import importlib
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -44,7 +45,12 @@ def test_make_run_image_serves_on_its_port_and_logs_no_systemd_error(
             logged.append(line)
             if "Running on http://0.0.0.0:8081" in line:
                 break
-        assert http_status(f"http://127.0.0.1:{port}/healthz") == 200, "".join(logged)
+        # Listening; a loaded machine may still answer slowly.
+        deadline = time.monotonic() + 60
+        while (status := http_status(f"http://127.0.0.1:{port}/healthz")) != 200:
+            assert time.monotonic() < deadline, "".join(logged)
+            time.sleep(0.2)
+        assert status == 200, "".join(logged)
     finally:
         os.killpg(make.pid, signal.SIGINT)  # Ctrl-C, as at a terminal
         out, rest = make.communicate(timeout=STOP_TIMEOUT)

@@ -54,9 +54,11 @@ def test_traces_the_tail_sampler_evicts_undecided_are_counted(
     otelcol: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 512 one-span traces an export, 100 held at most: the rest evicted before their decision.
+    # The wait outlasts the step however loaded the machine, so that no decision frees room
+    # between its two exports.
     monkeypatch.setenv("TANDEM_BENCH_OTELCOL_CONFIG", str(GATEWAY_TIER))
     monkeypatch.setenv("OTELCOL_TAIL_NUM_TRACES", "100")
-    monkeypatch.setenv("OTELCOL_TAIL_DECISION_WAIT", "1s")
+    monkeypatch.setenv("OTELCOL_TAIL_DECISION_WAIT", "10s")
 
     async def run() -> tuple[Step, int]:
         sink = Sink()

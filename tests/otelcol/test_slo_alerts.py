@@ -132,11 +132,15 @@ def test_a_healthy_run_stays_silent_and_failing_requests_fire_the_fast_burn_aler
             what="both availability ratios recorded",
         )
         seen: set[str] = set()
+        deadline = time.monotonic() + WAIT
         while len(seen) < HEALTHY_EVALUATIONS:
+            assert time.monotonic() < deadline, f"{len(seen)} evaluations in {WAIT} s"
             traffic.check()
             rule = alert_rule(prom)
             assert rule["state"] == "inactive", rule
-            assert prom.value(LONG) == 0.0 and prom.value(SHORT) == 0.0
+            # No error ratio above 0 in either window (a window a stall left without requests
+            # has no ratio, which is no error either).
+            assert prom.query(f"({LONG}) > 0 or ({SHORT}) > 0") == []
             seen.add(rule["lastEvaluation"])
             prom.check_running()
             time.sleep(0.2)
