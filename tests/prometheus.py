@@ -26,8 +26,7 @@ import yaml
 from tandem_collector.ports import free_ports
 from tandem_localstack import OtelcolPorts, Process, Stack, loopback_url
 
-PROMETHEUS = Path("/usr/bin/prometheus")
-INSTALL = "apt-get install prometheus (Debian's package, 2.42; .ci/run installs it)"
+INSTALL = "apt-get install prometheus (Debian's package, 2.42, has promtool; .ci/run installs it)"
 
 # The chart's scrape jobs for the Collector (charts/tandem/files/prometheus.yaml has the
 # same names; a test holds them equal). The exporter's endpoint keeps the labels it serves
@@ -39,15 +38,20 @@ COLLECTOR_TELEMETRY_JOB = "collector-telemetry"
 Sample = tuple[dict[str, str], float]
 
 
+def debian_prometheus_tool(name: str) -> Path:
+    """/usr/bin/`name` from Debian's prometheus package (prometheus, promtool), else `name`
+    on PATH, or a failure that says how to install it (never a skip)."""
+    packaged = Path("/usr/bin") / name
+    if packaged.is_file():
+        return packaged
+    on_path = shutil.which(name)
+    if on_path is None:
+        pytest.fail(f"{name} is missing: {INSTALL}")
+    return Path(on_path)
+
+
 def prometheus_binary() -> Path:
-    """/usr/bin/prometheus, or a failure that says how to install it (never a skip)."""
-    found = PROMETHEUS if PROMETHEUS.is_file() else None
-    if found is None:
-        on_path = shutil.which("prometheus")
-        found = Path(on_path) if on_path else None
-    if found is None:
-        pytest.fail(f"prometheus is missing: {INSTALL}")
-    return found
+    return debian_prometheus_tool("prometheus")
 
 
 @pytest.fixture(scope="session")

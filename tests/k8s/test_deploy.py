@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from tests.k8s.conftest import CHART, NAMESPACE, RELEASE, REPO
+from tests.k8s.conftest import CHART, NAMESPACE, RELEASE, REPO, make_expand
 
 SCRIPT = REPO / "mk" / "deploy_watch.py"
-LOCAL_IMAGES = ("tandem-gateway", "tandem-worker")
+LOCAL_IMAGES = tuple(make_expand("$(LOCAL_IMAGES)").split())
 # Only bounds a failure; the watcher exits as soon as it sees the pods.
 EXIT_TIMEOUT = 120
 

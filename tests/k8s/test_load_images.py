@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.k8s.conftest import REPO
+from tests.k8s.conftest import REPO, make_expand
 from tests.support import make_own_lines
 
 CLUSTER_TOOLS = ("kind", "minikube", "k3d")
 ENGINES = ("podman", "docker")
 TAG = "1.2.3"
-IMAGES = ("tandem-gateway", "tandem-worker")
+IMAGES = tuple(make_expand("$(LOCAL_IMAGES)").split())
 
 # Records its arguments; `image inspect` fails for the images in $FAKE_MISSING; `save
 # --output FILE IMAGE...` writes the image names into FILE, which stands for the archive.

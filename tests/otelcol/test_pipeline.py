@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from urllib.request import urlopen
 
+import yaml
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
@@ -41,16 +42,18 @@ def test_tracecheck_passes_through_the_real_collector(pair: Pair, collector: Col
 
 
 def test_the_health_endpoint_says_the_collector_is_up(
-    collector: Collector, otelcol_ports: OtelcolPorts
+    collector: Collector, otelcol_ports: OtelcolPorts, chart_config: Path
 ) -> None:
-    with urlopen(otelcol_ports.health_url, timeout=5) as response:
+    exporter = yaml.safe_load(chart_config.read_text())["exporters"]["otlp_grpc/tempo"]
+    queue_size = exporter["sending_queue"]["queue_size"]
+    with urlopen(otelcol_ports.health_url, timeout=30) as response:
         assert response.status == 200
         assert json.load(response)["status"] == "Server available"
     # The Collector's own metrics, which the pipeline-health alerts read; served from the
     # start (counters only once they move): the exporter queue's bound, in spans.
-    with urlopen(otelcol_ports.telemetry_url, timeout=5) as response:
+    with urlopen(otelcol_ports.telemetry_url, timeout=30) as response:
         queue = 'otelcol_exporter_queue_capacity{data_type="traces",exporter="otlp_grpc/tempo"} '
-        assert f"{queue}50000".encode() in response.read()
+        assert f"{queue}{queue_size}".encode() in response.read()
 
 
 def test_sigterm_delivers_every_span_it_accepted(

@@ -7,7 +7,6 @@ the workbook's windows and rates, and one error budget per SLO."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,13 +14,13 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.prometheus import debian_prometheus_tool
+
 REPO = Path(__file__).resolve().parents[2]
 RULES_DIR = REPO / "charts" / "tandem" / "files" / "rules"
 RULE_FILES = sorted(RULES_DIR.glob("*.yaml"))
 UNIT_TESTS = sorted(Path(__file__).parent.glob("*.test.yaml"))
 ALERTS_DOC = REPO / "docs" / "alerts.md"
-PROMTOOL = Path("/usr/bin/promtool")
-INSTALL = "apt-get install prometheus (Debian's package, 2.42, has promtool; .ci/run installs it)"
 
 # The SRE workbook's multi-window, multi-burn-rate table: long window -> (short window,
 # burn rate, severity).
@@ -35,13 +34,7 @@ BURN_WINDOWS = {
 
 @pytest.fixture(scope="session")
 def promtool() -> Path:
-    """/usr/bin/promtool, or a failure that says how to install it (never a skip)."""
-    if PROMTOOL.is_file():
-        return PROMTOOL
-    on_path = shutil.which("promtool")
-    if on_path is None:
-        pytest.fail(f"promtool is missing: {INSTALL}")
-    return Path(on_path)
+    return debian_prometheus_tool("promtool")
 
 
 def load(path: Path) -> dict[str, Any]:
